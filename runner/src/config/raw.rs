@@ -1,0 +1,1 @@
+//! Stage one: the file as written, spanned, with unknown keys kept for reporting.

@@ -1,0 +1,390 @@
+//! The production environment: the OS clock, TCP (and TLS), the real disk, this
+//! process's memory, real processes, and `tracing` logs.
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use chrono::{DateTime, Utc};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::{
+    CommandOutput, CommandSpec, Connector, Env, FileSystem, MemoryProbe, NetError, NetErrorKind,
+    SeededRng, Spawner, Target, WallClock,
+};
+use crate::event::TracingSink;
+
+/// The production environment.
+#[derive(Debug, Clone)]
+pub struct TokioEnv {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    rng: SeededRng,
+    connector: TcpConnector,
+}
+
+impl TokioEnv {
+    /// An environment seeded from the OS, with the webpki root certificates.
+    pub fn new() -> Self {
+        Self::with_seed(SeededRng::from_os())
+    }
+
+    /// An environment with a fixed RNG (reproducible jitter, e.g. in tests).
+    pub fn with_seed(rng: SeededRng) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                rng,
+                connector: TcpConnector::new(),
+            }),
+        }
+    }
+}
+
+impl Default for TokioEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Env for TokioEnv {
+    type Clock = SystemClock;
+    type Connector = TcpConnector;
+    type Fs = DiskFs;
+    type Memory = ProcessMemory;
+    type Spawner = ProcessSpawner;
+    type Events = TracingSink;
+
+    fn clock(&self) -> &SystemClock {
+        &SystemClock
+    }
+    fn rng(&self) -> &SeededRng {
+        &self.inner.rng
+    }
+    fn connector(&self) -> &TcpConnector {
+        &self.inner.connector
+    }
+    fn fs(&self) -> &DiskFs {
+        &DiskFs
+    }
+    fn memory(&self) -> &ProcessMemory {
+        &ProcessMemory
+    }
+    fn spawner(&self) -> &ProcessSpawner {
+        &ProcessSpawner
+    }
+    fn events(&self) -> &TracingSink {
+        &TracingSink
+    }
+}
+
+/// The OS wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// TCP with optional TLS (rustls, webpki roots).
+#[derive(Clone)]
+pub struct TcpConnector {
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for TcpConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpConnector").finish_non_exhaustive()
+    }
+}
+
+impl TcpConnector {
+    /// A connector trusting the webpki root certificates.
+    pub fn new() -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+            .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"));
+        Self {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        }
+    }
+}
+
+impl Default for TcpConnector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A plain or TLS stream.
+#[derive(Debug)]
+pub enum MaybeTls {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for MaybeTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MaybeTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+fn net_error(target: &Target, kind: NetErrorKind, detail: impl std::fmt::Display) -> NetError {
+    NetError {
+        kind,
+        target: target.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+impl Connector for TcpConnector {
+    type Stream = MaybeTls;
+
+    async fn connect(&self, target: &Target) -> Result<MaybeTls, NetError> {
+        let addrs: Vec<_> = tokio::net::lookup_host((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| net_error(target, NetErrorKind::Dns, e))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(net_error(target, NetErrorKind::Dns, "no addresses"));
+        }
+        let mut last = None;
+        let mut stream = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let stream = match (stream, last) {
+            (Some(s), _) => s,
+            (None, Some(e)) => {
+                let kind = match e.kind() {
+                    io::ErrorKind::ConnectionRefused => NetErrorKind::Refused,
+                    io::ErrorKind::ConnectionReset => NetErrorKind::Reset,
+                    io::ErrorKind::TimedOut => NetErrorKind::TimedOut,
+                    _ => NetErrorKind::Other,
+                };
+                return Err(net_error(target, kind, e));
+            }
+            (None, None) => return Err(net_error(target, NetErrorKind::Dns, "no addresses")),
+        };
+        let _ = stream.set_nodelay(true);
+        if !target.tls {
+            return Ok(MaybeTls::Plain(stream));
+        }
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+            .map_err(|e| net_error(target, NetErrorKind::Tls, e))?;
+        let tls = self
+            .tls
+            .connect(name, stream)
+            .await
+            .map_err(|e| net_error(target, NetErrorKind::Tls, e))?;
+        Ok(MaybeTls::Tls(Box::new(tls)))
+    }
+}
+
+/// The real disk. Blocking calls run on tokio's blocking pool.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskFs;
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(format!("blocking task failed: {e}")))?
+}
+
+impl FileSystem for DiskFs {
+    async fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        tokio::fs::read(path).await
+    }
+
+    async fn write(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let path = path.to_path_buf();
+        let data = data.to_vec();
+        blocking(move || {
+            use std::io::Write;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut file = opts.open(&path)?;
+            file.write_all(&data)
+        })
+        .await
+    }
+
+    async fn sync(&self, path: &Path) -> io::Result<()> {
+        let path = path.to_path_buf();
+        blocking(move || std::fs::OpenOptions::new().write(true).open(path)?.sync_all()).await
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        tokio::fs::rename(from, to).await
+    }
+
+    async fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let path = path.to_path_buf();
+        blocking(move || std::fs::File::open(path)?.sync_all()).await
+    }
+
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        match tokio::fs::remove_file(path).await {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        tokio::fs::create_dir_all(path).await
+    }
+}
+
+/// This process's resident memory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessMemory;
+
+impl MemoryProbe for ProcessMemory {
+    fn resident_bytes(&self) -> u64 {
+        memory_stats::memory_stats()
+            .map(|s| s.physical_mem as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// Real processes, each in its own process group so a timeout kills the whole tree.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessSpawner;
+
+impl Spawner for ProcessSpawner {
+    async fn run(&self, spec: &CommandSpec) -> io::Result<CommandOutput> {
+        use tokio::io::AsyncReadExt;
+        let Some((program, args)) = spec.argv.split_first() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        #[cfg(unix)]
+        cmd.process_group(0);
+        if let Some(cwd) = &spec.cwd {
+            cmd.current_dir(cwd);
+        }
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn()?;
+        let limit = spec.capture_limit_bytes as u64;
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let read_out = async move {
+            let mut buf = Vec::new();
+            if let Some(s) = stdout.as_mut() {
+                let _ = s.take(limit).read_to_end(&mut buf).await;
+                // Drain the rest so the child never blocks on a full pipe.
+                let _ = tokio::io::copy(s, &mut tokio::io::sink()).await;
+            }
+            buf
+        };
+        let read_err = async move {
+            let mut buf = Vec::new();
+            if let Some(s) = stderr.as_mut() {
+                let _ = s.take(limit).read_to_end(&mut buf).await;
+                let _ = tokio::io::copy(s, &mut tokio::io::sink()).await;
+            }
+            buf
+        };
+        let pid = child.id();
+        let waited = tokio::time::timeout(spec.timeout, async {
+            let (status, out, err) = tokio::join!(child.wait(), read_out, read_err);
+            (status, out, err)
+        })
+        .await;
+        match waited {
+            Ok((status, stdout, stderr)) => Ok(CommandOutput {
+                code: status?.code(),
+                stdout,
+                stderr,
+                timed_out: false,
+            }),
+            Err(_) => {
+                if let Some(pid) = pid {
+                    kill_group(pid);
+                }
+                let _ = child.kill().await;
+                Ok(CommandOutput {
+                    code: None,
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                    timed_out: true,
+                })
+            }
+        }
+    }
+}
+
+/// Kills a whole process group. Written with `kill(1)` rather than libc so the crate
+/// keeps `forbid(unsafe_code)`; the group id equals the child's pid (`process_group(0)`).
+fn kill_group(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}

@@ -1,0 +1,316 @@
+//! Structured events: one per state transition, attempt, retry decision and finding.
+//!
+//! Every event is a flat record so it maps one to one onto a JSON log line (production,
+//! through `tracing`) and onto a line of the simulator's `trace.jsonl`. Events never carry
+//! secrets: only names of credentials, never their values.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::taxonomy::ErrorClass;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The runner started (or restarted after a crash).
+    RunnerStarted,
+    /// The runner stopped on purpose (shutdown, or a fatal error without isolation).
+    RunnerStopped,
+    /// A task moved between states of the state machine.
+    Transition,
+    /// A run began (fresh or resumed from a checkpoint).
+    RunStarted,
+    /// A run finished; `outcome` says how.
+    RunFinished,
+    /// A due run was skipped (overlap, window closed, job stopped).
+    RunSkipped,
+    /// One attempt of a step began.
+    Attempt,
+    /// One attempt of a step ended in an error.
+    AttemptFailed,
+    /// A step succeeded.
+    StepSucceeded,
+    /// A step was skipped and the run continues degraded.
+    StepSkipped,
+    /// A retry was scheduled after `delay_ms`.
+    RetryScheduled,
+    /// The retry policy gave up (attempts, budget, deadline or window).
+    RetryGaveUp,
+    /// A run or retry waits for its time window to open.
+    WindowWait,
+    /// A step's progress was persisted.
+    CheckpointSaved,
+    /// A run resumed after its last completed step.
+    CheckpointResumed,
+    /// A completed step was not repeated on resume.
+    StepReplayed,
+    /// An access token was refreshed (`detail` says proactive or reactive).
+    TokenRefreshed,
+    /// A token refresh failed.
+    TokenRefreshFailed,
+    /// A circuit breaker changed state.
+    BreakerTransition,
+    /// A call was refused because the breaker is open.
+    BreakerRejected,
+    /// The heartbeat monitor flagged a job, the memory or a service.
+    HeartbeatFinding,
+    /// An alert was raised for a human.
+    Alert,
+    /// A job stopped for good until a human fixes it.
+    JobStopped,
+    /// A job task panicked; the boundary caught it.
+    JobPanicked,
+}
+
+impl EventKind {
+    /// The snake_case name used in logs and traces.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RunnerStarted => "runner_started",
+            Self::RunnerStopped => "runner_stopped",
+            Self::Transition => "transition",
+            Self::RunStarted => "run_started",
+            Self::RunFinished => "run_finished",
+            Self::RunSkipped => "run_skipped",
+            Self::Attempt => "attempt",
+            Self::AttemptFailed => "attempt_failed",
+            Self::StepSucceeded => "step_succeeded",
+            Self::StepSkipped => "step_skipped",
+            Self::RetryScheduled => "retry_scheduled",
+            Self::RetryGaveUp => "retry_gave_up",
+            Self::WindowWait => "window_wait",
+            Self::CheckpointSaved => "checkpoint_saved",
+            Self::CheckpointResumed => "checkpoint_resumed",
+            Self::StepReplayed => "step_replayed",
+            Self::TokenRefreshed => "token_refreshed",
+            Self::TokenRefreshFailed => "token_refresh_failed",
+            Self::BreakerTransition => "breaker_transition",
+            Self::BreakerRejected => "breaker_rejected",
+            Self::HeartbeatFinding => "heartbeat_finding",
+            Self::Alert => "alert",
+            Self::JobStopped => "job_stopped",
+            Self::JobPanicked => "job_panicked",
+        }
+    }
+}
+
+/// One structured event. Optional fields are omitted from the JSON when absent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Wall-clock time, stamped by [`crate::env::Env::emit`].
+    pub at: DateTime<Utc>,
+    /// What happened.
+    pub event: EventKind,
+    /// The job concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// The run concerned (stable across a resume).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The step concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The attempt number, from 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// The service (for breakers, calls and health findings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The error class of a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<ErrorClass>,
+    /// The delay chosen before the next attempt or run, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// State before a transition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<&'static str>,
+    /// State after a transition, or the outcome of a run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<&'static str>,
+    /// A short human-readable detail (never a secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Event {
+    /// A new event of `kind`; the time is stamped when it is emitted.
+    pub fn new(kind: EventKind) -> Self {
+        Self {
+            at: DateTime::<Utc>::UNIX_EPOCH,
+            event: kind,
+            job: None,
+            run_id: None,
+            step: None,
+            attempt: None,
+            service: None,
+            class: None,
+            delay_ms: None,
+            from: None,
+            to: None,
+            detail: None,
+        }
+    }
+
+    /// Sets the time.
+    pub fn at(mut self, at: DateTime<Utc>) -> Self {
+        self.at = at;
+        self
+    }
+
+    /// Sets the job.
+    pub fn job(mut self, job: impl Into<String>) -> Self {
+        self.job = Some(job.into());
+        self
+    }
+
+    /// Sets the run id.
+    pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self
+    }
+
+    /// Sets the step.
+    pub fn step(mut self, step: impl Into<String>) -> Self {
+        self.step = Some(step.into());
+        self
+    }
+
+    /// Sets the attempt number.
+    pub fn attempt(mut self, attempt: u32) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+
+    /// Sets the service.
+    pub fn service(mut self, service: impl Into<String>) -> Self {
+        self.service = Some(service.into());
+        self
+    }
+
+    /// Sets the error class.
+    pub fn class(mut self, class: ErrorClass) -> Self {
+        self.class = Some(class);
+        self
+    }
+
+    /// Sets the chosen delay.
+    pub fn delay(mut self, delay: std::time::Duration) -> Self {
+        self.delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// Sets the from/to states of a transition.
+    pub fn transition(mut self, from: &'static str, to: &'static str) -> Self {
+        self.from = Some(from);
+        self.to = Some(to);
+        self
+    }
+
+    /// Sets the outcome (stored in `to`).
+    pub fn outcome(mut self, outcome: &'static str) -> Self {
+        self.to = Some(outcome);
+        self
+    }
+
+    /// Sets the detail.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// One JSON line, without the trailing newline.
+    pub fn to_json_line(&self) -> String {
+        // Serialising a struct of strings, numbers and a timestamp cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// An event sink that logs through `tracing` (the production sink).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TracingSink;
+
+impl crate::env::EventSink for TracingSink {
+    fn emit(&self, e: Event) {
+        let class = e.class.map(ErrorClass::as_str);
+        let at = e.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        macro_rules! log_at {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "steadfast",
+                    $level,
+                    at = %at,
+                    event = e.event.as_str(),
+                    job = e.job.as_deref(),
+                    run_id = e.run_id.as_deref(),
+                    step = e.step.as_deref(),
+                    attempt = e.attempt,
+                    service = e.service.as_deref(),
+                    class = class,
+                    delay_ms = e.delay_ms,
+                    from = e.from,
+                    to = e.to,
+                    detail = e.detail.as_deref(),
+                )
+            };
+        }
+        match e.event {
+            EventKind::Alert | EventKind::JobStopped | EventKind::JobPanicked => {
+                log_at!(tracing::Level::ERROR)
+            }
+            EventKind::AttemptFailed
+            | EventKind::RetryGaveUp
+            | EventKind::TokenRefreshFailed
+            | EventKind::BreakerRejected
+            | EventKind::HeartbeatFinding
+            | EventKind::StepSkipped => log_at!(tracing::Level::WARN),
+            _ => log_at!(tracing::Level::INFO),
+        }
+    }
+}
+
+/// An event sink that keeps events in memory, bounded (tests and the simulator).
+#[derive(Debug)]
+pub struct MemorySink {
+    events: std::sync::Mutex<Vec<Event>>,
+    limit: usize,
+}
+
+impl MemorySink {
+    /// Keeps at most `limit` events; later ones are counted but dropped.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            events: std::sync::Mutex::new(Vec::new()),
+            limit,
+        }
+    }
+
+    /// A copy of the events so far.
+    pub fn snapshot(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Takes the events so far, leaving the sink empty.
+    pub fn drain(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Default for MemorySink {
+    fn default() -> Self {
+        Self::with_limit(1_000_000)
+    }
+}
+
+impl crate::env::EventSink for MemorySink {
+    fn emit(&self, event: Event) {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if events.len() < self.limit {
+            events.push(event);
+        }
+    }
+}

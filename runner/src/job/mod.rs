@@ -1,0 +1,1 @@
+//! One run of one job: steps in order through every pattern.

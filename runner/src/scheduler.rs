@@ -1,0 +1,1 @@
+//! The runner: one task per job, each behind its own error boundary.
