@@ -20,6 +20,46 @@ use secrecy::SecretString;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use validate::{parse_config, parse_config_value};
 
+/// Resolves `{ env = "NAME" }` and `{ file = "path" }` secret references while a
+/// configuration is validated. The daemon passes [`OsSecrets`]; the simulator passes
+/// [`NoSecretSources`] (scenario secrets are inline).
+pub trait SecretResolver {
+    /// The value of environment variable `name`.
+    fn env(&self, name: &str) -> Option<String>;
+    /// The contents of `path` (already made absolute), trimmed by the caller.
+    fn file(&self, path: &std::path::Path) -> std::io::Result<String>;
+}
+
+/// Resolves secrets from the process environment and the disk (the daemon only:
+/// configuration is read once at start, before the core runs).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsSecrets;
+
+impl SecretResolver for OsSecrets {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn file(&self, path: &std::path::Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// Resolves nothing: every `env`/`file` reference is reported as an error.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSecretSources;
+
+impl SecretResolver for NoSecretSources {
+    fn env(&self, _name: &str) -> Option<String> {
+        None
+    }
+    fn file(&self, path: &std::path::Path) -> std::io::Result<String> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("secret files are not available here ({})", path.display()),
+        ))
+    }
+}
+
 /// A validated runner configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -2,11 +2,15 @@
 
 use std::path::Path;
 
-use super::{Config, Diagnostics};
+use super::{Config, Diagnostics, SecretResolver};
 
 /// Parses and validates a runner configuration file's text.
-pub fn parse_config(text: &str, file: &Path) -> Result<Config, Diagnostics> {
-    let _ = (text, file);
+pub fn parse_config(
+    text: &str,
+    file: &Path,
+    secrets: &dyn SecretResolver,
+) -> Result<Config, Diagnostics> {
+    let _ = (text, file, secrets);
     unimplemented!("config")
 }
 
@@ -17,7 +21,8 @@ pub fn parse_config_value(
     text: &str,
     file: &Path,
     extra: &[&str],
+    secrets: &dyn SecretResolver,
 ) -> Result<(Config, toml::Table), Diagnostics> {
-    let _ = (text, file, extra);
+    let _ = (text, file, extra, secrets);
     unimplemented!("config")
 }
