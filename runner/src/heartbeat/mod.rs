@@ -2,6 +2,8 @@
 //! shaped like the field report's `heartbeat-state.json`; a monitor flags overdue jobs
 //! (silent deaths), memory over its threshold and services failing a health probe.
 
+pub mod monitor;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;

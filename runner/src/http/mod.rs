@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+pub use http::Method;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 

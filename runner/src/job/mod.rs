@@ -1,1 +1,469 @@
-//! One run of one job: steps in order through every pattern.
+//! One run of one job: its steps in order, each through every pattern.
+//!
+//! A run resumes from its checkpoint (pattern 5), waits for its step's time window
+//! (pattern 6), gets a fresh token (pattern 2), asks the service's breaker (pattern 7),
+//! makes the call, classifies any failure (pattern 4) and retries with backoff, jitter
+//! and budget (pattern 1). A step whose service is down is skipped and the run is
+//! degraded; a fatal failure ends the run for a human to look at.
+//!
+//! # Layout
+//! - [`attempt`]: one attempt of one step (HTTP or command).
+//! - [`template`]: `{{step.output}}` placeholders and JSON-pointer extraction.
+
+pub mod attempt;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::breaker::Breakers;
+use crate::checkpoint::{Checkpoint, Checkpoints, CompletedStep, idempotency_key};
+use crate::config::{Config, JobConfig, RetryMode, RetryPolicy, StepConfig};
+use crate::env::Env;
+use crate::event::{Event, EventKind};
+use crate::retry::{GiveUp, RetryBudgets, RetryDecision, RetryInput, plan};
+use crate::store::StoreError;
+use crate::taxonomy::{ErrorClass, FailureKind, StepError};
+use crate::token::TokenManager;
+use crate::window::Windows;
+
+use template::Vars;
+
+/// Everything a run needs that outlives it, shared by all jobs.
+#[derive(Debug)]
+pub struct Services<E: Env> {
+    /// The environment.
+    pub env: E,
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Circuit breakers by service.
+    pub breakers: Breakers<E>,
+    /// Retry budgets by service.
+    pub budgets: RetryBudgets,
+    /// Token managers by credential.
+    pub tokens: BTreeMap<String, Arc<TokenManager<E>>>,
+    /// Time windows by action.
+    pub windows: Windows,
+    /// Checkpoint files.
+    pub checkpoints: Checkpoints<E>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// Every step completed.
+    Succeeded,
+    /// Some steps were skipped because their service was down; the rest completed.
+    Degraded {
+        /// The skipped steps.
+        skipped: Vec<String>,
+    },
+    /// A step's window closed and opens only after the run's deadline; progress is
+    /// kept and the next run resumes it.
+    Deferred {
+        /// The step waiting for its window.
+        step: String,
+        /// When the window opens.
+        until: DateTime<Utc>,
+    },
+    /// The run failed; its progress is kept for the next run.
+    Failed(StepError),
+    /// The run failed in a way that needs a human; the job stops.
+    Fatal(StepError),
+}
+
+impl RunOutcome {
+    /// The snake_case outcome used in events.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Degraded { .. } => "degraded",
+            Self::Deferred { .. } => "deferred",
+            Self::Failed(_) => "failed",
+            Self::Fatal(_) => "fatal",
+        }
+    }
+}
+
+/// What one step came to.
+enum StepResult {
+    Done(BTreeMap<String, String>),
+    Skip(StepError),
+    Defer(DateTime<Utc>),
+    Fail(StepError),
+}
+
+/// Identifies the run being executed.
+#[derive(Debug, Clone)]
+pub struct RunContext<'a> {
+    /// The job.
+    pub job: &'a JobConfig,
+    /// The id a fresh run gets (a resumed run keeps its own).
+    pub fresh_run_id: String,
+    /// The due time that started it.
+    pub due: DateTime<Utc>,
+    /// No retry is scheduled past this.
+    pub deadline: DateTime<Utc>,
+}
+
+/// Runs one run of a job to its outcome.
+pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutcome {
+    let env = &svc.env;
+    let patterns = svc.config.patterns;
+    let job = ctx.job;
+    let mut checkpoint = match resume(svc, ctx).await {
+        Ok(cp) => cp,
+        Err(outcome) => return outcome,
+    };
+    let run_id = checkpoint.run_id.clone();
+    let mut vars = Vars::new();
+    vars.insert("run.id".into(), run_id.clone());
+    vars.insert("run.due".into(), ctx.due.to_rfc3339());
+    vars.insert("job.name".into(), job.name.clone());
+    for done in &checkpoint.completed {
+        for (k, v) in &done.outputs {
+            vars.insert(format!("{}.{k}", done.name), v.clone());
+        }
+    }
+    let mut skipped: Vec<String> = Vec::new();
+    let mut last_skip: Option<StepError> = None;
+    let mut completed_now = 0usize;
+    for step in &job.steps {
+        if checkpoint.done(&step.name).is_some() {
+            env.emit(
+                Event::new(EventKind::StepReplayed)
+                    .job(&job.name)
+                    .run_id(&run_id)
+                    .step(&step.name)
+                    .detail("completed before; not repeated"),
+            );
+            continue;
+        }
+        if let Some(dep) = depends_on(step, &skipped) {
+            env.emit(
+                Event::new(EventKind::StepSkipped)
+                    .job(&job.name)
+                    .run_id(&run_id)
+                    .step(&step.name)
+                    .class(ErrorClass::Degraded)
+                    .detail(format!("needs output of skipped step `{dep}`")),
+            );
+            skipped.push(step.name.clone());
+            continue;
+        }
+        match run_step(svc, ctx, step, &run_id, &vars).await {
+            StepResult::Done(outputs) => {
+                completed_now += 1;
+                for (k, v) in &outputs {
+                    vars.insert(format!("{}.{k}", step.name), v.clone());
+                }
+                if patterns.checkpoints {
+                    checkpoint.completed.push(CompletedStep {
+                        name: step.name.clone(),
+                        idempotency_key: idempotency_key(&job.name, &run_id, &step.name),
+                        outputs,
+                        completed_at: env.now(),
+                    });
+                    if let Err(e) = svc.checkpoints.save(&checkpoint).await {
+                        return store_failure(e, "failed to save checkpoint");
+                    }
+                    env.emit(
+                        Event::new(EventKind::CheckpointSaved)
+                            .job(&job.name)
+                            .run_id(&run_id)
+                            .step(&step.name),
+                    );
+                }
+            }
+            StepResult::Skip(err) => {
+                if !patterns.isolation {
+                    return RunOutcome::Failed(err);
+                }
+                env.emit(
+                    Event::new(EventKind::StepSkipped)
+                        .job(&job.name)
+                        .run_id(&run_id)
+                        .step(&step.name)
+                        .class(ErrorClass::Degraded)
+                        .detail(err.detail.clone()),
+                );
+                skipped.push(step.name.clone());
+                last_skip = Some(err);
+            }
+            StepResult::Defer(until) => {
+                return RunOutcome::Deferred {
+                    step: step.name.clone(),
+                    until,
+                };
+            }
+            StepResult::Fail(err) => {
+                return if err.class == ErrorClass::Fatal {
+                    RunOutcome::Fatal(err)
+                } else {
+                    RunOutcome::Failed(err)
+                };
+            }
+        }
+    }
+    let nothing_done = completed_now == 0 && checkpoint.completed.is_empty();
+    if nothing_done && let Some(err) = last_skip {
+        // Every step was skipped: nothing was produced, so this is a failure, not a
+        // degraded success. Progress (none) needs no checkpoint.
+        if patterns.checkpoints
+            && let Err(e) = svc.checkpoints.clear(&job.name).await
+        {
+            return store_failure(e, "failed to clear checkpoint");
+        }
+        return RunOutcome::Failed(err);
+    }
+    if patterns.checkpoints
+        && let Err(e) = svc.checkpoints.clear(&job.name).await
+    {
+        return store_failure(e, "failed to clear checkpoint");
+    }
+    if skipped.is_empty() {
+        RunOutcome::Succeeded
+    } else {
+        RunOutcome::Degraded { skipped }
+    }
+}
+
+/// Loads the unfinished run of the job, or starts a fresh checkpoint.
+async fn resume<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> Result<Checkpoint, RunOutcome> {
+    let env = &svc.env;
+    let job = &ctx.job.name;
+    let fresh = Checkpoint::new(job, &ctx.fresh_run_id, env.now());
+    if !svc.config.patterns.checkpoints {
+        return Ok(fresh);
+    }
+    match svc.checkpoints.load(job).await {
+        Ok(Some(cp)) => {
+            env.emit(
+                Event::new(EventKind::CheckpointResumed)
+                    .job(job)
+                    .run_id(&cp.run_id)
+                    .detail(format!("{} step(s) already done", cp.completed.len())),
+            );
+            Ok(cp)
+        }
+        Ok(None) => Ok(fresh),
+        Err(e @ StoreError::Corrupt { .. }) => {
+            // A torn checkpoint is never trusted: report it and start the run afresh.
+            env.emit(
+                Event::new(EventKind::HeartbeatFinding)
+                    .job(job)
+                    .detail(e.to_string()),
+            );
+            Ok(fresh)
+        }
+        Err(e) => Err(store_failure(e, "failed to read checkpoint")),
+    }
+}
+
+fn store_failure(e: StoreError, what: &str) -> RunOutcome {
+    let kind = e.io_error().map(FailureKind::from).unwrap_or(FailureKind::Io);
+    let err = StepError::new(kind, format!("{what}: {e}"));
+    if err.class == ErrorClass::Fatal {
+        RunOutcome::Fatal(err)
+    } else {
+        RunOutcome::Failed(err)
+    }
+}
+
+/// The first skipped step whose outputs `step` needs.
+fn depends_on<'a>(step: &StepConfig, skipped: &'a [String]) -> Option<&'a str> {
+    let texts: Vec<&str> = match &step.kind {
+        crate::config::StepKind::Http(h) => {
+            let mut t = vec![h.url.as_str()];
+            t.extend(h.headers.iter().map(|(_, v)| v.as_str()));
+            t.extend(h.body.as_deref());
+            t
+        }
+        crate::config::StepKind::Command(c) => c.argv.iter().map(String::as_str).collect(),
+    };
+    texts
+        .iter()
+        .flat_map(|t| template::placeholders(t))
+        .find_map(|name| {
+            let owner = name.split('.').next().unwrap_or_default().to_string();
+            skipped.iter().find(|s| **s == owner).map(String::as_str)
+        })
+}
+
+/// Runs one step: window, attempts, retries.
+async fn run_step<E: Env>(
+    svc: &Services<E>,
+    ctx: &RunContext<'_>,
+    step: &StepConfig,
+    run_id: &str,
+    vars: &Vars,
+) -> StepResult {
+    let env = &svc.env;
+    let patterns = svc.config.patterns;
+    let job = ctx.job;
+    let policy: RetryPolicy = job.retry.unwrap_or(svc.config.retry);
+    let action = step.action.as_deref();
+    let service = attempt::service_of(step);
+    let mut prev_delay = Duration::ZERO;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        if patterns.windows && !svc.windows.is_open(action, env.now()) {
+            let open = svc.windows.next_open(action, env.now());
+            let wait = (open - env.now()).to_std().unwrap_or_default();
+            let event = Event::new(EventKind::WindowWait)
+                .job(&job.name)
+                .run_id(run_id)
+                .step(&step.name)
+                .delay(wait);
+            if open > ctx.deadline {
+                env.emit(event.detail("window opens after the run's deadline; deferred"));
+                return StepResult::Defer(open);
+            }
+            env.emit(event.detail("waiting for the window to open"));
+            sleep_until_wall(env, open).await;
+        }
+        env.emit(
+            Event::new(EventKind::Attempt)
+                .job(&job.name)
+                .run_id(run_id)
+                .step(&step.name)
+                .attempt(attempt)
+                .service(service.unwrap_or("local")),
+        );
+        let (result, used_token) =
+            attempt::attempt_step(svc, &job.name, run_id, step, vars, attempt).await;
+        let err = match result {
+            Ok(outputs) => {
+                env.emit(
+                    Event::new(EventKind::StepSucceeded)
+                        .job(&job.name)
+                        .run_id(run_id)
+                        .step(&step.name)
+                        .attempt(attempt),
+                );
+                return StepResult::Done(outputs);
+            }
+            Err(err) => err,
+        };
+        env.emit(
+            Event::new(EventKind::AttemptFailed)
+                .job(&job.name)
+                .run_id(run_id)
+                .step(&step.name)
+                .attempt(attempt)
+                .service(service.unwrap_or("local"))
+                .class(err.class)
+                .detail(format!("{}: {}", err.kind.label(), err.detail)),
+        );
+        match err.class {
+            ErrorClass::Fatal => return StepResult::Fail(err),
+            ErrorClass::Degraded => return StepResult::Skip(err),
+            ErrorClass::Critical | ErrorClass::Recoverable => {}
+        }
+        if err.kind == FailureKind::Unauthorized
+            && let (Some(token), Some(manager)) = (used_token, attempt::credential_of(svc, step))
+        {
+            // Pattern 2's fallback: one reactive refresh after a 401.
+            if let Err(e) = manager.refresh_after_unauthorized(&token).await {
+                let kind = e.kind();
+                let refresh_err = StepError::new(kind, e.to_string());
+                if refresh_err.class == ErrorClass::Fatal {
+                    return StepResult::Fail(refresh_err);
+                }
+            }
+        }
+        let window_close = if patterns.windows {
+            svc.windows.closes_at(action, env.now())
+        } else {
+            None
+        };
+        let decision = plan(
+            &RetryInput {
+                policy: &policy,
+                mode: patterns.retry,
+                jitter: patterns.jitter,
+                attempt,
+                prev_delay,
+                error: &err,
+                now: env.now(),
+                deadline: ctx.deadline,
+                window_close,
+            },
+            env.rng(),
+        );
+        match decision {
+            RetryDecision::Retry(delay) => {
+                let budget_ok = patterns.retry != RetryMode::Backoff
+                    || service.is_none_or(|s| svc.budgets.try_retry(s, env.now()));
+                if !budget_ok {
+                    env.emit(
+                        Event::new(EventKind::RetryGaveUp)
+                            .job(&job.name)
+                            .run_id(run_id)
+                            .step(&step.name)
+                            .attempt(attempt)
+                            .class(ErrorClass::Degraded)
+                            .detail("retry budget spent"),
+                    );
+                    return StepResult::Skip(StepError::new(
+                        FailureKind::BudgetExhausted,
+                        format!("retry budget of `{}` spent", service.unwrap_or("local")),
+                    ));
+                }
+                env.emit(
+                    Event::new(EventKind::RetryScheduled)
+                        .job(&job.name)
+                        .run_id(run_id)
+                        .step(&step.name)
+                        .attempt(attempt)
+                        .class(err.class)
+                        .delay(delay),
+                );
+                tokio::time::sleep(delay).await;
+                prev_delay = delay;
+            }
+            RetryDecision::GiveUp(reason) => {
+                env.emit(
+                    Event::new(EventKind::RetryGaveUp)
+                        .job(&job.name)
+                        .run_id(run_id)
+                        .step(&step.name)
+                        .attempt(attempt)
+                        .class(err.class)
+                        .detail(reason.as_str()),
+                );
+                if reason == GiveUp::Window {
+                    return StepResult::Defer(svc.windows.next_open(
+                        action,
+                        window_close.unwrap_or_else(|| env.now()),
+                    ));
+                }
+                // Retries are spent on a transient error: the service is down for this
+                // run. Degrade (skip the step, continue the others).
+                let detail = format!("{} after {attempt} attempt(s)", err.kind.label());
+                return StepResult::Skip(
+                    StepError::new(FailureKind::ServiceDown, detail)
+                        .with_retry_after(err.retry_after),
+                );
+            }
+        }
+    }
+}
+
+/// Sleeps until the wall clock reaches `at`, in bounded slices so a wall-clock jump
+/// (suspend, NTP) is noticed within a minute.
+pub async fn sleep_until_wall<E: Env>(env: &E, at: DateTime<Utc>) {
+    const SLICE: Duration = Duration::from_secs(60);
+    loop {
+        let now = env.now();
+        if now >= at {
+            return;
+        }
+        let left = (at - now).to_std().unwrap_or_default();
+        tokio::time::sleep(left.min(SLICE)).await;
+    }
+}

@@ -1,0 +1,290 @@
+//! One attempt of one step: an HTTP call or a command, classified by the taxonomy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::Services;
+use super::template::{self, Vars};
+use crate::checkpoint::idempotency_key;
+use crate::config::{CommandStep, HttpStep, StepConfig, StepKind, Url};
+use crate::env::{CommandSpec, Env, Spawner};
+use crate::event::{Event, EventKind};
+use crate::http::{self, Request};
+use crate::retry::retry_after;
+use crate::taxonomy::{ErrorClass, FailureKind, StepError};
+use crate::token::TokenManager;
+
+/// Outputs of a successful attempt, or its classified failure; plus the access token
+/// it used (for the reactive refresh after a 401).
+pub(crate) type AttemptResult = (
+    Result<BTreeMap<String, String>, StepError>,
+    Option<SecretString>,
+);
+
+/// The service a step calls, if it is an HTTP step.
+pub(crate) fn service_of(step: &StepConfig) -> Option<&str> {
+    match &step.kind {
+        StepKind::Http(h) => Some(h.service.as_str()),
+        StepKind::Command(_) => None,
+    }
+}
+
+/// The token manager of an HTTP step's credential.
+pub(crate) fn credential_of<'a, E: Env>(
+    svc: &'a Services<E>,
+    step: &StepConfig,
+) -> Option<&'a Arc<TokenManager<E>>> {
+    match &step.kind {
+        StepKind::Http(h) => h.credential.as_ref().and_then(|c| svc.tokens.get(c)),
+        StepKind::Command(_) => None,
+    }
+}
+
+/// Runs one attempt of `step`.
+pub(crate) async fn attempt_step<E: Env>(
+    svc: &Services<E>,
+    job: &str,
+    run_id: &str,
+    step: &StepConfig,
+    vars: &Vars,
+    attempt: u32,
+) -> AttemptResult {
+    match &step.kind {
+        StepKind::Http(http) => attempt_http(svc, job, run_id, &step.name, http, vars, attempt).await,
+        StepKind::Command(cmd) => (attempt_command(svc, job, run_id, &step.name, cmd, vars).await, None),
+    }
+}
+
+fn template_error(e: template::TemplateError) -> StepError {
+    StepError::new(FailureKind::BadConfig, e.to_string()).with_class(ErrorClass::Degraded)
+}
+
+async fn attempt_http<E: Env>(
+    svc: &Services<E>,
+    job: &str,
+    run_id: &str,
+    step: &str,
+    http_step: &HttpStep,
+    vars: &Vars,
+    attempt: u32,
+) -> AttemptResult {
+    let env = &svc.env;
+    let service = http_step.service.as_str();
+    // The token comes first: a failing token endpoint must not count against the API's
+    // breaker.
+    let token = match &http_step.credential {
+        None => None,
+        Some(name) => match svc.tokens.get(name) {
+            None => {
+                let err = StepError::new(
+                    FailureKind::BadConfig,
+                    format!("credential `{name}` is not configured"),
+                );
+                return (Err(err), None);
+            }
+            Some(manager) => match manager.access_token().await {
+                Ok(t) => Some(t),
+                Err(e) => return (Err(StepError::new(e.kind(), e.to_string())), None),
+            },
+        },
+    };
+    let request = match build_request(svc, job, run_id, step, http_step, vars, token.as_ref()) {
+        Ok(r) => r,
+        Err(e) => return (Err(e), token),
+    };
+    let permit = match svc.breakers.try_acquire(service) {
+        Ok(p) => p,
+        Err(rejected) => {
+            env.emit(
+                Event::new(EventKind::BreakerRejected)
+                    .job(job)
+                    .run_id(run_id)
+                    .step(step)
+                    .service(service)
+                    .class(ErrorClass::Degraded)
+                    .detail(format!("open until {}", rejected.until.to_rfc3339())),
+            );
+            let err = StepError::new(
+                FailureKind::BreakerOpen,
+                format!("breaker of `{service}` is open"),
+            );
+            return (Err(err), token);
+        }
+    };
+    if attempt == 1 {
+        svc.budgets.record_call(service, env.now());
+    }
+    let timeout = svc
+        .config
+        .services
+        .get(service)
+        .map(|s| s.call_timeout)
+        .unwrap_or(std::time::Duration::from_secs(30));
+    let result = match http::send(env.connector(), &request, timeout).await {
+        Ok(resp) => match FailureKind::from_status(resp.status) {
+            None => {
+                svc.breakers.record(permit, true).await;
+                Ok(template::extract(&resp.body, &http_step.extract))
+            }
+            Some(kind) => {
+                // The service answered: only server-side failures count against it.
+                let service_failed = matches!(kind, FailureKind::ServerError(_) | FailureKind::Timeout);
+                svc.breakers.record(permit, !service_failed).await;
+                let wait = resp
+                    .header("retry-after")
+                    .and_then(|v| retry_after::parse(v, env.now()));
+                Err(StepError::new(kind, format!("http {}", resp.status)).with_retry_after(wait))
+            }
+        },
+        Err(e) => {
+            svc.breakers.record(permit, false).await;
+            Err(StepError::new(e.kind(), e.to_string()))
+        }
+    };
+    (result, token)
+}
+
+fn build_request<E: Env>(
+    svc: &Services<E>,
+    job: &str,
+    run_id: &str,
+    step: &str,
+    http_step: &HttpStep,
+    vars: &Vars,
+    token: Option<&SecretString>,
+) -> Result<Request, StepError> {
+    let url_text = template::fill(&http_step.url, vars).map_err(template_error)?;
+    let url = Url::parse(&url_text)
+        .map_err(|e| StepError::new(FailureKind::BadConfig, format!("{e} in step url")))?;
+    let method = http::Method::from_bytes(http_step.method.as_bytes())
+        .map_err(|_| StepError::new(FailureKind::BadConfig, "invalid http method"))?;
+    let mut request = Request::new(method, url);
+    for (name, value) in &http_step.headers {
+        request = request.header(name, template::fill(value, vars).map_err(template_error)?);
+    }
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {}", token.expose_secret()));
+    }
+    if svc.config.patterns.checkpoints {
+        request = request.header("idempotency-key", idempotency_key(job, run_id, step));
+    }
+    if let Some(body) = &http_step.body {
+        request = request.body(template::fill(body, vars).map_err(template_error)?);
+    }
+    Ok(request)
+}
+
+/// Exit codes of command steps (sysexits.h), mapped to the taxonomy.
+pub mod exit_codes {
+    /// Temporary failure: retry later (recoverable).
+    pub const TEMPFAIL: i32 = 75;
+    /// A service is unavailable: skip, run degraded.
+    pub const UNAVAILABLE: i32 = 69;
+    /// Not permitted: credentials (critical).
+    pub const NOPERM: i32 = 77;
+}
+
+async fn attempt_command<E: Env>(
+    svc: &Services<E>,
+    job: &str,
+    run_id: &str,
+    step: &str,
+    cmd: &CommandStep,
+    vars: &Vars,
+) -> Result<BTreeMap<String, String>, StepError> {
+    let env = &svc.env;
+    let mut argv = Vec::with_capacity(cmd.argv.len());
+    for arg in &cmd.argv {
+        argv.push(template::fill(arg, vars).map_err(template_error)?);
+    }
+    let mut vars_env: Vec<(String, String)> = cmd.env.clone();
+    vars_env.push(("STEADFAST_JOB".into(), job.to_string()));
+    vars_env.push(("STEADFAST_RUN_ID".into(), run_id.to_string()));
+    vars_env.push((
+        "STEADFAST_IDEMPOTENCY_KEY".into(),
+        idempotency_key(job, run_id, step),
+    ));
+    for name in &cmd.credentials {
+        let Some(manager) = svc.tokens.get(name) else {
+            return Err(StepError::new(
+                FailureKind::BadConfig,
+                format!("credential `{name}` is not configured"),
+            ));
+        };
+        let token = manager
+            .access_token()
+            .await
+            .map_err(|e| StepError::new(e.kind(), e.to_string()))?;
+        let var = format!(
+            "ACCESS_TOKEN_{}",
+            name.to_ascii_uppercase().replace(['-', '.'], "_")
+        );
+        vars_env.push((var, token.expose_secret().to_string()));
+    }
+    let spec = CommandSpec {
+        argv,
+        cwd: cmd.cwd.clone(),
+        env: vars_env,
+        timeout: cmd.timeout,
+        capture_limit_bytes: 64 * 1024,
+    };
+    let out = env.spawner().run(&spec).await.map_err(|e| {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                FailureKind::BadConfig
+            }
+            _ => FailureKind::from(&e),
+        };
+        StepError::new(kind, format!("failed to start command: {e}"))
+    })?;
+    if out.timed_out {
+        return Err(StepError::new(
+            FailureKind::Timeout,
+            format!("command ran past {}s and was killed", cmd.timeout.as_secs()),
+        ));
+    }
+    match out.code {
+        Some(0) => Ok(last_line_outputs(&out.stdout)),
+        Some(exit_codes::TEMPFAIL) => Err(StepError::new(
+            FailureKind::CommandFailed(exit_codes::TEMPFAIL),
+            "command reported a temporary failure (exit 75)",
+        )),
+        Some(exit_codes::UNAVAILABLE) => Err(StepError::new(
+            FailureKind::ServiceDown,
+            "command reported a service unavailable (exit 69)",
+        )),
+        Some(exit_codes::NOPERM) => Err(StepError::new(
+            FailureKind::Unauthorized,
+            "command reported missing permission (exit 77)",
+        )),
+        Some(code) => Err(StepError::new(
+            FailureKind::CommandFailed(code),
+            format!("command exited with {code}"),
+        )
+        .with_class(ErrorClass::Recoverable)),
+        None => Err(StepError::new(FailureKind::CommandFailed(-1), "command killed by a signal")),
+    }
+}
+
+/// A command may print a JSON object as its last stdout line; its string and number
+/// fields become the step's outputs.
+fn last_line_outputs(stdout: &[u8]) -> BTreeMap<String, String> {
+    let text = String::from_utf8_lossy(stdout);
+    let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) else {
+        return BTreeMap::new();
+    };
+    match serde_json::from_str::<serde_json::Value>(last.trim()) {
+        Ok(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                serde_json::Value::String(s) => Some((k, s)),
+                serde_json::Value::Number(n) => Some((k, n.to_string())),
+                serde_json::Value::Bool(b) => Some((k, b.to_string())),
+                _ => None,
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
