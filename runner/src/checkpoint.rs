@@ -137,7 +137,10 @@ mod tests {
         assert_ne!(a, idempotency_key("blog", "r2", "publish"));
         assert_ne!(a, idempotency_key("blog", "r1", "draft"));
         // The separator keeps ("ab","c") and ("a","bc") apart.
-        assert_ne!(idempotency_key("ab", "c", "s"), idempotency_key("a", "bc", "s"));
+        assert_ne!(
+            idempotency_key("ab", "c", "s"),
+            idempotency_key("a", "bc", "s")
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -165,9 +168,15 @@ mod tests {
     async fn an_unsynced_write_is_lost_but_the_atomic_one_is_not() {
         let env = TestEnv::new(chrono::DateTime::UNIX_EPOCH, 1);
         let fs = env.fs();
-        fs.write(Path::new("/state/checkpoints/x.json"), b"{}").await.unwrap();
+        fs.write(Path::new("/state/checkpoints/x.json"), b"{}")
+            .await
+            .unwrap();
         env.parts().fs.crash();
-        assert!(fs.read(Path::new("/state/checkpoints/x.json")).await.is_err());
+        assert!(
+            fs.read(Path::new("/state/checkpoints/x.json"))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -175,10 +184,18 @@ mod tests {
         let env = TestEnv::new(chrono::DateTime::UNIX_EPOCH, 1);
         let cps = Checkpoints::new(env.clone(), Path::new("/state"));
         let path = Path::new("/state/checkpoints/blog.json");
-        env.fs().write(path, b"{\"job\": \"blog\", \"run_").await.unwrap();
+        env.fs()
+            .write(path, b"{\"job\": \"blog\", \"run_")
+            .await
+            .unwrap();
         let err = cps.load("blog").await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         assert_eq!(cps.load("blog").await.unwrap(), None);
-        assert!(env.parts().fs.contents(Path::new("/state/checkpoints/blog.corrupt")).is_some());
+        assert!(
+            env.parts()
+                .fs
+                .contents(Path::new("/state/checkpoints/blog.corrupt"))
+                .is_some()
+        );
     }
 }

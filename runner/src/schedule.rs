@@ -50,7 +50,11 @@ impl Schedule {
 
     /// After downtime: if at least one due time fell in `(last_due, now]`, the latest of
     /// them (run it once, now); `None` when nothing was missed or there is no history.
-    pub fn missed(&self, last_due: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn missed(
+        &self,
+        last_due: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
         let _ = (last_due, now);
         unimplemented!("schedule")
     }

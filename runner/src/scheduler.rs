@@ -126,12 +126,13 @@ impl<E: Env> Runner<E> {
         let patterns = config.patterns;
         let mut schedules = Vec::with_capacity(config.jobs.len());
         for job in &config.jobs {
-            let schedule = Schedule::new(&job.schedule, config.runner.time_zone).map_err(
-                |source| StartError::Schedule {
-                    job: job.name.clone(),
-                    source,
-                },
-            )?;
+            let schedule =
+                Schedule::new(&job.schedule, config.runner.time_zone).map_err(|source| {
+                    StartError::Schedule {
+                        job: job.name.clone(),
+                        source,
+                    }
+                })?;
             schedules.push((job.clone(), schedule));
         }
         let breakers = Breakers::new(env.clone(), &state_dir, &config.services, patterns.breakers);
@@ -240,8 +241,7 @@ impl<E: Env> Runner<E> {
         let env = self.svc.env.clone();
         let patterns = self.svc.config.patterns;
         env.emit(
-            Event::new(EventKind::RunnerStarted)
-                .detail(format!("{} job(s)", self.schedules.len())),
+            Event::new(EventKind::RunnerStarted).detail(format!("{} job(s)", self.schedules.len())),
         );
         let (stop_tx, mut stop_rx) = mpsc::channel::<Stop>(16);
         let (halt_tx, halt_rx) = watch::channel(false);
@@ -265,7 +265,11 @@ impl<E: Env> Runner<E> {
                 .config
                 .services
                 .values()
-                .filter_map(|s| s.health_url.clone().map(|u| (s.name.clone(), u, s.call_timeout)))
+                .filter_map(|s| {
+                    s.health_url
+                        .clone()
+                        .map(|u| (s.name.clone(), u, s.call_timeout))
+                })
                 .collect();
             let monitor = Monitor::new(
                 env.clone(),
@@ -290,17 +294,17 @@ impl<E: Env> Runner<E> {
         // Stop scheduling; running steps get the grace period to finish.
         let _ = halt_tx.send(true);
         let grace = self.svc.config.runner.shutdown_grace;
-        let drained = tokio::time::timeout(grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
         env.emit(Event::new(EventKind::RunnerStopped).detail(match &exit {
             Exit::Shutdown => "shutdown".to_string(),
-            Exit::FatalStop { job, reason } => format!("fatal error in `{job}` stopped the runner: {reason}"),
+            Exit::FatalStop { job, reason } => {
+                format!("fatal error in `{job}` stopped the runner: {reason}")
+            }
             Exit::MemoryRestart => "memory over the fatal threshold; restarting".to_string(),
         }));
         exit
@@ -353,7 +357,10 @@ impl<E: Env> JobLoop<E> {
         let mut task = Task::new(env.clone(), name.clone());
         // After downtime, at most one catch-up run: now, if a slot was missed.
         let now = env.now();
-        let mut due = match self.schedule.missed(self.heartbeats.last_success(&name), now) {
+        let mut due = match self
+            .schedule
+            .missed(self.heartbeats.last_success(&name), now)
+        {
             Some(_) => now,
             None => self.schedule.next_after(now),
         };
@@ -393,7 +400,8 @@ impl<E: Env> JobLoop<E> {
             let running = task.start(run_id.clone());
             self.update(|s| s.state = TaskState::Running);
             env.emit(Event::new(EventKind::RunStarted).job(&name).run_id(&run_id));
-            let outcome = run_guarded(&self.svc, &self.job, &self.schedule, due, run_id.clone()).await;
+            let outcome =
+                run_guarded(&self.svc, &self.job, &self.schedule, due, run_id.clone()).await;
             let mut event = Event::new(EventKind::RunFinished)
                 .job(&name)
                 .run_id(&run_id)
@@ -407,7 +415,9 @@ impl<E: Env> JobLoop<E> {
                     let degraded = matches!(outcome, RunOutcome::Degraded { .. });
                     if let Err(e) = self.heartbeats.record_success(&name, env.now()).await {
                         let err = StepError::new(
-                            e.io_error().map(FailureKind::from).unwrap_or(FailureKind::Io),
+                            e.io_error()
+                                .map(FailureKind::from)
+                                .unwrap_or(FailureKind::Io),
                             format!("failed to record heartbeat: {e}"),
                         );
                         if err.class == ErrorClass::Fatal {
@@ -447,11 +457,9 @@ impl<E: Env> JobLoop<E> {
             let next = self.schedule.next_after(now.max(due));
             let missed = self.count_missed(due, now);
             if missed > 0 {
-                env.emit(
-                    Event::new(EventKind::RunSkipped)
-                        .job(&name)
-                        .detail(format!("{missed} slot(s) passed while the run was in progress")),
-                );
+                env.emit(Event::new(EventKind::RunSkipped).job(&name).detail(format!(
+                    "{missed} slot(s) passed while the run was in progress"
+                )));
             }
             due = if missed > 0 && self.job.overlap == Overlap::Queue {
                 now

@@ -103,12 +103,22 @@ impl<E: Env> Task<E, Running> {
     /// `running -> success` (degraded when a step was skipped).
     pub fn succeed(self, degraded: bool) -> Task<E, Success> {
         let detail = degraded.then_some("degraded");
-        self.move_to(Success { degraded }, TaskState::Running, TaskState::Success, detail)
+        self.move_to(
+            Success { degraded },
+            TaskState::Running,
+            TaskState::Success,
+            detail,
+        )
     }
 
     /// `running -> failure`.
     pub fn fail(self, reason: &str) -> Task<E, Failure> {
-        self.move_to(Failure, TaskState::Running, TaskState::Failure, Some(reason))
+        self.move_to(
+            Failure,
+            TaskState::Running,
+            TaskState::Failure,
+            Some(reason),
+        )
     }
 
     /// The run id of this run.

@@ -28,7 +28,9 @@ pub enum StoreError {
         source: io::Error,
     },
     /// The file exists but does not parse: torn, truncated or edited by hand.
-    #[error("state file {path} is corrupt: {detail} (hint: it was moved aside; the state starts fresh)")]
+    #[error(
+        "state file {path} is corrupt: {detail} (hint: it was moved aside; the state starts fresh)"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,

@@ -244,7 +244,10 @@ mod tests {
         assert_eq!(FailureKind::from(&enospc), FailureKind::DiskFull);
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert_eq!(FailureKind::from(&reset), FailureKind::ConnectionReset);
-        assert_eq!(FailureKind::from(NetErrorKind::Dns).class(), ErrorClass::Recoverable);
+        assert_eq!(
+            FailureKind::from(NetErrorKind::Dns).class(),
+            ErrorClass::Recoverable
+        );
     }
 
     #[test]

@@ -132,6 +132,9 @@ mod tests {
         assert_eq!(line_col(text, 8), (2, 3));
         let d = Diagnostic::at_offset(Path::new("r.toml"), text, Some(6), "bb", "must be a string")
             .hint("quote it");
-        assert_eq!(d.to_string(), "r.toml:2:1: `bb`: must be a string (hint: quote it)");
+        assert_eq!(
+            d.to_string(),
+            "r.toml:2:1: `bb`: must be a string (hint: quote it)"
+        );
     }
 }

@@ -17,8 +17,8 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use ::tokio::io::{AsyncRead, AsyncWrite};
+use chrono::{DateTime, Utc};
 
 use crate::event::Event;
 
@@ -127,8 +127,10 @@ pub trait Connector: Send + Sync + 'static {
     type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
 
     /// Opens a stream to `target`, including TLS when `target.tls` is set.
-    fn connect(&self, target: &Target)
-    -> impl Future<Output = Result<Self::Stream, NetError>> + Send;
+    fn connect(
+        &self,
+        target: &Target,
+    ) -> impl Future<Output = Result<Self::Stream, NetError>> + Send;
 }
 
 /// A small file-system API with explicit durability.

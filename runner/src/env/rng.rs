@@ -57,7 +57,10 @@ impl SeededRng {
 
 impl Rng for SeededRng {
     fn next_u64(&self) -> u64 {
-        let mut rng = self.inner.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut rng = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         rng.random()
     }
 }

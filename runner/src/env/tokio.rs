@@ -269,7 +269,13 @@ impl FileSystem for DiskFs {
 
     async fn sync(&self, path: &Path) -> io::Result<()> {
         let path = path.to_path_buf();
-        blocking(move || std::fs::OpenOptions::new().write(true).open(path)?.sync_all()).await
+        blocking(move || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .sync_all()
+        })
+        .await
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -144,7 +144,9 @@ async fn send_inner<C: Connector>(connector: &C, req: &Request) -> Result<Respon
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 HttpError::BodyTooLarge
             } else {
                 HttpError::Broken(e.to_string(), FailureKind::ConnectionReset)

@@ -52,8 +52,13 @@ pub(crate) async fn attempt_step<E: Env>(
     attempt: u32,
 ) -> AttemptResult {
     match &step.kind {
-        StepKind::Http(http) => attempt_http(svc, job, run_id, &step.name, http, vars, attempt).await,
-        StepKind::Command(cmd) => (attempt_command(svc, job, run_id, &step.name, cmd, vars).await, None),
+        StepKind::Http(http) => {
+            attempt_http(svc, job, run_id, &step.name, http, vars, attempt).await
+        }
+        StepKind::Command(cmd) => (
+            attempt_command(svc, job, run_id, &step.name, cmd, vars).await,
+            None,
+        ),
     }
 }
 
@@ -130,7 +135,8 @@ async fn attempt_http<E: Env>(
             }
             Some(kind) => {
                 // The service answered: only server-side failures count against it.
-                let service_failed = matches!(kind, FailureKind::ServerError(_) | FailureKind::Timeout);
+                let service_failed =
+                    matches!(kind, FailureKind::ServerError(_) | FailureKind::Timeout);
                 svc.breakers.record(permit, !service_failed).await;
                 let wait = resp
                     .header("retry-after")
@@ -264,7 +270,10 @@ async fn attempt_command<E: Env>(
             format!("command exited with {code}"),
         )
         .with_class(ErrorClass::Recoverable)),
-        None => Err(StepError::new(FailureKind::CommandFailed(-1), "command killed by a signal")),
+        None => Err(StepError::new(
+            FailureKind::CommandFailed(-1),
+            "command killed by a signal",
+        )),
     }
 }
 

@@ -264,7 +264,10 @@ async fn resume<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> Result<Check
 }
 
 fn store_failure(e: StoreError, what: &str) -> RunOutcome {
-    let kind = e.io_error().map(FailureKind::from).unwrap_or(FailureKind::Io);
+    let kind = e
+        .io_error()
+        .map(FailureKind::from)
+        .unwrap_or(FailureKind::Io);
     let err = StepError::new(kind, format!("{what}: {e}"));
     if err.class == ErrorClass::Fatal {
         RunOutcome::Fatal(err)
@@ -437,10 +440,10 @@ async fn run_step<E: Env>(
                         .detail(reason.as_str()),
                 );
                 if reason == GiveUp::Window {
-                    return StepResult::Defer(svc.windows.next_open(
-                        action,
-                        window_close.unwrap_or_else(|| env.now()),
-                    ));
+                    return StepResult::Defer(
+                        svc.windows
+                            .next_open(action, window_close.unwrap_or_else(|| env.now())),
+                    );
                 }
                 // Retries are spent on a transient error: the service is down for this
                 // run. Degrade (skip the step, continue the others).

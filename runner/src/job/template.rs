@@ -12,7 +12,9 @@ pub type Vars = BTreeMap<String, String>;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     /// The value is not known (its step was skipped or produced no such output).
-    #[error("placeholder `{{{{{0}}}}}` has no value (hint: the step that produces it was skipped or did not return it)")]
+    #[error(
+        "placeholder `{{{{{0}}}}}` has no value (hint: the step that produces it was skipped or did not return it)"
+    )]
     Missing(String),
     /// `{{` without `}}`.
     #[error("unclosed placeholder in `{0}`")]
@@ -90,7 +92,10 @@ mod tests {
             fill("{{nope.x}}", &vars),
             Err(TemplateError::Missing("nope.x".into()))
         );
-        assert!(matches!(fill("{{open", &vars), Err(TemplateError::Unclosed(_))));
+        assert!(matches!(
+            fill("{{open", &vars),
+            Err(TemplateError::Unclosed(_))
+        ));
         assert_eq!(placeholders("a{{x.y}}b{{z.w}}"), vec!["x.y", "z.w"]);
     }
 

@@ -22,7 +22,9 @@ use crate::taxonomy::FailureKind;
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// The endpoint rejected the refresh token: a human must re-authorise.
-    #[error("refresh token for `{credential}` was rejected (invalid_grant) (hint: re-authorise and update the credential)")]
+    #[error(
+        "refresh token for `{credential}` was rejected (invalid_grant) (hint: re-authorise and update the credential)"
+    )]
     InvalidGrant {
         /// The credential's name.
         credential: String,
