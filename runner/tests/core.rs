@@ -1,0 +1,350 @@
+//! The runner core end to end on the in-process test environment: jobs run through the
+//! state machine, patterns hold together, and the same seed gives the same events.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, TimeZone, Utc};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use runner::alert::{AlertKind, CollectAlerts};
+use runner::config::{
+    Config, HttpStep, JobConfig, Overlap, Patterns, RetryPolicy, RunnerSettings, ScheduleConfig,
+    ServiceConfig, StepConfig, StepKind,
+};
+use runner::env::testkit::{TestEnv, serve};
+use runner::event::{Event, EventKind};
+use runner::scheduler::{Exit, Runner};
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap()
+}
+
+/// What the fake API saw.
+#[derive(Debug, Default)]
+struct Api {
+    /// (path, idempotency key) of every request, in order.
+    requests: Vec<(String, Option<String>)>,
+    /// Side effects applied, by idempotency key (or path when there is none).
+    effects: BTreeMap<String, u32>,
+    /// Respond 503 to this many requests first.
+    fail_first: u32,
+}
+
+fn api(env: &TestEnv, host: &str, state: Arc<Mutex<Api>>) {
+    env.parts().net.route(
+        host,
+        Arc::new(move |stream| {
+            let state = state.clone();
+            serve(
+                stream,
+                service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let state = state.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let key = req
+                            .headers()
+                            .get("idempotency-key")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        let post = req.method() == hyper::Method::POST;
+                        let _ = req.into_body().collect().await;
+                        let mut s = state.lock().unwrap();
+                        s.requests.push((path.clone(), key.clone()));
+                        if s.fail_first > 0 {
+                            s.fail_first -= 1;
+                            let resp = hyper::Response::builder()
+                                .status(503)
+                                .body(Full::new(Bytes::new()))
+                                .unwrap();
+                            return Ok::<_, Infallible>(resp);
+                        }
+                        if post {
+                            let id = key.unwrap_or(path);
+                            *s.effects.entry(id).or_default() += 1;
+                        }
+                        let body = Bytes::from(format!("{{\"id\": \"{}\"}}", s.requests.len()));
+                        Ok(hyper::Response::new(Full::new(body)))
+                    }
+                }),
+            );
+        }),
+    );
+}
+
+fn http_step(name: &str, method: &str, url: &str, service: &str) -> StepConfig {
+    StepConfig {
+        name: name.to_string(),
+        action: None,
+        kind: StepKind::Http(HttpStep {
+            method: method.to_string(),
+            url: url.to_string(),
+            headers: Vec::new(),
+            body: None,
+            service: service.to_string(),
+            credential: None,
+            extract: BTreeMap::from([("id".to_string(), "/id".to_string())]),
+        }),
+    }
+}
+
+fn job(name: &str, every_min: u64, steps: Vec<StepConfig>) -> JobConfig {
+    JobConfig {
+        name: name.to_string(),
+        schedule: ScheduleConfig::Every(Duration::from_secs(every_min * 60)),
+        start_jitter: Duration::ZERO,
+        overlap: Overlap::Skip,
+        deadline: Duration::from_secs(600),
+        heartbeat_threshold: Duration::from_secs(every_min * 120),
+        retry: None,
+        steps,
+    }
+}
+
+fn service(name: &str) -> (String, ServiceConfig) {
+    (
+        name.to_string(),
+        ServiceConfig {
+            name: name.to_string(),
+            health_url: None,
+            call_timeout: Duration::from_secs(10),
+            breaker: Default::default(),
+        },
+    )
+}
+
+fn config(patterns: Patterns, jobs: Vec<JobConfig>, services: &[&str]) -> Config {
+    Config {
+        runner: RunnerSettings {
+            state_dir: PathBuf::from("/state"),
+            time_zone: chrono_tz::UTC,
+            monitor_interval: Duration::from_secs(60),
+            memory_warn_bytes: 1 << 30,
+            memory_fatal_bytes: 2 << 30,
+            shutdown_grace: Duration::from_secs(5),
+        },
+        patterns,
+        retry: RetryPolicy::default(),
+        windows: BTreeMap::new(),
+        services: services.iter().map(|s| service(s)).collect(),
+        credentials: BTreeMap::new(),
+        jobs,
+    }
+}
+
+/// Runs the runner for `for_how_long` of paused time, then shuts it down.
+async fn run_for(env: &TestEnv, cfg: Config, for_how_long: Duration) -> (Exit, Arc<CollectAlerts>) {
+    let alerts = Arc::new(CollectAlerts::default());
+    let runner = Runner::new(env.clone(), cfg, alerts.clone()).await.unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(runner.run(rx));
+    tokio::time::sleep(for_how_long).await;
+    let _ = tx.send(true);
+    (handle.await.unwrap(), alerts)
+}
+
+fn kinds(events: &[Event], job: &str, kind: EventKind) -> usize {
+    events
+        .iter()
+        .filter(|e| e.event == kind && e.job.as_deref() == Some(job))
+        .count()
+}
+
+fn transitions(events: &[Event], job: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.event == EventKind::Transition && e.job.as_deref() == Some(job))
+        .map(|e| format!("{}->{}", e.from.unwrap_or("?"), e.to.unwrap_or("?")))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_runs_on_schedule_through_the_state_machine() {
+    let env = TestEnv::new(start(), 1);
+    let state = Arc::new(Mutex::new(Api::default()));
+    api(&env, "api.test", state.clone());
+    let steps = vec![
+        http_step("fetch", "GET", "http://api.test/items", "api"),
+        http_step("publish", "POST", "http://api.test/items/{{fetch.id}}", "api"),
+    ];
+    let cfg = config(Patterns::ALL, vec![job("blog", 15, steps)], &["api"]);
+    let (exit, alerts) = run_for(&env, cfg, Duration::from_secs(3600)).await;
+    assert_eq!(exit, Exit::Shutdown);
+    let events = env.events_so_far();
+    // Due at 10:15, 10:30, 10:45, 11:00 within the hour.
+    assert_eq!(kinds(&events, "blog", EventKind::RunFinished), 4);
+    let t = transitions(&events, "blog");
+    assert_eq!(
+        &t[..4],
+        ["idle->running", "running->success", "success->cooldown", "cooldown->idle"]
+    );
+    let s = state.lock().unwrap();
+    assert_eq!(s.requests.len(), 8);
+    // The second step used the first step's output.
+    assert_eq!(s.requests[1].0, "/items/1");
+    assert!(alerts.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_seed_gives_the_same_events() {
+    async fn once(seed: u64) -> Vec<String> {
+        let env = TestEnv::new(start(), seed);
+        let state = Arc::new(Mutex::new(Api {
+            fail_first: 3,
+            ..Api::default()
+        }));
+        api(&env, "api.test", state);
+        let steps = vec![http_step("fetch", "GET", "http://api.test/x", "api")];
+        let cfg = config(Patterns::ALL, vec![job("a", 15, steps.clone()), job("b", 30, steps)], &["api"]);
+        run_for(&env, cfg, Duration::from_secs(7200)).await;
+        env.events_so_far().iter().map(Event::to_json_line).collect()
+    }
+    let a = once(7).await;
+    let b = once(7).await;
+    assert!(a.len() > 10);
+    assert_eq!(a, b);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_with_backoff_turn_transient_failures_into_success() {
+    let env = TestEnv::new(start(), 3);
+    let state = Arc::new(Mutex::new(Api {
+        fail_first: 2,
+        ..Api::default()
+    }));
+    api(&env, "api.test", state.clone());
+    let steps = vec![http_step("fetch", "GET", "http://api.test/x", "api")];
+    let cfg = config(Patterns::ALL, vec![job("poll", 15, steps)], &["api"]);
+    run_for(&env, cfg, Duration::from_secs(16 * 60)).await;
+    let events = env.events_so_far();
+    assert_eq!(kinds(&events, "poll", EventKind::RetryScheduled), 2);
+    let finished: Vec<_> = events
+        .iter()
+        .filter(|e| e.event == EventKind::RunFinished)
+        .map(|e| e.to.unwrap_or_default())
+        .collect();
+    assert_eq!(finished, ["succeeded"]);
+    // Every retry carries its chosen delay.
+    assert!(events
+        .iter()
+        .filter(|e| e.event == EventKind::RetryScheduled)
+        .all(|e| e.delay_ms.is_some() && e.attempt.is_some()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_down_service_degrades_the_run_and_other_steps_continue() {
+    let env = TestEnv::new(start(), 4);
+    let good = Arc::new(Mutex::new(Api::default()));
+    api(&env, "good.test", good.clone());
+    // `down.test` has no route: every call fails DNS.
+    let steps = vec![
+        http_step("social", "POST", "http://down.test/post", "down"),
+        http_step("email", "GET", "http://good.test/inbox", "good"),
+    ];
+    let cfg = config(Patterns::ALL, vec![job("daily", 15, steps)], &["down", "good"]);
+    run_for(&env, cfg, Duration::from_secs(16 * 60)).await;
+    let events = env.events_so_far();
+    let outcome: Vec<_> = events
+        .iter()
+        .filter(|e| e.event == EventKind::RunFinished)
+        .map(|e| e.to.unwrap_or_default())
+        .collect();
+    assert_eq!(outcome, ["degraded"]);
+    assert_eq!(good.lock().unwrap().requests.len(), 1);
+
+    // Naive: the same failure fails the whole run and the good step never runs.
+    let env = TestEnv::new(start(), 4);
+    let good = Arc::new(Mutex::new(Api::default()));
+    api(&env, "good.test", good.clone());
+    let steps = vec![
+        http_step("social", "POST", "http://down.test/post", "down"),
+        http_step("email", "GET", "http://good.test/inbox", "good"),
+    ];
+    let cfg = config(Patterns::NAIVE, vec![job("daily", 15, steps)], &["down", "good"]);
+    run_for(&env, cfg, Duration::from_secs(16 * 60)).await;
+    let outcome: Vec<_> = env
+        .events_so_far()
+        .iter()
+        .filter(|e| e.event == EventKind::RunFinished)
+        .map(|e| e.to.unwrap_or_default())
+        .collect();
+    assert_eq!(outcome, ["failed"]);
+    assert_eq!(good.lock().unwrap().requests.len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fatal_error_stops_only_its_job_with_isolation_and_everything_without() {
+    async fn scenario(patterns: Patterns) -> (Exit, usize, Vec<AlertKind>) {
+        let env = TestEnv::new(start(), 5);
+        let state = Arc::new(Mutex::new(Api::default()));
+        api(&env, "api.test", state.clone());
+        // Disk full breaks checkpoint writes (fatal) once `writer` completes a step.
+        env.parts().fs.set_full(true);
+        let mut writer = job("writer", 15, vec![http_step("w", "POST", "http://api.test/w", "api")]);
+        // The reader's step writes no checkpoint when checkpoints are off, so give the
+        // naive profile a heartbeat write to fail on too: both touch the disk.
+        writer.deadline = Duration::from_secs(300);
+        let reader = job("reader", 15, vec![http_step("r", "GET", "http://api.test/r", "api")]);
+        let cfg = config(patterns, vec![writer, reader], &["api"]);
+        let (exit, alerts) = run_for(&env, cfg, Duration::from_secs(3600)).await;
+        let reader_calls = state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|(p, _)| p == "/r")
+            .count();
+        let kinds = alerts.0.lock().unwrap().iter().map(|a| a.kind).collect();
+        (exit, reader_calls, kinds)
+    }
+    let (exit, _reader_calls, alerts) = scenario(Patterns::ALL).await;
+    assert_eq!(exit, Exit::Shutdown);
+    assert!(alerts.contains(&AlertKind::Fatal), "{alerts:?}");
+    let (exit, reader_calls, _) = scenario(Patterns::NAIVE).await;
+    assert!(matches!(exit, Exit::FatalStop { .. }), "{exit:?}");
+    assert!(reader_calls <= 1, "the naive runner kept going: {reader_calls}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_mid_run_resumes_from_the_checkpoint_without_repeating_side_effects() {
+    let env = TestEnv::new(start(), 6);
+    let state = Arc::new(Mutex::new(Api::default()));
+    api(&env, "api.test", state.clone());
+    // `slow.test` answers after 5 minutes: the crash lands while step 2 waits.
+    let slow = Arc::new(Mutex::new(Api::default()));
+    api(&env, "slow.test", slow.clone());
+    let steps = vec![
+        http_step("draft", "POST", "http://api.test/draft", "api"),
+        http_step("render", "GET", "http://slow.test/render", "slow"),
+        http_step("publish", "POST", "http://api.test/publish/{{draft.id}}", "api"),
+    ];
+    let cfg = config(Patterns::ALL, vec![job("blog", 30, steps)], &["api", "slow"]);
+    env.parts().net.fail("slow.test", runner::env::NetErrorKind::Refused);
+    // Run until the first run has done `draft` and is retrying `render`, then "crash".
+    let alerts = Arc::new(CollectAlerts::default());
+    let runner = Runner::new(env.clone(), cfg.clone(), alerts.clone()).await.unwrap();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(runner.run(rx));
+    tokio::time::sleep(Duration::from_secs(30 * 60 + 3)).await;
+    handle.abort();
+    let _ = handle.await;
+    env.parts().fs.crash();
+    env.parts().net.heal("slow.test");
+    let drafts_before = state.lock().unwrap().effects.len();
+    assert_eq!(drafts_before, 1, "draft applied once before the crash");
+    // Restart: the run resumes after `draft` and finishes.
+    let (exit, _) = run_for(&env, cfg, Duration::from_secs(60)).await;
+    assert_eq!(exit, Exit::Shutdown);
+    let events = env.events_so_far();
+    assert!(kinds(&events, "blog", EventKind::CheckpointResumed) >= 1);
+    assert!(kinds(&events, "blog", EventKind::StepReplayed) >= 1);
+    let s = state.lock().unwrap();
+    // Draft once, publish once: no side effect repeated.
+    assert_eq!(s.effects.len(), 2, "{:?}", s.effects);
+    assert!(s.effects.values().all(|n| *n == 1));
+    assert!(s.requests.iter().any(|(p, _)| p == "/publish/1"));
+}
