@@ -139,7 +139,11 @@ impl Schedule {
 
     /// After downtime: if at least one due time fell in `(last_due, now]`, the latest of
     /// them (run it once, now); `None` when nothing was missed or there is no history.
-    pub fn missed(&self, last_due: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn missed(
+        &self,
+        last_due: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
         let last_due = last_due?;
         let first_missed = self.next_after(last_due);
         if first_missed > now {
@@ -179,7 +183,7 @@ fn cron_nominal_interval(cron: &Cron, zone: Tz) -> Result<Duration, String> {
             format!("it never fires: {e} (hint: check that the day of month exists in that month)")
         })?;
         if i > 0 {
-            let gap = (next.clone() - previous.clone()).to_std().unwrap_or(Duration::ZERO);
+            let gap = (next - previous).to_std().unwrap_or(Duration::ZERO);
             smallest = Some(smallest.map_or(gap, |s| s.min(gap)));
         }
         previous = next;
@@ -257,9 +261,15 @@ mod tests {
     #[test]
     fn interval_grid_is_aligned_to_the_epoch() {
         let s = every(FIFTEEN_MIN);
-        assert_eq!(s.next_after(utc("2026-01-05T10:07:13.5Z")), utc("2026-01-05T10:15:00Z"));
+        assert_eq!(
+            s.next_after(utc("2026-01-05T10:07:13.5Z")),
+            utc("2026-01-05T10:15:00Z")
+        );
         // Strictly after: sitting on a slot gives the next one.
-        assert_eq!(s.next_after(utc("2026-01-05T10:15:00Z")), utc("2026-01-05T10:30:00Z"));
+        assert_eq!(
+            s.next_after(utc("2026-01-05T10:15:00Z")),
+            utc("2026-01-05T10:30:00Z")
+        );
         assert_eq!(
             s.next_after(utc("2026-01-05T10:14:59.999999999Z")),
             utc("2026-01-05T10:15:00Z")
@@ -271,7 +281,10 @@ mod tests {
         assert!(next > utc("2026-01-05T10:00:00Z"));
         assert!(next - utc("2026-01-05T10:00:00Z") <= TimeDelta::minutes(7));
         // Before the epoch the grid continues (floor, not truncation toward zero).
-        assert_eq!(s.next_after(utc("1969-12-31T23:50:00Z")), utc("1970-01-01T00:00:00Z"));
+        assert_eq!(
+            s.next_after(utc("1969-12-31T23:50:00Z")),
+            utc("1970-01-01T00:00:00Z")
+        );
     }
 
     #[test]
@@ -280,7 +293,11 @@ mod tests {
         // both produce the same grid, so restarts neither shift nor double runs.
         let before_crash = every(FIFTEEN_MIN);
         let after_restart = every(FIFTEEN_MIN);
-        let first = due_times(&before_crash, utc("2026-01-05T09:00:00Z"), utc("2026-01-05T12:00:00Z"));
+        let first = due_times(
+            &before_crash,
+            utc("2026-01-05T09:00:00Z"),
+            utc("2026-01-05T12:00:00Z"),
+        );
         let second = due_times(
             &after_restart,
             utc("2026-01-05T10:03:41Z"),
@@ -292,7 +309,10 @@ mod tests {
         // a different grid after the restart.
         let restart = utc("2026-01-05T10:03:41Z");
         let naive_next = restart + TimeDelta::minutes(15);
-        assert!(!first.contains(&naive_next), "naive grid {naive_next} should drift");
+        assert!(
+            !first.contains(&naive_next),
+            "naive grid {naive_next} should drift"
+        );
     }
 
     #[test]
@@ -304,12 +324,27 @@ mod tests {
     #[test]
     fn nominal_interval() {
         assert_eq!(every(FIFTEEN_MIN).nominal_interval(), FIFTEEN_MIN);
-        assert_eq!(cron("*/15 * * * *", berlin()).nominal_interval(), FIFTEEN_MIN);
-        assert_eq!(cron("0 9 * * *", berlin()).nominal_interval(), Duration::from_secs(86_400));
+        assert_eq!(
+            cron("*/15 * * * *", berlin()).nominal_interval(),
+            FIFTEEN_MIN
+        );
+        assert_eq!(
+            cron("0 9 * * *", berlin()).nominal_interval(),
+            Duration::from_secs(86_400)
+        );
         // The smallest gap: weekdays only still reads as daily.
-        assert_eq!(cron("0 9 * * 1-5", berlin()).nominal_interval(), Duration::from_secs(86_400));
-        assert_eq!(cron("0 9,10 * * *", berlin()).nominal_interval(), Duration::from_secs(3_600));
-        assert_eq!(cron("*/10 * * * * *", berlin()).nominal_interval(), Duration::from_secs(10));
+        assert_eq!(
+            cron("0 9 * * 1-5", berlin()).nominal_interval(),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            cron("0 9,10 * * *", berlin()).nominal_interval(),
+            Duration::from_secs(3_600)
+        );
+        assert_eq!(
+            cron("*/10 * * * * *", berlin()).nominal_interval(),
+            Duration::from_secs(10)
+        );
     }
 
     #[test]
@@ -359,17 +394,29 @@ mod tests {
         let s = cron("30 2 * * *", berlin());
         // Spring forward: 02:30 does not exist; croner runs at 03:00 CEST instead.
         let spring = due_times(&s, utc("2026-03-28T12:00:00Z"), utc("2026-03-30T12:00:00Z"));
-        assert_eq!(spring, [utc("2026-03-29T01:00:00Z"), utc("2026-03-30T00:30:00Z")]);
+        assert_eq!(
+            spring,
+            [utc("2026-03-29T01:00:00Z"), utc("2026-03-30T00:30:00Z")]
+        );
         // Fall back: 02:30 happens twice; it runs at the first (CEST) only.
         let fall = due_times(&s, utc("2026-10-24T12:00:00Z"), utc("2026-10-26T12:00:00Z"));
-        assert_eq!(fall, [utc("2026-10-25T00:30:00Z"), utc("2026-10-26T01:30:00Z")]);
+        assert_eq!(
+            fall,
+            [utc("2026-10-25T00:30:00Z"), utc("2026-10-26T01:30:00Z")]
+        );
     }
 
     #[test]
     fn cron_is_read_in_the_configured_zone() {
         let at = utc("2026-07-01T00:00:00Z");
-        assert_eq!(cron("0 9 * * *", chrono_tz::UTC).next_after(at), utc("2026-07-01T09:00:00Z"));
-        assert_eq!(cron("0 9 * * *", berlin()).next_after(at), utc("2026-07-01T07:00:00Z"));
+        assert_eq!(
+            cron("0 9 * * *", chrono_tz::UTC).next_after(at),
+            utc("2026-07-01T09:00:00Z")
+        );
+        assert_eq!(
+            cron("0 9 * * *", berlin()).next_after(at),
+            utc("2026-07-01T07:00:00Z")
+        );
         assert_eq!(
             cron("0 9 * * *", chrono_tz::America::New_York).next_after(at),
             utc("2026-07-01T13:00:00Z")
@@ -379,10 +426,19 @@ mod tests {
     #[test]
     fn six_field_expression_has_seconds_first() {
         let s = cron("30 */10 * * * *", berlin());
-        assert_eq!(s.next_after(utc("2026-01-05T10:00:00Z")), utc("2026-01-05T10:00:30Z"));
-        assert_eq!(s.next_after(utc("2026-01-05T10:00:30Z")), utc("2026-01-05T10:10:30Z"));
+        assert_eq!(
+            s.next_after(utc("2026-01-05T10:00:00Z")),
+            utc("2026-01-05T10:00:30Z")
+        );
+        assert_eq!(
+            s.next_after(utc("2026-01-05T10:00:30Z")),
+            utc("2026-01-05T10:10:30Z")
+        );
         // Sub-second `after` still gives a strictly later, whole-second due time.
-        assert_eq!(s.next_after(utc("2026-01-05T10:00:30.4Z")), utc("2026-01-05T10:10:30Z"));
+        assert_eq!(
+            s.next_after(utc("2026-01-05T10:00:30.4Z")),
+            utc("2026-01-05T10:10:30Z")
+        );
         assert_eq!(s.nominal_interval(), Duration::from_secs(600));
     }
 
@@ -432,7 +488,10 @@ mod tests {
             let naive_replay = due_times(&s, last_due, now);
             assert_eq!(naive_replay.len(), 20);
             // Ours: exactly one run, for the latest slot.
-            assert_eq!(s.missed(Some(last_due), now), Some(utc("2026-01-05T15:00:00Z")));
+            assert_eq!(
+                s.missed(Some(last_due), now),
+                Some(utc("2026-01-05T15:00:00Z"))
+            );
             assert_eq!(naive_replay.last(), Some(&utc("2026-01-05T15:00:00Z")));
         }
     }
@@ -443,7 +502,10 @@ mod tests {
         // Down from 01:50 CEST to 02:20 CET: the repeated hour lies in between.
         let last_due = utc("2026-10-24T23:45:00Z");
         let now = utc("2026-10-25T01:20:00Z");
-        assert_eq!(s.missed(Some(last_due), now), Some(utc("2026-10-25T01:15:00Z")));
+        assert_eq!(
+            s.missed(Some(last_due), now),
+            Some(utc("2026-10-25T01:15:00Z"))
+        );
     }
 
     fn zones() -> impl Strategy<Value = Tz> {
