@@ -1,41 +1,642 @@
 //! Pattern 6: time windows per action type, in the configured IANA zone, correct
 //! across DST changes.
+//!
+//! The field report gated publishing on `datetime.now().hour`, the machine clock's
+//! hour: move the machine (or run it in UTC) and "business hours" silently shift.
+//! Here every window is read in one configured zone.
+//!
+//! # Semantics
+//!
+//! A window `[start, end)` is a set of instants, built day by day: for each local
+//! date `D` it is open from the instant local time reaches `start` on `D` until the
+//! instant local time reaches `end` (on `D`, or on `D + 1` when `end < start`, a
+//! window spanning midnight). A local time is turned into an instant as follows:
+//!
+//! - it exists once: that instant;
+//! - it exists twice (the clock falls back): the earlier instant, so a window
+//!   neither opens twice nor reopens for the repeated hour;
+//! - it does not exist (the clock springs forward over it): the first instant after
+//!   the gap, so a window starting at 02:30 on a day that skips 02:00-03:00 opens
+//!   at 03:00. A window lying wholly inside a gap does not open that day.
+//!
+//! `start == end` means "always open" (a zero-length window would never open, which
+//! nobody configures on purpose). `is_open`, `next_open` and `closes_at` all derive
+//! from the same per-day intervals, so they never disagree with each other, even in
+//! the repeated hour where plain local-time comparison would.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveDateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::config::WindowConfig;
 
+/// How many local days before the instant's own date the search looks at: one, for a
+/// midnight-spanning window opened yesterday.
+const DAYS_BEFORE: u64 = 1;
+/// How many local days after the instant's own date the search looks at. Three is
+/// plenty: a window opens every day except when it lies wholly in a DST gap, and
+/// even a zone that skipped a whole calendar day (Pacific/Apia, 2011-12-30) leaves
+/// the next one.
+const DAYS_AFTER: u64 = 3;
+/// Half-width of the bracket searched for the end of a DST gap. UTC offsets stay
+/// within about +-14 h, so 27 h on either side always brackets the gap.
+const GAP_BRACKET_HOURS: i64 = 27;
+
 /// The windows of all action types.
 #[derive(Debug, Clone)]
 pub struct Windows {
-    _private: (),
+    /// The zone windows are read in: the runner's, not the machine's.
+    zone: Tz,
+    /// The windows, by action type; an action without an entry may always run.
+    windows: BTreeMap<String, WindowConfig>,
+    /// `false` turns every window off (always open), e.g. for a test deployment.
+    enabled: bool,
 }
 
 impl Windows {
     /// Windows in `zone`; when `enabled` is false every action may run anytime.
     pub fn new(zone: Tz, windows: BTreeMap<String, WindowConfig>, enabled: bool) -> Self {
-        let _ = (zone, windows, enabled);
-        unimplemented!("windows")
+        Self {
+            zone,
+            windows,
+            enabled,
+        }
     }
 
     /// Whether `action` may run at `at`. Actions without a window may always run.
     pub fn is_open(&self, action: Option<&str>, at: DateTime<Utc>) -> bool {
-        let _ = (action, at);
-        unimplemented!("windows")
+        let Some(window) = self.bounded_window(action) else {
+            return true;
+        };
+        // Intervals come in order and do not overlap, so the first one that has not
+        // closed yet is the only one that can contain `at`.
+        self.intervals_from(window, at)
+            .next()
+            .is_some_and(|(open, _)| open <= at)
     }
 
     /// The first instant at or after `at` when `action` may run.
+    ///
+    /// `at` itself when the window is open; otherwise the instant the next window
+    /// opens (see the module docs for DST gaps and repeated hours).
     pub fn next_open(&self, action: Option<&str>, at: DateTime<Utc>) -> DateTime<Utc> {
-        let _ = (action, at);
-        unimplemented!("windows")
+        let Some(window) = self.bounded_window(action) else {
+            return at;
+        };
+        match self.intervals_from(window, at).next() {
+            Some((open, _)) => open.max(at),
+            // Unreachable with real zone data (some day in the search opens); waiting a
+            // day and asking again fails closed instead of running outside the window.
+            None => at.checked_add_signed(TimeDelta::days(1)).unwrap_or(at),
+        }
     }
 
     /// When the window open at `at` closes; `None` for an action without a window.
+    ///
+    /// Also `None` when windows are disabled or the window is always open
+    /// (`start == end`): it never closes. When the window is not open at `at`, the
+    /// close of the next window. Back-to-back intervals (possible when an end and the
+    /// next start both fall in the same DST gap) count as one window.
     pub fn closes_at(&self, action: Option<&str>, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let _ = (action, at);
-        unimplemented!("windows")
+        let window = self.bounded_window(action)?;
+        let mut intervals = self.intervals_from(window, at);
+        let (_, mut close) = intervals.next()?;
+        for (open, next_close) in intervals {
+            if open > close {
+                break;
+            }
+            close = close.max(next_close);
+        }
+        Some(close)
+    }
+
+    /// The window that can actually close for `action`: `None` when windows are
+    /// disabled, the action has none, or it is always open.
+    fn bounded_window(&self, action: Option<&str>) -> Option<WindowConfig> {
+        if !self.enabled {
+            return None;
+        }
+        let window = *self.windows.get(action?)?;
+        (window.start != window.end).then_some(window)
+    }
+
+    /// The local calendar date of `at` in the zone.
+    fn local_date(&self, at: DateTime<Utc>) -> NaiveDate {
+        at.with_timezone(&self.zone).date_naive()
+    }
+
+    /// The non-empty intervals, in order, whose close is after `at`: the one open at
+    /// `at` (if any) first. Bounded to a few local days.
+    fn intervals_from(
+        &self,
+        window: WindowConfig,
+        at: DateTime<Utc>,
+    ) -> impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)> + '_ {
+        let today = self.local_date(at);
+        let first = today
+            .checked_sub_days(Days::new(DAYS_BEFORE))
+            .unwrap_or(today);
+        first
+            .iter_days()
+            .take((DAYS_BEFORE + 1 + DAYS_AFTER) as usize)
+            .filter_map(move |date| self.interval(window, date))
+            .filter(move |&(open, close)| open < close && close > at)
+    }
+
+    /// The interval opened on local date `date`: `[start on date, end on date or the
+    /// day after)`, each resolved to an instant by the rules in the module docs.
+    fn interval(
+        &self,
+        window: WindowConfig,
+        date: NaiveDate,
+    ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let open = resolve(self.zone, date.and_time(window.start))?;
+        let end_date = if window.end < window.start {
+            date.succ_opt()?
+        } else {
+            date
+        };
+        let close = resolve(self.zone, end_date.and_time(window.end))?;
+        Some((open, close))
+    }
+}
+
+/// The instant local time in `zone` reaches `local`: the instant itself, the earlier
+/// one when the clock falls back over it, the first instant after the gap when the
+/// clock springs forward over it. `None` only at the ends of chrono's range.
+fn resolve(zone: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+    match zone.from_local_datetime(&local) {
+        LocalResult::Single(at) => Some(at.with_timezone(&Utc)),
+        LocalResult::Ambiguous(a, b) => Some(a.min(b).with_timezone(&Utc)),
+        LocalResult::None => gap_end(zone, local),
+    }
+}
+
+/// The first instant whose local time is at or past `local`, which lies in a gap:
+/// that is the instant the clock jumped over it. Binary search over whole seconds
+/// (zone transitions fall on whole seconds), about 18 steps.
+fn gap_end(zone: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+    let as_utc = local.and_utc();
+    let bracket = TimeDelta::hours(GAP_BRACKET_HOURS);
+    // Invariant: local(lo) < local <= local(hi).
+    let mut lo = as_utc.checked_sub_signed(bracket)?.timestamp();
+    let mut hi = as_utc.checked_add_signed(bracket)?.timestamp();
+    let reached = |secs: i64| -> Option<bool> {
+        let at = DateTime::from_timestamp(secs, 0)?;
+        Some(at.with_timezone(&zone).naive_local() >= local)
+    };
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if reached(mid)? {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    DateTime::from_timestamp(hi, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{NaiveTime, Timelike};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn hm(start: (u32, u32), end: (u32, u32)) -> WindowConfig {
+        WindowConfig {
+            start: NaiveTime::from_hms_opt(start.0, start.1, 0).unwrap(),
+            end: NaiveTime::from_hms_opt(end.0, end.1, 0).unwrap(),
+        }
+    }
+
+    /// One window, for the action "a".
+    fn one(zone: Tz, window: WindowConfig) -> Windows {
+        Windows::new(zone, BTreeMap::from([("a".to_owned(), window)]), true)
+    }
+
+    /// The field report's rule: publishing actions in business hours, internal ones
+    /// anytime (no entry).
+    fn field_report(zone: Tz) -> Windows {
+        let business = hm((9, 0), (22, 0));
+        let windows = ["publish", "post", "push"]
+            .into_iter()
+            .map(|a| (a.to_owned(), business))
+            .collect();
+        Windows::new(zone, windows, true)
+    }
+
+    const A: Option<&str> = Some("a");
+    const NY: Tz = chrono_tz::America::New_York;
+    const BERLIN: Tz = chrono_tz::Europe::Berlin;
+
+    #[test]
+    fn field_report_rule_in_local_time() {
+        let w = field_report(BERLIN);
+        // Berlin is UTC+2 in July.
+        for action in ["publish", "post", "push"] {
+            let a = Some(action);
+            assert!(
+                !w.is_open(a, utc("2026-07-01T06:59:59Z")),
+                "{action} at 08:59:59"
+            );
+            assert!(
+                w.is_open(a, utc("2026-07-01T07:00:00Z")),
+                "{action} at 09:00"
+            );
+            assert!(
+                w.is_open(a, utc("2026-07-01T19:59:59Z")),
+                "{action} at 21:59:59"
+            );
+            assert!(
+                !w.is_open(a, utc("2026-07-01T20:00:00Z")),
+                "{action} at 22:00"
+            );
+            assert_eq!(
+                w.next_open(a, utc("2026-07-01T01:00:00Z")),
+                utc("2026-07-01T07:00:00Z")
+            );
+            assert_eq!(
+                w.next_open(a, utc("2026-07-01T20:00:00Z")),
+                utc("2026-07-02T07:00:00Z")
+            );
+            assert_eq!(
+                w.closes_at(a, utc("2026-07-01T12:00:00Z")),
+                Some(utc("2026-07-01T20:00:00Z"))
+            );
+            // Not open: the close of the next window.
+            assert_eq!(
+                w.closes_at(a, utc("2026-07-01T21:00:00Z")),
+                Some(utc("2026-07-02T20:00:00Z"))
+            );
+        }
+        // Research (and anything else without a window, or no action at all) runs anytime.
+        for a in [Some("research"), Some("build"), Some("prepare"), None] {
+            let at = utc("2026-07-01T01:00:00Z");
+            assert!(w.is_open(a, at));
+            assert_eq!(w.next_open(a, at), at);
+            assert_eq!(w.closes_at(a, at), None);
+        }
+    }
+
+    #[test]
+    fn disabled_windows_are_always_open() {
+        let w = Windows::new(BERLIN, field_report(BERLIN).windows, false);
+        let at = utc("2026-07-01T01:00:00Z");
+        assert!(w.is_open(Some("publish"), at));
+        assert_eq!(w.next_open(Some("publish"), at), at);
+        assert_eq!(w.closes_at(Some("publish"), at), None);
+    }
+
+    #[test]
+    fn start_equal_to_end_is_always_open() {
+        let w = one(NY, hm((9, 0), (9, 0)));
+        for at in [
+            "2026-07-01T12:59:00Z",
+            "2026-07-01T13:00:00Z",
+            "2026-03-08T07:00:00Z",
+        ] {
+            let at = utc(at);
+            assert!(w.is_open(A, at));
+            assert_eq!(w.next_open(A, at), at);
+            assert_eq!(w.closes_at(A, at), None);
+        }
+    }
+
+    #[test]
+    fn naive_utc_hour_check_publishes_outside_the_local_window() {
+        // What the field report did: `9 <= now.hour < 22` on the machine clock, here UTC.
+        let naive_can_publish = |at: DateTime<Utc>| (9..22).contains(&at.hour());
+        for zone in [NY, BERLIN] {
+            let w = field_report(zone);
+            let mut naive_outside = 0;
+            let mut ours_outside = 0;
+            let mut at = utc("2026-07-01T00:00:00Z");
+            for _ in 0..24 * 60 {
+                let local_hour = at.with_timezone(&zone).hour();
+                let locally_business = (9..22).contains(&local_hour);
+                if naive_can_publish(at) && !locally_business {
+                    naive_outside += 1;
+                }
+                if w.is_open(Some("publish"), at) && !locally_business {
+                    ours_outside += 1;
+                }
+                assert_eq!(
+                    w.is_open(Some("publish"), at),
+                    locally_business,
+                    "{zone} {at}"
+                );
+                at += TimeDelta::minutes(1);
+            }
+            // New York (UTC-4): naive publishes 05:00-09:00 local; Berlin (UTC+2):
+            // 22:00-24:00 local.
+            let expected = if zone == NY { 4 * 60 } else { 2 * 60 };
+            assert_eq!(naive_outside, expected, "{zone}");
+            assert_eq!(ours_outside, 0, "{zone}");
+        }
+    }
+
+    #[test]
+    fn business_hours_follow_new_york_dst() {
+        let w = field_report(NY);
+        let p = Some("publish");
+        // Saturday 2026-03-07 is EST (UTC-5), Sunday 03-08 EDT (UTC-4) from 02:00 on.
+        assert_eq!(
+            w.next_open(p, utc("2026-03-07T05:00:00Z")),
+            utc("2026-03-07T14:00:00Z")
+        );
+        assert_eq!(
+            w.closes_at(p, utc("2026-03-07T15:00:00Z")),
+            Some(utc("2026-03-08T03:00:00Z"))
+        );
+        assert_eq!(
+            w.next_open(p, utc("2026-03-08T03:00:00Z")),
+            utc("2026-03-08T13:00:00Z")
+        );
+        assert_eq!(
+            w.closes_at(p, utc("2026-03-08T13:00:00Z")),
+            Some(utc("2026-03-09T02:00:00Z"))
+        );
+        // Fall back on 2026-11-01: EDT until 06:00Z, then EST.
+        assert_eq!(
+            w.next_open(p, utc("2026-10-31T04:00:00Z")),
+            utc("2026-10-31T13:00:00Z")
+        );
+        assert_eq!(
+            w.next_open(p, utc("2026-11-01T04:00:00Z")),
+            utc("2026-11-01T14:00:00Z")
+        );
+        assert_eq!(
+            w.closes_at(p, utc("2026-11-01T14:00:00Z")),
+            Some(utc("2026-11-02T03:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn business_hours_follow_berlin_dst() {
+        let w = field_report(BERLIN);
+        let p = Some("publish");
+        // 2026-03-29: CET (UTC+1) until 01:00Z, then CEST (UTC+2).
+        assert_eq!(
+            w.next_open(p, utc("2026-03-28T00:00:00Z")),
+            utc("2026-03-28T08:00:00Z")
+        );
+        assert_eq!(
+            w.next_open(p, utc("2026-03-29T00:00:00Z")),
+            utc("2026-03-29T07:00:00Z")
+        );
+        // 2026-10-25: CEST until 01:00Z, then CET.
+        assert_eq!(
+            w.next_open(p, utc("2026-10-24T00:00:00Z")),
+            utc("2026-10-24T07:00:00Z")
+        );
+        assert_eq!(
+            w.next_open(p, utc("2026-10-25T00:00:00Z")),
+            utc("2026-10-25T08:00:00Z")
+        );
+        assert_eq!(
+            w.closes_at(p, utc("2026-10-25T08:00:00Z")),
+            Some(utc("2026-10-25T21:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn start_inside_the_spring_forward_gap_opens_after_the_gap() {
+        // New York 2026-03-08: 02:00 EST jumps to 03:00 EDT at 07:00Z; 02:30 never happens.
+        let w = one(NY, hm((2, 30), (6, 0)));
+        let gap_end = utc("2026-03-08T07:00:00Z");
+        assert_eq!(w.next_open(A, utc("2026-03-08T05:00:00Z")), gap_end);
+        assert!(!w.is_open(A, gap_end - TimeDelta::seconds(1)));
+        assert!(w.is_open(A, gap_end));
+        assert_eq!(w.closes_at(A, gap_end), Some(utc("2026-03-08T10:00:00Z")));
+        // The day before and after: 02:30 local as usual.
+        assert_eq!(
+            w.next_open(A, utc("2026-03-07T05:00:00Z")),
+            utc("2026-03-07T07:30:00Z")
+        );
+        assert_eq!(
+            w.next_open(A, utc("2026-03-09T05:00:00Z")),
+            utc("2026-03-09T06:30:00Z")
+        );
+
+        // Berlin 2026-03-29: 02:00 CET jumps to 03:00 CEST at 01:00Z.
+        let w = one(BERLIN, hm((2, 30), (6, 0)));
+        assert_eq!(
+            w.next_open(A, utc("2026-03-28T23:00:00Z")),
+            utc("2026-03-29T01:00:00Z")
+        );
+        assert_eq!(
+            w.closes_at(A, utc("2026-03-29T01:00:00Z")),
+            Some(utc("2026-03-29T04:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn window_wholly_inside_the_gap_skips_that_day() {
+        let w = one(NY, hm((2, 10), (2, 50)));
+        // 2026-03-07 02:10 EST = 07:10Z opens; 03-08 has no 02:xx, so the next is 03-09.
+        let after = utc("2026-03-07T08:00:00Z");
+        assert_eq!(w.next_open(A, after), utc("2026-03-09T06:10:00Z"));
+        assert!(!w.is_open(A, utc("2026-03-08T07:00:00Z")));
+        assert_eq!(w.closes_at(A, after), Some(utc("2026-03-09T06:50:00Z")));
+    }
+
+    #[test]
+    fn end_and_next_start_in_the_same_gap_are_one_window() {
+        // 02:40-02:10 (open all day but half an hour) in New York: on 2026-03-08 both
+        // the close (02:10) and the next open (02:40) fall in the gap and resolve to
+        // 07:00Z, so the window never closes that night.
+        let w = one(NY, hm((2, 40), (2, 10)));
+        let gap_end = utc("2026-03-08T07:00:00Z");
+        assert!(w.is_open(A, gap_end - TimeDelta::seconds(1)));
+        assert!(w.is_open(A, gap_end));
+        assert_eq!(
+            w.closes_at(A, utc("2026-03-07T08:00:00Z")),
+            Some(utc("2026-03-09T06:10:00Z"))
+        );
+    }
+
+    #[test]
+    fn ambiguous_start_opens_at_the_first_occurrence() {
+        // New York 2026-11-01: 01:00-01:59 happens in EDT (05:xxZ) and again in EST (06:xxZ).
+        let w = one(NY, hm((1, 30), (4, 0)));
+        assert_eq!(
+            w.next_open(A, utc("2026-11-01T04:00:00Z")),
+            utc("2026-11-01T05:30:00Z")
+        );
+        // 01:10 EST, the second pass: plain local-time comparison would call this
+        // closed (01:10 < 01:30); the window opened at 01:30 EDT and stays open.
+        assert!(w.is_open(A, utc("2026-11-01T06:10:00Z")));
+        assert_eq!(
+            w.closes_at(A, utc("2026-11-01T05:30:00Z")),
+            Some(utc("2026-11-01T09:00:00Z"))
+        );
+
+        // Berlin 2026-10-25: 02:00-02:59 in CEST (00:xxZ) and again in CET (01:xxZ).
+        let w = one(BERLIN, hm((2, 30), (6, 0)));
+        assert_eq!(
+            w.next_open(A, utc("2026-10-24T22:00:00Z")),
+            utc("2026-10-25T00:30:00Z")
+        );
+        assert!(w.is_open(A, utc("2026-10-25T01:10:00Z")));
+        assert_eq!(
+            w.closes_at(A, utc("2026-10-25T00:30:00Z")),
+            Some(utc("2026-10-25T05:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn ambiguous_end_closes_at_the_first_occurrence_and_stays_closed() {
+        // 22:00-01:30 in New York over the fall-back night.
+        let w = one(NY, hm((22, 0), (1, 30)));
+        let open = utc("2026-11-01T02:00:00Z"); // 2026-10-31 22:00 EDT
+        let close = utc("2026-11-01T05:30:00Z"); // 01:30 EDT, the first one
+        assert_eq!(w.next_open(A, utc("2026-10-31T20:00:00Z")), open);
+        assert_eq!(w.closes_at(A, open), Some(close));
+        assert!(w.is_open(A, close - TimeDelta::seconds(1)));
+        assert!(!w.is_open(A, close));
+        // 01:10 EST: local time is inside 22:00-01:30 again, but the window does not reopen.
+        assert!(!w.is_open(A, utc("2026-11-01T06:10:00Z")));
+        assert_eq!(w.next_open(A, close), utc("2026-11-02T03:00:00Z")); // 22:00 EST
+
+        // Berlin: 22:00-02:30 over 2026-10-25 closes at 02:30 CEST.
+        let w = one(BERLIN, hm((22, 0), (2, 30)));
+        assert_eq!(
+            w.closes_at(A, utc("2026-10-24T21:00:00Z")),
+            Some(utc("2026-10-25T00:30:00Z"))
+        );
+        assert!(!w.is_open(A, utc("2026-10-25T01:10:00Z")));
+    }
+
+    #[test]
+    fn midnight_spanning_window() {
+        let w = one(BERLIN, hm((22, 0), (6, 0)));
+        // January: Berlin is UTC+1.
+        assert!(w.is_open(A, utc("2026-01-05T22:00:00Z"))); // 23:00
+        assert!(w.is_open(A, utc("2026-01-06T04:59:59Z"))); // 05:59:59
+        assert!(!w.is_open(A, utc("2026-01-06T05:00:00Z"))); // 06:00
+        assert!(!w.is_open(A, utc("2026-01-06T20:59:00Z"))); // 21:59
+        assert!(w.is_open(A, utc("2026-01-06T21:00:00Z"))); // 22:00
+        assert_eq!(
+            w.next_open(A, utc("2026-01-06T11:00:00Z")),
+            utc("2026-01-06T21:00:00Z")
+        );
+        // Open since yesterday evening: closes this morning.
+        assert_eq!(
+            w.closes_at(A, utc("2026-01-06T02:00:00Z")),
+            Some(utc("2026-01-06T05:00:00Z"))
+        );
+        assert_eq!(
+            w.closes_at(A, utc("2026-01-05T22:00:00Z")),
+            Some(utc("2026-01-06T05:00:00Z"))
+        );
+        // Across spring forward: opens 22:00 CET, closes 06:00 CEST, 7 real hours.
+        let open = utc("2026-03-28T21:00:00Z");
+        assert_eq!(w.next_open(A, utc("2026-03-28T12:00:00Z")), open);
+        assert_eq!(w.closes_at(A, open), Some(utc("2026-03-29T04:00:00Z")));
+    }
+
+    #[test]
+    fn gap_end_is_the_transition_instant() {
+        let local = NaiveDate::from_ymd_opt(2026, 3, 8)
+            .unwrap()
+            .and_hms_opt(2, 30, 0)
+            .unwrap();
+        assert_eq!(gap_end(NY, local), Some(utc("2026-03-08T07:00:00Z")));
+        // Samoa skipped all of 2011-12-30: local noon that day resolves to the start of
+        // the 31st (UTC+14 from then on).
+        let apia: Tz = chrono_tz::Pacific::Apia;
+        let local = NaiveDate::from_ymd_opt(2011, 12, 30)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap();
+        assert_eq!(resolve(apia, local), Some(utc("2011-12-30T10:00:00Z")));
+    }
+
+    fn zones() -> impl Strategy<Value = Tz> {
+        prop::sample::select(vec![
+            chrono_tz::UTC,
+            BERLIN,
+            NY,
+            chrono_tz::Australia::Lord_Howe,
+            chrono_tz::America::Santiago,
+            chrono_tz::Asia::Kolkata,
+            chrono_tz::Pacific::Apia,
+        ])
+    }
+
+    /// Instants from 2010 to 2030, dense around the 2026 DST changes used above.
+    fn instants() -> impl Strategy<Value = DateTime<Utc>> {
+        let anchors = vec![
+            utc("2026-03-08T07:00:00Z"),
+            utc("2026-11-01T06:00:00Z"),
+            utc("2026-03-29T01:00:00Z"),
+            utc("2026-10-25T01:00:00Z"),
+            utc("2011-12-30T10:00:00Z"),
+        ];
+        prop_oneof![
+            (1_262_304_000i64..1_893_456_000).prop_map(|s| DateTime::from_timestamp(s, 0).unwrap()),
+            (prop::sample::select(anchors), -30 * 3600i64..30 * 3600)
+                .prop_map(|(a, s)| a + TimeDelta::seconds(s)),
+        ]
+    }
+
+    fn windows() -> impl Strategy<Value = WindowConfig> {
+        // Whole minutes, biased toward the small hours where DST changes happen.
+        let minute = prop_oneof![0u32..24 * 60, 60u32..4 * 60];
+        (minute.clone(), minute).prop_map(|(s, e)| hm((s / 60, s % 60), (e / 60, e % 60)))
+    }
+
+    proptest! {
+        #[test]
+        fn next_open_is_open_and_nothing_earlier_is(zone in zones(), at in instants(), window in windows()) {
+            let w = one(zone, window);
+            let next = w.next_open(A, at);
+            prop_assert!(next >= at);
+            prop_assert!(w.is_open(A, next), "next_open {} is not open", next);
+            prop_assert_eq!(next == at, w.is_open(A, at));
+            // No whole minute in [at, next) is open.
+            let mut minute = at.with_second(0).unwrap();
+            if minute < at {
+                minute += TimeDelta::minutes(1);
+            }
+            let mut checked = 0;
+            while minute < next {
+                prop_assert!(!w.is_open(A, minute), "{} is open before next_open {}", minute, next);
+                minute += TimeDelta::minutes(1);
+                checked += 1;
+                prop_assert!(checked <= 3 * 24 * 60, "next_open {} more than 3 days after {}", next, at);
+            }
+        }
+
+        #[test]
+        fn closes_at_bounds_the_open_window(zone in zones(), at in instants(), window in windows()) {
+            let w = one(zone, window);
+            let Some(close) = w.closes_at(A, at) else {
+                prop_assert!(window.start == window.end);
+                return Ok(());
+            };
+            prop_assert!(close > at);
+            prop_assert!(!w.is_open(A, close), "closes_at {} is open", close);
+            prop_assert!(w.is_open(A, close - TimeDelta::seconds(1)), "just before {} is closed", close);
+            if w.is_open(A, at) {
+                // Open all the way from `at` to the close, checked minute by minute.
+                let mut t = at;
+                while t < close {
+                    prop_assert!(w.is_open(A, t), "{} closed before closes_at {}", t, close);
+                    t += TimeDelta::minutes(7);
+                }
+            } else {
+                // The close of the next window.
+                let next = w.next_open(A, at);
+                prop_assert!(next < close);
+                prop_assert_eq!(w.closes_at(A, next), Some(close));
+            }
+        }
     }
 }
