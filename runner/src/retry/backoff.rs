@@ -59,7 +59,7 @@ impl Backoff {
         } else if shift >= 64 {
             u64::MAX
         } else {
-            base.checked_mul(1u64 << shift).unwrap_or(u64::MAX)
+            base.saturating_mul(1u64 << shift)
         };
         step.min(cap)
     }
