@@ -1,1 +1,25 @@
-//! sim
+//! Steadfast's deterministic simulator: the runner core inside a turmoil world.
+//!
+//! The runner runs on one turmoil host. Simulated services are served inside that
+//! host over in-memory pipes, so tokio's paused clock times latency, stalls, timeouts
+//! and backoff exactly at any tick size. All service and fault state lives outside the
+//! host, in the [`world::World`], so it survives a crash or bounce of the runner.
+//!
+//! # Layout
+//! - [`world`]: the world built from one seed; hands the runner a fresh env per boot.
+//! - [`env`](mod@env): [`env::SimEnv`], the runner's `Env` (clock, disk, memory, processes, trace).
+//! - [`net`]: [`net::SimConnector`], in-memory connections with injected network faults.
+//! - [`services`]: the OAuth2 token server and the rate-limited APIs.
+//! - [`faults`]: the fault switches the scenario driver flips.
+
+#![warn(missing_docs)]
+
+pub mod env;
+pub mod faults;
+pub mod net;
+pub mod services;
+pub mod world;
+
+pub use env::SimEnv;
+pub use faults::{Fault, FaultKind, FaultState};
+pub use world::World;

@@ -1,0 +1,381 @@
+//! The world's fault switches: what the network, the services and the machine do wrong.
+//!
+//! The scenario driver flips these between simulation steps; the connector, the service
+//! wrapper and the environment read them on every connect, request, write and probe.
+//! The state lives outside the turmoil host (behind an `Arc`), so a crash of the runner
+//! does not heal the world. Every probabilistic verdict comes from the world's own
+//! seeded generator, never from `thread_rng`, so a seed reproduces the same faults.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use runner::env::{Rng, SeededRng};
+
+/// One fault switch for one host. Setting a fault replaces the previous one of its kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// The name does not resolve: connects fail with `NetErrorKind::Dns`.
+    DnsFailure,
+    /// The host is down: connects are refused at once.
+    Down,
+    /// The host is unreachable: connects hang (see [`PARTITION_CONNECT_TIMEOUT`]).
+    Partition,
+    /// With this probability the server drops the connection right after reading the
+    /// request, before handling it (no side effect; the client sees a reset).
+    Reset {
+        /// 0.0 to 1.0; 1.0 resets every request.
+        probability: f64,
+    },
+    /// With this probability the server handles the request, then sends nothing for
+    /// `duration` before answering: the side effect happened, the answer is late.
+    Stall {
+        /// How long the answer is held back.
+        duration: Duration,
+        /// 0.0 to 1.0.
+        probability: f64,
+    },
+    /// Every answer takes this much longer (on top of the service's base latency).
+    Latency(Duration),
+    /// With this probability a request is answered with `status` without being handled.
+    ServerError {
+        /// The 5xx status to answer with.
+        status: u16,
+        /// 0.0 to 1.0.
+        probability: f64,
+    },
+    /// Every request is answered 429 with this `Retry-After`, without being handled.
+    RateLimitStorm {
+        /// The advertised wait.
+        retry_after: Duration,
+    },
+}
+
+/// The kind of a [`Fault`], used to clear one switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// [`Fault::DnsFailure`].
+    DnsFailure,
+    /// [`Fault::Down`].
+    Down,
+    /// [`Fault::Partition`].
+    Partition,
+    /// [`Fault::Reset`].
+    Reset,
+    /// [`Fault::Stall`].
+    Stall,
+    /// [`Fault::Latency`].
+    Latency,
+    /// [`Fault::ServerError`].
+    ServerError,
+    /// [`Fault::RateLimitStorm`].
+    RateLimitStorm,
+}
+
+impl Fault {
+    /// Which switch this fault sets.
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            Self::DnsFailure => FaultKind::DnsFailure,
+            Self::Down => FaultKind::Down,
+            Self::Partition => FaultKind::Partition,
+            Self::Reset { .. } => FaultKind::Reset,
+            Self::Stall { .. } => FaultKind::Stall,
+            Self::Latency(_) => FaultKind::Latency,
+            Self::ServerError { .. } => FaultKind::ServerError,
+            Self::RateLimitStorm { .. } => FaultKind::RateLimitStorm,
+        }
+    }
+}
+
+/// How long a connect to a partitioned host hangs before it fails with `TimedOut`.
+///
+/// Linux gives up on an unanswered SYN after about 127 s (6 retries). The caller's own
+/// call deadline is normally far shorter and fires first, which is the behaviour under
+/// test; the bound only keeps a caller without a deadline from hanging forever.
+pub const PARTITION_CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
+
+/// What the connection layer does with one connect attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectVerdict {
+    /// Open the connection.
+    Accept,
+    /// Fail name resolution.
+    Dns,
+    /// Refuse.
+    Refuse,
+    /// Hang, then time out.
+    Hang,
+}
+
+/// What the service wrapper does with one request that reached the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestVerdict {
+    /// Drop the connection after reading the request.
+    pub reset: bool,
+    /// Answer with this status instead of handling the request (a 5xx or a storm 429).
+    pub injected_status: Option<u16>,
+    /// `Retry-After` for an injected 429.
+    pub retry_after: Option<Duration>,
+    /// Extra delay before the answer (fault latency plus any stall).
+    pub delay: Duration,
+    /// The delay includes a stall.
+    pub stalled: bool,
+}
+
+/// Memory the runner process appears to use: a base plus a steady leak since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryModel {
+    /// Resident bytes right after a start.
+    pub base_bytes: u64,
+    /// Bytes leaked per hour of uptime.
+    pub leak_bytes_per_hour: u64,
+    /// When the leak started counting (the last process start, or when it was set).
+    pub leak_since: DateTime<Utc>,
+}
+
+impl MemoryModel {
+    /// Resident bytes at `now` (computed from the clock, so exact at any tick size).
+    pub fn resident_at(&self, now: DateTime<Utc>) -> u64 {
+        let secs = u64::try_from((now - self.leak_since).num_seconds()).unwrap_or(0);
+        let leaked = u128::from(self.leak_bytes_per_hour) * u128::from(secs) / 3600;
+        self.base_bytes
+            .saturating_add(u64::try_from(leaked).unwrap_or(u64::MAX))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    /// Host name -> active faults, one per kind.
+    hosts: BTreeMap<String, BTreeMap<FaultKind, Fault>>,
+    memory: Option<MemoryModel>,
+}
+
+/// The world's fault switches. Cheap to clone; clones share everything.
+#[derive(Debug, Clone)]
+pub struct FaultState {
+    table: Arc<Mutex<Table>>,
+    disk_full: Arc<AtomicBool>,
+    rng: Arc<SeededRng>,
+}
+
+impl FaultState {
+    /// No faults; probabilistic verdicts drawn from a generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            table: Arc::default(),
+            disk_full: Arc::default(),
+            rng: Arc::new(SeededRng::from_seed(seed)),
+        }
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Turns `fault` on for `host` (replacing one of the same kind).
+    pub fn set(&self, host: &str, fault: Fault) {
+        self.table()
+            .hosts
+            .entry(host.to_string())
+            .or_default()
+            .insert(fault.kind(), fault);
+    }
+
+    /// Turns the fault of `kind` off for `host`.
+    pub fn clear(&self, host: &str, kind: FaultKind) {
+        let mut table = self.table();
+        if let Some(faults) = table.hosts.get_mut(host) {
+            faults.remove(&kind);
+            if faults.is_empty() {
+                table.hosts.remove(host);
+            }
+        }
+    }
+
+    /// Heals `host` entirely.
+    pub fn clear_host(&self, host: &str) {
+        self.table().hosts.remove(host);
+    }
+
+    /// Heals every host (the liveness phase). Disk and memory are left as they are.
+    pub fn clear_all_hosts(&self) {
+        self.table().hosts.clear();
+    }
+
+    /// The faults active on `host`, in kind order.
+    pub fn active(&self, host: &str) -> Vec<Fault> {
+        self.table()
+            .hosts
+            .get(host)
+            .map(|f| f.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Makes every file write fail with ENOSPC (or stop failing).
+    pub fn set_disk_full(&self, full: bool) {
+        self.disk_full.store(full, Ordering::SeqCst);
+    }
+
+    /// Whether writes fail with ENOSPC.
+    pub fn disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::SeqCst)
+    }
+
+    /// Sets the memory model (base plus leak counted from `model.leak_since`).
+    pub fn set_memory(&self, model: MemoryModel) {
+        self.table().memory = Some(model);
+    }
+
+    /// A process restart frees leaked memory: the leak counts again from `at`.
+    pub fn restart_memory(&self, at: DateTime<Utc>) {
+        if let Some(m) = self.table().memory.as_mut() {
+            m.leak_since = at;
+        }
+    }
+
+    /// The runner's resident bytes at `now` (0 when no model is set).
+    pub fn memory_at(&self, now: DateTime<Utc>) -> u64 {
+        self.table().memory.map_or(0, |m| m.resident_at(now))
+    }
+
+    /// Decides the fate of one connect to `host`.
+    pub fn on_connect(&self, host: &str) -> ConnectVerdict {
+        let table = self.table();
+        let Some(faults) = table.hosts.get(host) else {
+            return ConnectVerdict::Accept;
+        };
+        if faults.contains_key(&FaultKind::DnsFailure) {
+            ConnectVerdict::Dns
+        } else if faults.contains_key(&FaultKind::Down) {
+            ConnectVerdict::Refuse
+        } else if faults.contains_key(&FaultKind::Partition) {
+            ConnectVerdict::Hang
+        } else {
+            ConnectVerdict::Accept
+        }
+    }
+
+    /// Decides the fate of one request that reached `host`.
+    ///
+    /// Draws happen in a fixed order (reset, error, stall) and only for active
+    /// probabilistic faults, so a seed replays the same verdicts.
+    pub fn on_request(&self, host: &str) -> RequestVerdict {
+        let faults: Vec<Fault> = self.active(host);
+        let mut verdict = RequestVerdict {
+            reset: false,
+            injected_status: None,
+            retry_after: None,
+            delay: Duration::ZERO,
+            stalled: false,
+        };
+        for fault in &faults {
+            match fault {
+                Fault::Reset { probability } => verdict.reset |= self.roll(*probability),
+                Fault::ServerError {
+                    status,
+                    probability,
+                } => {
+                    if verdict.injected_status.is_none() && self.roll(*probability) {
+                        verdict.injected_status = Some(*status);
+                    }
+                }
+                Fault::RateLimitStorm { retry_after } => {
+                    verdict.injected_status = Some(429);
+                    verdict.retry_after = Some(*retry_after);
+                }
+                Fault::Stall {
+                    duration,
+                    probability,
+                } => {
+                    if self.roll(*probability) {
+                        verdict.delay += *duration;
+                        verdict.stalled = true;
+                    }
+                }
+                Fault::Latency(extra) => verdict.delay += *extra,
+                Fault::DnsFailure | Fault::Down | Fault::Partition => {}
+            }
+        }
+        verdict
+    }
+
+    /// True with `probability` (clamped to `[0, 1]`); draws nothing for 0 or 1.
+    pub fn roll(&self, probability: f64) -> bool {
+        if probability <= 0.0 {
+            false
+        } else if probability >= 1.0 {
+            true
+        } else {
+            self.rng.unit() < probability
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_and_clear_switches() {
+        let f = FaultState::new(1);
+        assert_eq!(f.on_connect("a"), ConnectVerdict::Accept);
+        f.set("a", Fault::Down);
+        assert_eq!(f.on_connect("a"), ConnectVerdict::Refuse);
+        f.set("a", Fault::DnsFailure);
+        assert_eq!(f.on_connect("a"), ConnectVerdict::Dns, "dns wins over down");
+        f.clear("a", FaultKind::DnsFailure);
+        assert_eq!(f.on_connect("a"), ConnectVerdict::Refuse);
+        f.clear_host("a");
+        assert_eq!(f.on_connect("a"), ConnectVerdict::Accept);
+        assert!(f.active("a").is_empty());
+    }
+
+    #[test]
+    fn probabilistic_verdicts_replay_from_the_seed() {
+        let draw = |seed| {
+            let f = FaultState::new(seed);
+            f.set("a", Fault::Reset { probability: 0.5 });
+            (0..64).map(|_| f.on_request("a").reset).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(3), draw(3));
+        assert_ne!(draw(3), draw(4));
+        let resets = draw(3).iter().filter(|r| **r).count();
+        assert!((16..=48).contains(&resets), "about half reset: {resets}");
+    }
+
+    #[test]
+    fn memory_leaks_per_hour_and_restart_frees_it() {
+        let f = FaultState::new(1);
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        f.set_memory(MemoryModel {
+            base_bytes: 100,
+            leak_bytes_per_hour: 3600,
+            leak_since: t0,
+        });
+        let later = t0 + chrono::Duration::minutes(30);
+        assert_eq!(f.memory_at(later), 100 + 1800);
+        f.restart_memory(later);
+        assert_eq!(f.memory_at(later), 100);
+    }
+
+    #[test]
+    fn storm_and_latency_stack() {
+        let f = FaultState::new(1);
+        f.set(
+            "a",
+            Fault::RateLimitStorm {
+                retry_after: Duration::from_secs(60),
+            },
+        );
+        f.set("a", Fault::Latency(Duration::from_secs(2)));
+        let v = f.on_request("a");
+        assert_eq!(v.injected_status, Some(429));
+        assert_eq!(v.retry_after, Some(Duration::from_secs(60)));
+        assert_eq!(v.delay, Duration::from_secs(2));
+        assert!(!v.reset && !v.stalled);
+    }
+}
