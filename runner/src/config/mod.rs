@@ -6,6 +6,7 @@
 //! The simulator's scenario files embed the same sections and reuse this parser.
 
 pub mod diagnostic;
+pub mod duration;
 pub mod raw;
 pub mod validate;
 
