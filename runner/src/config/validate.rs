@@ -376,6 +376,11 @@ fn did_you_mean<'c>(given: &str, candidates: impl IntoIterator<Item = &'c str>) 
     }
 }
 
+/// Placeholders every step may use: the run's id (stable across a resume), its due
+/// time (RFC 3339) and the job's name. A step named `run` or `job` shadows nothing: these
+/// names are checked first.
+const BUILTIN_PLACEHOLDERS: [(&str, &str); 3] = [("run", "id"), ("run", "due"), ("job", "name")];
+
 /// Splits `{{step.output}}` placeholders out of `text`. Returns the text with each
 /// placeholder replaced by `x`, and the placeholders found, or a message.
 fn placeholders(text: &str) -> Result<(String, Vec<(String, String)>), String> {
@@ -1585,7 +1590,7 @@ impl Validator<'_> {
         key: &str,
         ctx: &StepCtx<'_>,
     ) -> Option<String> {
-        const HINT: &str = "placeholders look like {{step.output}}, naming an earlier step of this job and one of its outputs";
+        const HINT: &str = "placeholders look like {{step.output}}, naming an earlier step of this job and one of its outputs, or {{run.id}}, {{run.due}}, {{job.name}}";
         let (replaced, found) = match placeholders(text) {
             Ok(x) => x,
             Err(message) => {
@@ -1603,7 +1608,7 @@ impl Validator<'_> {
             )
         };
         for (step, output) in found {
-            if ctx.earlier.contains(&step) {
+            if ctx.earlier.contains(&step) || BUILTIN_PLACEHOLDERS.contains(&(step.as_str(), output.as_str())) {
                 continue;
             }
             ok = false;
