@@ -540,16 +540,22 @@ async fn corrupt_state_file_falls_back_to_the_configured_refresh_token() {
         .unwrap();
     let token = mgr.access_token().await.unwrap();
     assert_eq!(call_api(&env, &token).await, 200);
-    let s = lock(&server);
-    assert_eq!(s.requests[0].1[1].1, format!("{MARK}-refresh-0"));
-    drop(s);
+    let presented = lock(&server).requests[0].1[1].1.clone();
+    assert_eq!(presented, format!("{MARK}-refresh-0"));
     assert!(
         env.fs()
             .read(&token_file().with_extension("corrupt"))
             .await
             .is_ok()
     );
-    for e in env.events_so_far() {
+    let events = env.events_so_far();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event == EventKind::TokenRefreshFailed
+                && e.detail.as_deref().is_some_and(|d| d.contains("corrupt")))
+    );
+    for e in events {
         assert!(!e.to_json_line().contains(MARK), "{}", e.to_json_line());
     }
 }
