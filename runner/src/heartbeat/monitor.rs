@@ -1,34 +1,284 @@
-//! The heartbeat monitor loop (stub until the heartbeat branch lands).
-use std::sync::Arc;
+//! The heartbeat monitor: every interval it looks for silent deaths (overdue jobs),
+//! memory over its warning threshold and services failing their health probe, and
+//! alerts a human once per episode.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
 
-use super::Heartbeats;
-use crate::alert::AlertSink;
-use crate::config::Url;
-use crate::env::Env;
+use super::{Finding, Heartbeats};
+use crate::alert::{Alert, AlertKind, AlertSink};
+use crate::config::{ServiceConfig, Url};
+use crate::env::{Env, MemoryProbe};
+use crate::event::{Event, EventKind};
+use crate::http;
 
-/// Stub.
-#[derive(Debug)]
-pub struct Monitor<E: Env, A: AlertSink> {
-    _x: (E, A),
+/// The shortest interval [`Monitor::run`] accepts (a zero interval would spin).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// One service's health probe: `GET url`, 2xx within `timeout` is healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthProbe {
+    /// The service's name, as in findings, events and alerts.
+    pub service: String,
+    /// The URL probed.
+    pub url: Url,
+    /// The probe's deadline (the service's call timeout).
+    pub timeout: Duration,
 }
+
+impl HealthProbe {
+    /// The probes of every service that has a `health_url`, in the given order.
+    pub fn from_services<'a>(services: impl IntoIterator<Item = &'a ServiceConfig>) -> Vec<Self> {
+        services
+            .into_iter()
+            .filter_map(|s| {
+                s.health_url.as_ref().map(|url| Self {
+                    service: s.name.clone(),
+                    url: url.clone(),
+                    timeout: s.call_timeout,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What an episode is about: one alert per key until its finding clears.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum EpisodeKey {
+    Overdue(String),
+    Memory,
+    Service(String),
+}
+
+/// The heartbeat monitor (pattern 3).
+pub struct Monitor<E: Env, A: AlertSink> {
+    env: E,
+    heartbeats: Arc<Heartbeats<E>>,
+    probes: Vec<HealthProbe>,
+    /// Resident memory above this is a finding.
+    memory_warn_bytes: u64,
+    alerts: A,
+    /// The runner's start: jobs never seen are measured from here.
+    since: DateTime<Utc>,
+    /// Findings of the previous check; an alert is raised only for keys not in it.
+    open_episodes: Mutex<BTreeSet<EpisodeKey>>,
+}
+
+impl<E: Env, A: AlertSink> std::fmt::Debug for Monitor<E, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("probes", &self.probes)
+            .field("memory_warn_bytes", &self.memory_warn_bytes)
+            .field("since", &self.since)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<E: Env, A: AlertSink> Monitor<E, A> {
-    /// Stub.
+    /// A monitor over `heartbeats` (shared with the jobs that record successes), probing
+    /// `probes`, warning above `memory_warn_bytes`, alerting `alerts`; `since` is the
+    /// runner's start time.
     pub fn new(
         env: E,
         heartbeats: Arc<Heartbeats<E>>,
-        services: Vec<(String, Url, Duration)>,
+        probes: Vec<HealthProbe>,
         memory_warn_bytes: u64,
         alerts: A,
         since: DateTime<Utc>,
     ) -> Self {
-        let _ = (heartbeats, services, memory_warn_bytes, since);
-        Self { _x: (env, alerts) }
+        Self {
+            env,
+            heartbeats,
+            probes,
+            memory_warn_bytes,
+            alerts,
+            since,
+            open_episodes: Mutex::new(BTreeSet::new()),
+        }
     }
-    /// Stub.
-    pub async fn run(self, interval: Duration, shutdown: tokio::sync::watch::Receiver<bool>) {
-        let _ = (interval, shutdown);
+
+    /// One look: overdue jobs, memory, then services in probe order. Every finding is an
+    /// event; a finding that was not present in the previous look is also an alert.
+    pub async fn check_once(&self) -> Vec<Finding> {
+        let now = self.env.now();
+        let mut findings = self.heartbeats.overdue(now, self.since);
+        let bytes = self.env.memory().resident_bytes();
+        if bytes > self.memory_warn_bytes {
+            findings.push(Finding::MemoryHigh {
+                bytes,
+                limit: self.memory_warn_bytes,
+            });
+        }
+        findings.extend(self.probe_all().await);
+        self.report(&findings);
+        findings
+    }
+
+    /// Checks every `interval` (at least [`MIN_INTERVAL`]) until `shutdown` becomes true
+    /// or its sender is dropped. The first check runs at once.
+    pub async fn run(self, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut ticks = tokio::time::interval(interval.max(MIN_INTERVAL));
+        // After a slow check, keep the spacing rather than checking in a burst.
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            if *shutdown.borrow_and_update() {
+                return;
+            }
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ = ticks.tick() => {}
+            }
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = self.check_once() => {}
+            }
+        }
+    }
+
+    /// Probes every service concurrently, so one hanging service does not delay the
+    /// others; results come back in probe order.
+    async fn probe_all(&self) -> Vec<Finding> {
+        let mut set = tokio::task::JoinSet::new();
+        for (index, probe) in self.probes.iter().enumerate() {
+            let (env, probe) = (self.env.clone(), probe.clone());
+            set.spawn(async move { (index, probe_one(&env, &probe).await) });
+        }
+        // `None`: the probe task did not finish (it panicked), which counts as unhealthy.
+        let mut outcomes: Vec<Option<Option<String>>> = vec![None; self.probes.len()];
+        while let Some(joined) = set.join_next().await {
+            if let Ok((index, outcome)) = joined {
+                outcomes[index] = Some(outcome);
+            }
+        }
+        self.probes
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(probe, outcome)| {
+                let detail = match outcome {
+                    Some(None) => return None,
+                    Some(Some(detail)) => detail,
+                    None => "health probe task failed".to_string(),
+                };
+                Some(Finding::ServiceUnhealthy {
+                    service: probe.service.clone(),
+                    detail,
+                })
+            })
+            .collect()
+    }
+
+    /// Emits each finding and raises an alert for each new episode.
+    fn report(&self, findings: &[Finding]) {
+        let now = self.env.now();
+        let mut open = self.open_episodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = BTreeSet::new();
+        for finding in findings {
+            let (key, kind, job, service, message) = self.describe(finding);
+            let mut event = Event::new(EventKind::HeartbeatFinding).detail(message.clone());
+            if let Some(job) = &job {
+                event = event.job(job.clone());
+            }
+            if let Some(service) = &service {
+                event = event.service(service.clone());
+            }
+            self.env.emit(event.clone());
+            if !open.contains(&key) && !current.contains(&key) {
+                self.env.emit(Event {
+                    event: EventKind::Alert,
+                    ..event
+                });
+                self.alerts.alert(Alert {
+                    at: now,
+                    kind,
+                    job,
+                    service,
+                    message,
+                });
+            }
+            current.insert(key);
+        }
+        // Keys absent now have cleared: their next appearance is a new episode.
+        *open = current;
+    }
+
+    fn describe(
+        &self,
+        finding: &Finding,
+    ) -> (
+        EpisodeKey,
+        AlertKind,
+        Option<String>,
+        Option<String>,
+        String,
+    ) {
+        match finding {
+            Finding::Overdue {
+                job,
+                last_success,
+                threshold,
+            } => {
+                let message = match last_success {
+                    Some(last) => format!(
+                        "job has not succeeded since {} (threshold {}s)",
+                        last.to_rfc3339_opts(SecondsFormat::Secs, true),
+                        threshold.as_secs()
+                    ),
+                    None => format!(
+                        "job has not succeeded since the runner started at {} (threshold {}s)",
+                        self.since.to_rfc3339_opts(SecondsFormat::Secs, true),
+                        threshold.as_secs()
+                    ),
+                };
+                (
+                    EpisodeKey::Overdue(job.clone()),
+                    AlertKind::Overdue,
+                    Some(job.clone()),
+                    None,
+                    message,
+                )
+            }
+            Finding::MemoryHigh { bytes, limit } => (
+                EpisodeKey::Memory,
+                AlertKind::Memory,
+                None,
+                None,
+                format!(
+                    "resident memory {bytes} bytes is over the warning threshold of {limit} bytes"
+                ),
+            ),
+            Finding::ServiceUnhealthy { service, detail } => (
+                EpisodeKey::Service(service.clone()),
+                AlertKind::ServiceUnhealthy,
+                None,
+                Some(service.clone()),
+                detail.clone(),
+            ),
+        }
+    }
+}
+
+/// Probes one service: `None` when healthy, else what failed.
+async fn probe_one<E: Env>(env: &E, probe: &HealthProbe) -> Option<String> {
+    let req = http::Request::new(::http::Method::GET, probe.url.clone());
+    match http::send(env.connector(), &req, probe.timeout).await {
+        Ok(resp) if (200..300).contains(&resp.status) => None,
+        Ok(resp) => Some(format!("health probe answered http {}", resp.status)),
+        Err(err) => Some(format!("health probe failed: {err}")),
     }
 }
