@@ -22,7 +22,7 @@ use crate::config::{Config, JobConfig, Overlap};
 use crate::env::{Env, MemoryProbe, Rng};
 use crate::event::{Event, EventKind};
 use crate::heartbeat::Heartbeats;
-use crate::heartbeat::monitor::Monitor;
+use crate::heartbeat::{HealthProbe, Monitor};
 use crate::job::{RunContext, RunOutcome, Services, execute, sleep_until_wall};
 use crate::retry::RetryBudgets;
 use crate::schedule::{Schedule, ScheduleError};
@@ -260,21 +260,10 @@ impl<E: Env> Runner<E> {
             tasks.spawn(job_loop.run());
         }
         if patterns.heartbeat {
-            let services = self
-                .svc
-                .config
-                .services
-                .values()
-                .filter_map(|s| {
-                    s.health_url
-                        .clone()
-                        .map(|u| (s.name.clone(), u, s.call_timeout))
-                })
-                .collect();
             let monitor = Monitor::new(
                 env.clone(),
                 self.heartbeats.clone(),
-                services,
+                HealthProbe::from_services(self.svc.config.services.values()),
                 self.svc.config.runner.memory_warn_bytes,
                 AlertForward(self.alerts.clone()),
                 self.started,
