@@ -344,14 +344,18 @@ impl<E: Env> JobLoop<E> {
         let patterns = self.svc.config.patterns;
         let name = self.job.name.clone();
         let mut task = Task::new(env.clone(), name.clone());
-        // After downtime, at most one catch-up run: now, if a slot was missed.
+        // After downtime, at most one catch-up run: now, if a slot was missed or a run
+        // was interrupted (its checkpoint is still there).
         let now = env.now();
-        let mut due = match self
+        let interrupted =
+            patterns.checkpoints && matches!(self.svc.checkpoints.load(&name).await, Ok(Some(_)));
+        let missed = self
             .schedule
-            .missed(self.heartbeats.last_success(&name), now)
-        {
-            Some(_) => now,
-            None => self.schedule.next_after(now),
+            .missed(self.heartbeats.last_success(&name), now);
+        let mut due = if interrupted || missed.is_some() {
+            now
+        } else {
+            self.schedule.next_after(now)
         };
         loop {
             let jitter_ms = env
@@ -379,7 +383,12 @@ impl<E: Env> JobLoop<E> {
                 due = self.schedule.next_after(env.now().max(due));
                 continue;
             }
-            if self.svc.env.memory().resident_bytes() > self.svc.config.runner.memory_fatal_bytes {
+            // Watching memory is part of the heartbeat pattern; over the fatal line the
+            // runner asks its supervisor for a fresh process rather than wait for OOM.
+            if patterns.heartbeat
+                && self.svc.env.memory().resident_bytes()
+                    > self.svc.config.runner.memory_fatal_bytes
+            {
                 let reason = "memory over the fatal threshold".to_string();
                 self.alert(AlertKind::Memory, &reason);
                 let _ = self.stop.send(Stop::Memory).await;

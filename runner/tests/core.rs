@@ -33,6 +33,8 @@ struct Api {
     effects: BTreeMap<String, u32>,
     /// Respond 503 to this many requests first.
     fail_first: u32,
+    /// Hold every answer back this long.
+    delay: Duration,
 }
 
 fn api(env: &TestEnv, host: &str, state: Arc<Mutex<Api>>) {
@@ -53,6 +55,8 @@ fn api(env: &TestEnv, host: &str, state: Arc<Mutex<Api>>) {
                             .map(str::to_string);
                         let post = req.method() == hyper::Method::POST;
                         let _ = req.into_body().collect().await;
+                        let delay = state.lock().unwrap().delay;
+                        tokio::time::sleep(delay).await;
                         let mut s = state.lock().unwrap();
                         s.requests.push((path.clone(), key.clone()));
                         if s.fail_first > 0 {
@@ -169,7 +173,12 @@ async fn a_job_runs_on_schedule_through_the_state_machine() {
     api(&env, "api.test", state.clone());
     let steps = vec![
         http_step("fetch", "GET", "http://api.test/items", "api"),
-        http_step("publish", "POST", "http://api.test/items/{{fetch.id}}", "api"),
+        http_step(
+            "publish",
+            "POST",
+            "http://api.test/items/{{fetch.id}}",
+            "api",
+        ),
     ];
     let cfg = config(Patterns::ALL, vec![job("blog", 15, steps)], &["api"]);
     let (exit, alerts) = run_for(&env, cfg, Duration::from_secs(3600)).await;
@@ -180,7 +189,12 @@ async fn a_job_runs_on_schedule_through_the_state_machine() {
     let t = transitions(&events, "blog");
     assert_eq!(
         &t[..4],
-        ["idle->running", "running->success", "success->cooldown", "cooldown->idle"]
+        [
+            "idle->running",
+            "running->success",
+            "success->cooldown",
+            "cooldown->idle"
+        ]
     );
     let s = state.lock().unwrap();
     assert_eq!(s.requests.len(), 8);
@@ -199,9 +213,16 @@ async fn the_same_seed_gives_the_same_events() {
         }));
         api(&env, "api.test", state);
         let steps = vec![http_step("fetch", "GET", "http://api.test/x", "api")];
-        let cfg = config(Patterns::ALL, vec![job("a", 15, steps.clone()), job("b", 30, steps)], &["api"]);
+        let cfg = config(
+            Patterns::ALL,
+            vec![job("a", 15, steps.clone()), job("b", 30, steps)],
+            &["api"],
+        );
         run_for(&env, cfg, Duration::from_secs(7200)).await;
-        env.events_so_far().iter().map(Event::to_json_line).collect()
+        env.events_so_far()
+            .iter()
+            .map(Event::to_json_line)
+            .collect()
     }
     let a = once(7).await;
     let b = once(7).await;
@@ -229,10 +250,12 @@ async fn retries_with_backoff_turn_transient_failures_into_success() {
         .collect();
     assert_eq!(finished, ["succeeded"]);
     // Every retry carries its chosen delay.
-    assert!(events
-        .iter()
-        .filter(|e| e.event == EventKind::RetryScheduled)
-        .all(|e| e.delay_ms.is_some() && e.attempt.is_some()));
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.event == EventKind::RetryScheduled)
+            .all(|e| e.delay_ms.is_some() && e.attempt.is_some())
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -245,7 +268,11 @@ async fn a_down_service_degrades_the_run_and_other_steps_continue() {
         http_step("social", "POST", "http://down.test/post", "down"),
         http_step("email", "GET", "http://good.test/inbox", "good"),
     ];
-    let cfg = config(Patterns::ALL, vec![job("daily", 15, steps)], &["down", "good"]);
+    let cfg = config(
+        Patterns::ALL,
+        vec![job("daily", 15, steps)],
+        &["down", "good"],
+    );
     run_for(&env, cfg, Duration::from_secs(16 * 60)).await;
     let events = env.events_so_far();
     let outcome: Vec<_> = events
@@ -264,7 +291,11 @@ async fn a_down_service_degrades_the_run_and_other_steps_continue() {
         http_step("social", "POST", "http://down.test/post", "down"),
         http_step("email", "GET", "http://good.test/inbox", "good"),
     ];
-    let cfg = config(Patterns::NAIVE, vec![job("daily", 15, steps)], &["down", "good"]);
+    let cfg = config(
+        Patterns::NAIVE,
+        vec![job("daily", 15, steps)],
+        &["down", "good"],
+    );
     run_for(&env, cfg, Duration::from_secs(16 * 60)).await;
     let outcome: Vec<_> = env
         .events_so_far()
@@ -284,11 +315,19 @@ async fn a_fatal_error_stops_only_its_job_with_isolation_and_everything_without(
         api(&env, "api.test", state.clone());
         // Disk full breaks checkpoint writes (fatal) once `writer` completes a step.
         env.parts().fs.set_full(true);
-        let mut writer = job("writer", 15, vec![http_step("w", "POST", "http://api.test/w", "api")]);
+        let mut writer = job(
+            "writer",
+            15,
+            vec![http_step("w", "POST", "http://api.test/w", "api")],
+        );
         // The reader's step writes no checkpoint when checkpoints are off, so give the
         // naive profile a heartbeat write to fail on too: both touch the disk.
         writer.deadline = Duration::from_secs(300);
-        let reader = job("reader", 15, vec![http_step("r", "GET", "http://api.test/r", "api")]);
+        let reader = job(
+            "reader",
+            15,
+            vec![http_step("r", "GET", "http://api.test/r", "api")],
+        );
         let cfg = config(patterns, vec![writer, reader], &["api"]);
         let (exit, alerts) = run_for(&env, cfg, Duration::from_secs(3600)).await;
         let reader_calls = state
@@ -306,7 +345,10 @@ async fn a_fatal_error_stops_only_its_job_with_isolation_and_everything_without(
     assert!(alerts.contains(&AlertKind::Fatal), "{alerts:?}");
     let (exit, reader_calls, _) = scenario(Patterns::NAIVE).await;
     assert!(matches!(exit, Exit::FatalStop { .. }), "{exit:?}");
-    assert!(reader_calls <= 1, "the naive runner kept going: {reader_calls}");
+    assert!(
+        reader_calls <= 1,
+        "the naive runner kept going: {reader_calls}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -320,20 +362,34 @@ async fn a_crash_mid_run_resumes_from_the_checkpoint_without_repeating_side_effe
     let steps = vec![
         http_step("draft", "POST", "http://api.test/draft", "api"),
         http_step("render", "GET", "http://slow.test/render", "slow"),
-        http_step("publish", "POST", "http://api.test/publish/{{draft.id}}", "api"),
+        http_step(
+            "publish",
+            "POST",
+            "http://api.test/publish/{{draft.id}}",
+            "api",
+        ),
     ];
-    let cfg = config(Patterns::ALL, vec![job("blog", 30, steps)], &["api", "slow"]);
-    env.parts().net.fail("slow.test", runner::env::NetErrorKind::Refused);
-    // Run until the first run has done `draft` and is retrying `render`, then "crash".
+    let mut cfg = config(
+        Patterns::ALL,
+        vec![job("blog", 30, steps)],
+        &["api", "slow"],
+    );
+    if let Some(s) = cfg.services.get_mut("slow") {
+        s.call_timeout = Duration::from_secs(600);
+    }
+    slow.lock().unwrap().delay = Duration::from_secs(300);
+    // Run until the first run has done `draft` and waits on `render`, then "crash".
     let alerts = Arc::new(CollectAlerts::default());
-    let runner = Runner::new(env.clone(), cfg.clone(), alerts.clone()).await.unwrap();
+    let runner = Runner::new(env.clone(), cfg.clone(), alerts.clone())
+        .await
+        .unwrap();
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(runner.run(rx));
-    tokio::time::sleep(Duration::from_secs(30 * 60 + 3)).await;
+    tokio::time::sleep(Duration::from_secs(31 * 60)).await;
     handle.abort();
     let _ = handle.await;
     env.parts().fs.crash();
-    env.parts().net.heal("slow.test");
+    slow.lock().unwrap().delay = Duration::ZERO;
     let drafts_before = state.lock().unwrap().effects.len();
     assert_eq!(drafts_before, 1, "draft applied once before the crash");
     // Restart: the run resumes after `draft` and finishes.

@@ -1608,7 +1608,9 @@ impl Validator<'_> {
             )
         };
         for (step, output) in found {
-            if ctx.earlier.contains(&step) || BUILTIN_PLACEHOLDERS.contains(&(step.as_str(), output.as_str())) {
+            if ctx.earlier.contains(&step)
+                || BUILTIN_PLACEHOLDERS.contains(&(step.as_str(), output.as_str()))
+            {
                 continue;
             }
             ok = false;
