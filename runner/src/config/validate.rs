@@ -1308,19 +1308,18 @@ impl Validator<'_> {
         let start_jitter = self.duration(t, p, "start_jitter");
         if let (Some((ScheduleConfig::Every(interval), _, _)), Some((jitter, span))) =
             (&schedule, &start_jitter)
+            && jitter >= interval
         {
-            if jitter >= interval {
-                self.err_hint(
-                    span,
-                    &join(p, "start_jitter"),
-                    format!(
-                        "start_jitter ({}) is not shorter than the interval ({})",
-                        duration::format(*jitter),
-                        duration::format(*interval)
-                    ),
-                    "a jitter as long as the interval can push a run into the next one's slot",
-                );
-            }
+            self.err_hint(
+                span,
+                &join(p, "start_jitter"),
+                format!(
+                    "start_jitter ({}) is not shorter than the interval ({})",
+                    duration::format(*jitter),
+                    duration::format(*interval)
+                ),
+                "a jitter as long as the interval can push a run into the next one's slot",
+            );
         }
         let overlap = match self.choice(t, p, "overlap", &["skip", "queue"]) {
             Some("queue") => Overlap::Queue,
@@ -1330,9 +1329,9 @@ impl Validator<'_> {
         let heartbeat = self.positive_duration(t, p, "heartbeat_threshold");
         if let (Some((ScheduleConfig::Every(interval), _, _)), Some((threshold, span))) =
             (&schedule, &heartbeat)
+            && threshold < interval
         {
-            if threshold < interval {
-                self.err_hint(
+            self.err_hint(
                     span,
                     &join(p, "heartbeat_threshold"),
                     format!(
@@ -1342,7 +1341,6 @@ impl Validator<'_> {
                     ),
                     "the job would be reported overdue between every two runs; twice the interval is the default",
                 );
-            }
         }
         let retry = self
             .table(t, p, "retry")

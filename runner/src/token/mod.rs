@@ -222,12 +222,11 @@ impl<E: Env> TokenManager<E> {
             if cache.revoked {
                 return Err(self.invalid_grant());
             }
-            if cache.loaded {
-                if let Some(held) = &cache.access {
-                    if !self.stale(held) {
-                        return Ok(held.access.clone());
-                    }
-                }
+            if cache.loaded
+                && let Some(held) = &cache.access
+                && !self.stale(held)
+            {
+                return Ok(held.access.clone());
             }
             cache.attempts
         };
@@ -502,20 +501,20 @@ impl<E: Env> TokenManager<E> {
         let written = store::write_json(self.env.fs(), &self.path, &persisted).await;
         drop(persisted);
         let mut cache = self.lock();
-        if let Err(source) = written {
-            if rotated.is_some() {
-                // The old refresh token is likely spent already; keep the new one in
-                // memory so the next attempt presents it, but do not use the access
-                // token that a crash could orphan.
-                cache.refresh = next_refresh;
-                return Err(TokenError::Persist {
-                    credential: self.config.name.clone(),
-                    source,
-                });
-            }
-            // Without a rotation the file only caches the access token: losing that
-            // costs one refresh after a restart, so the token is still used.
+        if let Err(source) = written
+            && rotated.is_some()
+        {
+            // The old refresh token is likely spent already; keep the new one in
+            // memory so the next attempt presents it, but do not use the access
+            // token that a crash could orphan.
+            cache.refresh = next_refresh;
+            return Err(TokenError::Persist {
+                credential: self.config.name.clone(),
+                source,
+            });
         }
+        // Without a rotation the file only caches the access token: losing that
+        // costs one refresh after a restart, so the token is still used.
         cache.refresh = next_refresh;
         cache.access = Some(Held {
             access: granted.access.clone(),
