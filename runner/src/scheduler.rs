@@ -322,7 +322,9 @@ async fn wait_true(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-fn next_run_id(job: &JobConfig, due: DateTime<Utc>) -> String {
+/// The id of the run of `job` due at `due`: stable, readable, and the key the simulator
+/// uses to match runs to schedule slots.
+pub fn next_run_id(job: &JobConfig, due: DateTime<Utc>) -> String {
     format!("{}-{}", job.name, due.format("%Y%m%dT%H%M%SZ"))
 }
 

@@ -307,6 +307,12 @@ impl TraceSink {
         self.lock().clone()
     }
 
+    /// A copy of the events from index `start` on (for incremental readers).
+    pub fn since(&self, start: usize) -> Vec<Event> {
+        let events = self.lock();
+        events.get(start..).map(<[Event]>::to_vec).unwrap_or_default()
+    }
+
     /// Events kept so far.
     pub fn len(&self) -> usize {
         self.lock().len()

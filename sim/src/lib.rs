@@ -6,6 +6,11 @@
 //! host, in the [`world::World`], so it survives a crash or bounce of the runner.
 //!
 //! # Layout
+//! - [`scenario`]: scenario files (world, services, jobs, faults, invariants) and profiles.
+//! - [`driver`]: runs a scenario: the world, the fault timeline, supervisor and operator.
+//! - [`metrics`]: what the field report measured, and the invariants.
+//! - [`report`]: `report.json`, `report.md` and `trace.jsonl`.
+//! - [`operator`]: the human who fixes what alerts point at.
 //! - [`world`]: the world built from one seed; hands the runner a fresh env per boot.
 //! - [`env`](mod@env): [`env::SimEnv`], the runner's `Env` (clock, disk, memory, processes, trace).
 //! - [`net`]: [`net::SimConnector`], in-memory connections with injected network faults.
@@ -14,9 +19,14 @@
 
 #![warn(missing_docs)]
 
+pub mod driver;
 pub mod env;
 pub mod faults;
+pub mod metrics;
 pub mod net;
+pub mod operator;
+pub mod report;
+pub mod scenario;
 pub mod services;
 pub mod world;
 

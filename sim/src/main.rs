@@ -1,1 +1,435 @@
-fn main() {}
+//! `sim`: run, replay and sweep deterministic chaos simulations of the runner core.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use sim::driver::simulate;
+use sim::metrics::evaluate;
+use sim::report::Report;
+use sim::scenario::{Profile, Scenario, profile, swarm};
+
+/// Exit codes (documented in `--help` and the README).
+mod exit {
+    /// Every invariant held.
+    pub(crate) const OK: u8 = 0;
+    /// A safety invariant was violated.
+    pub(crate) const VIOLATED: u8 = 1;
+    /// Bad input or usage.
+    pub(crate) const USAGE: u8 = 2;
+    /// Liveness: after faults healed a job did not recover within its bound.
+    pub(crate) const LIVENESS: u8 = 3;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  every invariant held
+  1  an invariant was violated (the report says which; the replay command reproduces it)
+  2  bad input or usage (every problem in a scenario file is listed with file:line, key, hint)
+  3  liveness failure: after the faults healed, a job did not recover within its bound
+
+Examples:
+  sim run                                      # the embedded default scenario, seed 1
+  sim run scenarios/token-expiry.toml --profile naive --seed 7
+  sim run scenarios/default.toml --check-determinism
+  sim replay 7 --scenario scenarios/token-expiry.toml
+  sim replay 42                                # a swarm world drawn from seed 42 alone
+  sim sweep --swarm --seeds 200 --jobs 2";
+
+/// Steadfast's chaos simulator: the runner core, unchanged, in a deterministic world.
+#[derive(Debug, Parser)]
+#[command(name = "sim", version, about, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one scenario and write report.json, report.md and trace.jsonl.
+    #[command(after_help = "Example:\n  sim run scenarios/default.toml --seed 3 --profile naive --out out/naive")]
+    Run {
+        /// The scenario file (default: the embedded default scenario).
+        scenario: Option<PathBuf>,
+        /// The seed (default: the scenario's `world.seed`).
+        #[arg(long)]
+        seed: Option<u64>,
+        #[command(flatten)]
+        common: Common,
+        /// Run twice and fail (exit 1) if the trace hashes differ.
+        #[arg(long)]
+        check_determinism: bool,
+    },
+    /// Reproduce a run exactly from its seed (same trace hash).
+    #[command(after_help = "Examples:\n  sim replay 7 --scenario scenarios/token-expiry.toml\n  sim replay 42   # the swarm world of seed 42")]
+    Replay {
+        /// The seed printed by the run to reproduce.
+        seed: u64,
+        /// The scenario; without it, the swarm world drawn from the seed alone.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run many seeds in parallel and print every failing seed with its replay command.
+    #[command(after_help = "Examples:\n  sim sweep scenarios/default.toml --seeds 50\n  sim sweep --swarm --seeds 200 --jobs 2")]
+    Sweep {
+        /// The scenario file (default: the embedded default scenario).
+        scenario: Option<PathBuf>,
+        /// Draw a swarm world per seed instead of the scenario's faults.
+        #[arg(long, conflicts_with = "scenario")]
+        swarm: bool,
+        /// How many seeds (1..=N).
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        /// Worker threads (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// The profile.
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// Measure simulated seconds per wall second on the reference world.
+    Bench {
+        /// The world to time (default: the embedded 21-day reference world).
+        scenario: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// The runner profile: self-healing, naive, or no-<pattern> (see `profile` names).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Where to write the report (default: out/<scenario>-<profile>-<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print only the summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run {
+            scenario,
+            seed,
+            common,
+            check_determinism,
+        } => match load(scenario.as_deref()) {
+            Ok(s) => run(&s, seed, &common, check_determinism),
+            Err(code) => code,
+        },
+        Command::Replay {
+            seed,
+            scenario,
+            common,
+        } => {
+            let s = match scenario.as_deref() {
+                Some(path) => load(Some(path)),
+                None => Ok(swarm::swarm(&Scenario::default_scenario(), seed)),
+            };
+            match s {
+                Ok(s) => run(&s, Some(seed), &common, false),
+                Err(code) => code,
+            }
+        }
+        Command::Sweep {
+            scenario,
+            swarm,
+            seeds,
+            jobs,
+            profile,
+        } => match load(scenario.as_deref()) {
+            Ok(s) => sweep(&s, swarm, seeds, jobs, profile.as_deref()),
+            Err(code) => code,
+        },
+        Command::Bench { scenario } => {
+            let s = match scenario.as_deref() {
+                Some(path) => load(Some(path)),
+                None => Scenario::parse(
+                    include_str!("../../scenarios/bench.toml"),
+                    Path::new("scenarios/bench.toml"),
+                    None,
+                )
+                .map_err(|d| {
+                    eprintln!("{d}");
+                    exit::USAGE
+                }),
+            };
+            match s {
+                Ok(s) => bench(&s),
+                Err(code) => code,
+            }
+        }
+    };
+    ExitCode::from(code)
+}
+
+fn load(path: Option<&Path>) -> Result<Scenario, u8> {
+    match path {
+        None => Ok(Scenario::default_scenario()),
+        Some(p) => Scenario::load(p).map_err(|d| {
+            eprintln!("{d}");
+            exit::USAGE
+        }),
+    }
+}
+
+fn resolve_profile(scenario: &Scenario, name: Option<&str>) -> Result<Profile, u8> {
+    match name {
+        None => Ok(scenario.profile),
+        Some(n) => Profile::named(n).ok_or_else(|| {
+            eprintln!(
+                "error: unknown profile `{n}` (hint: one of {})",
+                profile::NAMES.join(", ")
+            );
+            exit::USAGE
+        }),
+    }
+}
+
+fn progress_bar(quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(1000);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:40}] {percent:>3}% simulated {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+fn run(scenario: &Scenario, seed: Option<u64>, common: &Common, twice: bool) -> u8 {
+    let profile = match resolve_profile(scenario, common.profile.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let seed = seed.unwrap_or(scenario.world.seed);
+    let out = common.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("out/{}-{}-{seed}", scenario.name, profile.name))
+    });
+    println!("seed: {seed}");
+    println!(
+        "scenario: {} ({})",
+        scenario.name,
+        scenario
+            .file
+            .as_ref()
+            .map_or("embedded".to_string(), |f| f.display().to_string())
+    );
+    println!("profile: {}", profile.name);
+    println!(
+        "world: {} from {} ({}), tick {}s, {} job(s), {} fault(s)",
+        humanize(scenario.world.duration.as_secs()),
+        scenario.world.start.with_timezone(&scenario.world.zone).format("%Y-%m-%d %H:%M"),
+        scenario.world.zone,
+        scenario.world.tick.as_secs_f64(),
+        scenario.config.jobs.len(),
+        scenario.faults.len()
+    );
+    if scenario.name == "swarm" {
+        for line in swarm::describe(scenario) {
+            println!("  fault: {line}");
+        }
+    }
+    println!("out: {}", out.display());
+    let bar = progress_bar(common.quiet);
+    let started = Instant::now();
+    let result = simulate(scenario, seed, profile, &mut |done| {
+        bar.set_position((done * 1000.0) as u64);
+    });
+    bar.finish_and_clear();
+    let run = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::VIOLATED;
+        }
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let verdict = evaluate(scenario, &run);
+    let report = Report::new(scenario, &run, &verdict, wall);
+    if let Err(e) = report.write(&out, &run) {
+        eprintln!("error: failed to write the report to {}: {e}", out.display());
+        return exit::USAGE;
+    }
+    summary(&report);
+    if twice {
+        let again = match simulate(scenario, seed, profile, &mut |_| {}) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::VIOLATED;
+            }
+        };
+        let hash = again.world.trace().digest();
+        if hash != report.trace_hash {
+            eprintln!(
+                "determinism: FAILED: trace hashes differ ({} vs {hash})",
+                report.trace_hash
+            );
+            return exit::VIOLATED;
+        }
+        println!("determinism: ok (two runs, trace hash {hash})");
+    }
+    report.exit_code
+}
+
+fn summary(r: &Report) {
+    let m = &r.metrics;
+    println!(
+        "result: {} runs: {} ok, {} degraded, {} failed, {} lost ({:.2}% lost); uptime {:.2}%; {} intervention(s)",
+        m.scheduled_runs,
+        m.succeeded_runs,
+        m.degraded_runs,
+        m.failed_runs,
+        m.lost_runs,
+        m.lost_task_rate * 100.0,
+        m.uptime_ratio * 100.0,
+        m.manual_interventions
+    );
+    println!(
+        "  rate-limit violations {}, expired-token calls {}, duplicates {}, window violations {}, calls to open breakers {}, silent deaths {} ({} detected)",
+        m.rate_limit_violations,
+        m.token_expired_errors,
+        m.duplicate_side_effects,
+        m.window_violations,
+        m.calls_to_open_breaker,
+        m.silent_deaths,
+        m.silent_deaths_detected
+    );
+    for i in &r.invariants {
+        println!(
+            "  invariant {}: {} ({})",
+            i.name,
+            if i.holds { "holds" } else { "VIOLATED" },
+            i.detail
+        );
+    }
+    println!(
+        "trace: {} events, sha256 {}; {:.1} simulated days in {:.2}s wall",
+        r.trace_events,
+        r.trace_hash,
+        r.simulated_seconds / 86_400.0,
+        r.wall_seconds
+    );
+    if r.exit_code != exit::OK {
+        println!("reproduce: {}", r.replay);
+    }
+}
+
+fn humanize(secs: u64) -> String {
+    if secs % 86_400 == 0 {
+        format!("{}d", secs / 86_400)
+    } else if secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else {
+        format!("{}m", secs / 60)
+    }
+}
+
+fn sweep(
+    base: &Scenario,
+    use_swarm: bool,
+    seeds: u64,
+    jobs: Option<usize>,
+    profile: Option<&str>,
+) -> u8 {
+    let profile = match resolve_profile(base, profile) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let jobs = jobs
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+        .max(1);
+    println!(
+        "sweep: {} seeds of {} with profile {} on {jobs} thread(s)",
+        seeds,
+        if use_swarm { "swarm worlds" } else { base.name.as_str() },
+        profile.name
+    );
+    let next = std::sync::atomic::AtomicU64::new(1);
+    let results = std::sync::Mutex::new(Vec::new());
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(seeds)
+    } else {
+        ProgressBar::hidden()
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if seed > seeds {
+                        break;
+                    }
+                    let scenario = if use_swarm {
+                        swarm::swarm(base, seed)
+                    } else {
+                        base.clone()
+                    };
+                    let code = match simulate(&scenario, seed, profile, &mut |_| {}) {
+                        Ok(run) => evaluate(&scenario, &run).exit_code(),
+                        Err(_) => exit::VIOLATED,
+                    };
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((seed, code, scenario.file.clone()));
+                    bar.inc(1);
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort();
+    let failing: Vec<_> = results.iter().filter(|(_, c, _)| *c != exit::OK).collect();
+    for (seed, code, file) in &failing {
+        let file = file
+            .as_ref()
+            .map(|f| format!(" --scenario {}", f.display()))
+            .unwrap_or_default();
+        let what = if *code == exit::LIVENESS { "liveness" } else { "invariant" };
+        println!("seed {seed}: {what} failed: sim replay {seed}{file} --profile {}", profile.name);
+    }
+    println!("sweep: {} of {seeds} seed(s) passed", seeds as usize - failing.len());
+    failing.iter().map(|(_, c, _)| *c).max().unwrap_or(exit::OK)
+}
+
+fn bench(scenario: &Scenario) -> u8 {
+    let profile = scenario.profile;
+    let started = Instant::now();
+    let run = match simulate(scenario, scenario.world.seed, profile, &mut |_| {}) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::VIOLATED;
+        }
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let verdict = evaluate(scenario, &run);
+    let calls = verdict.metrics.calls as f64;
+    println!(
+        "bench: {} ({} jobs), {:.1} simulated days in {wall:.3}s wall",
+        scenario.name,
+        scenario.config.jobs.len(),
+        run.simulated_seconds / 86_400.0
+    );
+    println!(
+        "  {:.0} simulated seconds per wall second; {:.0} calls ({:.0} per wall second); {} runs",
+        run.simulated_seconds / wall.max(1e-9),
+        calls,
+        calls / wall.max(1e-9),
+        verdict.metrics.scheduled_runs
+    );
+    exit::OK
+}

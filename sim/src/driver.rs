@@ -1,0 +1,549 @@
+//! The driver: builds the world from a scenario, runs the runner core on a turmoil host,
+//! flips faults on their timeline, plays the supervisor and the operator, and returns
+//! everything the metrics need.
+//!
+//! Driver actions (crash, restart, fault switches) land on tick boundaries; inside a
+//! tick, tokio's paused clock times latency, stalls, timeouts and backoff exactly.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveTime, TimeZone, Utc};
+use runner::config::Config;
+use runner::scheduler::Runner;
+use secrecy::ExposeSecret;
+
+use crate::World;
+use crate::faults::{Fault, FaultKind, MemoryModel};
+use crate::operator::{Intervention, OperatorSink};
+use crate::scenario::{FaultSpec, FaultSpecKind, Profile, Scenario};
+use crate::services::{ApiService, OAuthConfig, OAuthServer};
+
+/// The host the runner lives on.
+pub const RUNNER_HOST: &str = "runner";
+/// At most this many onsets of one recurring fault.
+const MAX_ONSETS: usize = 10_000;
+/// How long a stall that stands for "never answers" lasts.
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Why a simulation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// turmoil reported an error from the host software.
+    #[error("simulation failed: {0}")]
+    Turmoil(String),
+}
+
+/// Something the world did to the runner (for the report's timeline).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorldEvent {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// What (`fault_start`, `fault_end`, `crash`, `restart`, `oom_kill`, `exit`,
+    /// `intervention`, `supervisor_restart`).
+    pub what: String,
+    /// Details.
+    pub detail: String,
+}
+
+/// Everything a finished simulation leaves for the metrics and the report.
+#[derive(Debug)]
+pub struct SimRun {
+    /// The seed.
+    pub seed: u64,
+    /// The profile.
+    pub profile: Profile,
+    /// The runner configuration the profile produced.
+    pub config: Config,
+    /// The world after the run (services, trace, counters).
+    pub world: World,
+    /// APIs by the runner's service name.
+    pub apis: BTreeMap<String, ApiService>,
+    /// Token servers by name.
+    pub oauth: BTreeMap<String, OAuthServer>,
+    /// The operator's inbox.
+    pub operator: OperatorSink,
+    /// Manual interventions.
+    pub interventions: Vec<Intervention>,
+    /// What the world did, in order (bounded).
+    pub timeline: Vec<WorldEvent>,
+    /// When runner-level silent deaths were injected.
+    pub silent_deaths: Vec<DateTime<Utc>>,
+    /// When a supervisor restarted a dead runner.
+    pub supervisor_restarts: Vec<DateTime<Utc>>,
+    /// When the world started and ended.
+    pub start: DateTime<Utc>,
+    /// The end.
+    pub end: DateTime<Utc>,
+    /// Simulated seconds run.
+    pub simulated_seconds: f64,
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    Set(String, Fault),
+    Clear(String, FaultKind),
+    RevokeAccess(String),
+    RevokeRefresh(String),
+    Leak(u64),
+    DiskFull(bool),
+    Crash { restart_after: Option<Duration> },
+    Check(NaiveTime),
+}
+
+#[derive(Debug, Clone)]
+struct Timed {
+    at: DateTime<Utc>,
+    seq: usize,
+    label: &'static str,
+    action: Action,
+}
+
+fn after(start: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    start + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The fault timeline of a scenario, sorted.
+fn timeline(scenario: &Scenario) -> Vec<Timed> {
+    let start = scenario.world.start;
+    let end = after(start, scenario.world.duration);
+    let mut out: Vec<Timed> = Vec::new();
+    let mut push = |at: DateTime<Utc>, label: &'static str, action: Action| {
+        let seq = out.len();
+        out.push(Timed {
+            at,
+            seq,
+            label,
+            action,
+        });
+    };
+    for f in &scenario.faults {
+        let mut onset = after(start, f.at);
+        for _ in 0..MAX_ONSETS {
+            if onset >= end {
+                break;
+            }
+            let until = if f.duration.is_zero() {
+                end
+            } else {
+                after(onset, f.duration)
+            };
+            for (at, action) in fault_actions(f, onset, until) {
+                push(at, f.kind.as_str(), action);
+            }
+            match f.every {
+                Some(every) => onset = after(onset, every),
+                None => break,
+            }
+        }
+    }
+    // The operator's daily looks.
+    let zone = scenario.world.zone;
+    let first_day = start.with_timezone(&zone).date_naive();
+    let days = scenario.world.duration.as_secs() / 86_400 + 2;
+    for day in 0..days {
+        let date = first_day + chrono::Days::new(day);
+        for check in &scenario.operator.checks {
+            if let Some(local) = zone.from_local_datetime(&date.and_time(*check)).earliest() {
+                let at = local.with_timezone(&Utc);
+                if at > start && at < end {
+                    push(at, "check", Action::Check(*check));
+                }
+            }
+        }
+    }
+    out.sort_by_key(|t| (t.at, t.seq));
+    out
+}
+
+fn host(name: &str) -> String {
+    format!("{name}.sim")
+}
+
+fn fault_actions(f: &FaultSpec, onset: DateTime<Utc>, until: DateTime<Utc>) -> Vec<(DateTime<Utc>, Action)> {
+    let h = host(&f.target);
+    let switch = |fault: Fault| {
+        let kind = fault.kind();
+        vec![
+            (onset, Action::Set(h.clone(), fault)),
+            (until, Action::Clear(h.clone(), kind)),
+        ]
+    };
+    match f.kind {
+        FaultSpecKind::TokenRevoke => vec![(onset, Action::RevokeAccess(f.target.clone()))],
+        FaultSpecKind::RefreshRevoke => vec![(onset, Action::RevokeRefresh(f.target.clone()))],
+        FaultSpecKind::RateLimitStorm => switch(Fault::RateLimitStorm {
+            retry_after: f.retry_after,
+        }),
+        FaultSpecKind::Reset => switch(Fault::Reset {
+            probability: f.probability,
+        }),
+        FaultSpecKind::Stall => switch(Fault::Stall {
+            duration: f.stall,
+            probability: f.probability,
+        }),
+        FaultSpecKind::ServerError => switch(Fault::ServerError {
+            status: f.status,
+            probability: f.probability,
+        }),
+        FaultSpecKind::Dns => switch(Fault::DnsFailure),
+        FaultSpecKind::Slow => switch(Fault::Latency(f.latency)),
+        FaultSpecKind::Partition => switch(Fault::Partition),
+        FaultSpecKind::Down => switch(Fault::Down),
+        FaultSpecKind::MemoryLeak => vec![
+            (onset, Action::Leak(f.leak_bytes_per_hour)),
+            (until, Action::Leak(0)),
+        ],
+        FaultSpecKind::DiskFull => vec![
+            (onset, Action::DiskFull(true)),
+            (until, Action::DiskFull(false)),
+        ],
+        FaultSpecKind::Crash => vec![(
+            onset,
+            Action::Crash {
+                restart_after: Some(f.restart_after),
+            },
+        )],
+        FaultSpecKind::SilentDeath if f.target == "runner" => {
+            vec![(onset, Action::Crash { restart_after: None })]
+        }
+        FaultSpecKind::SilentDeath => switch(Fault::Stall {
+            duration: FOREVER,
+            probability: 1.0,
+        }),
+    }
+}
+
+/// Mutable state of one simulation outside the host.
+struct Driver<'a> {
+    scenario: &'a Scenario,
+    profile: Profile,
+    world: World,
+    oauth: BTreeMap<String, OAuthServer>,
+    config: Arc<Mutex<Config>>,
+    operator: OperatorSink,
+    interventions: Vec<Intervention>,
+    timeline: Vec<WorldEvent>,
+    silent_deaths: Vec<DateTime<Utc>>,
+    supervisor_restarts: Vec<DateTime<Utc>>,
+    /// A scheduled restart of the runner, if any.
+    restart_at: Option<DateTime<Utc>>,
+    /// Whether the last stop was expected to be followed by a restart.
+    was_running: bool,
+    revoked: Vec<String>,
+    leak: u64,
+    faults_since_fix: Vec<String>,
+}
+
+const MAX_TIMELINE: usize = 20_000;
+
+impl Driver<'_> {
+    fn log(&mut self, at: DateTime<Utc>, what: &str, detail: String) {
+        if self.timeline.len() < MAX_TIMELINE {
+            self.timeline.push(WorldEvent {
+                at,
+                what: what.to_string(),
+                detail,
+            });
+        }
+    }
+
+    fn clients_of(&self, oauth: &str) -> Vec<String> {
+        let host = host(oauth);
+        let config = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        config
+            .credentials
+            .values()
+            .filter(|c| c.token_url.host == host)
+            .map(|c| c.client_id.clone())
+            .collect()
+    }
+
+    fn apply(&mut self, sim: &mut turmoil::Sim<'_>, now: DateTime<Utc>, t: Timed) {
+        let faults = self.world.faults().clone();
+        if !matches!(t.action, Action::Check(_)) {
+            self.faults_since_fix.push(t.label.to_string());
+        }
+        match t.action {
+            Action::Set(h, fault) => {
+                self.log(now, "fault_start", format!("{} on {h}", t.label));
+                faults.set(&h, fault);
+            }
+            Action::Clear(h, kind) => {
+                self.log(now, "fault_end", format!("{} on {h}", t.label));
+                faults.clear(&h, kind);
+            }
+            Action::RevokeAccess(name) => {
+                if let Some(server) = self.oauth.get(&name) {
+                    for client in self.clients_of(&name) {
+                        server.revoke_access_tokens(&client, now);
+                    }
+                }
+                self.log(now, "fault_start", format!("access tokens of {name} revoked"));
+            }
+            Action::RevokeRefresh(name) => {
+                if let Some(server) = self.oauth.get(&name) {
+                    for client in self.clients_of(&name) {
+                        server.revoke_access_tokens(&client, now);
+                        server.revoke_refresh_tokens(&client);
+                    }
+                }
+                self.revoked.push(name.clone());
+                self.log(now, "fault_start", format!("refresh tokens of {name} revoked"));
+            }
+            Action::Leak(bytes) => {
+                self.leak = bytes;
+                faults.set_memory(MemoryModel {
+                    base_bytes: self.scenario.world.memory_base_bytes,
+                    leak_bytes_per_hour: bytes,
+                    leak_since: now,
+                });
+                self.log(now, "memory", format!("leak {} MiB/h", bytes / (1024 * 1024)));
+            }
+            Action::DiskFull(full) => {
+                faults.set_disk_full(full);
+                self.log(now, if full { "fault_start" } else { "fault_end" }, "disk full".into());
+            }
+            Action::Crash { restart_after } => {
+                if sim.is_host_running(RUNNER_HOST) {
+                    sim.crash(RUNNER_HOST);
+                }
+                self.was_running = false;
+                match restart_after {
+                    Some(d) => {
+                        self.restart_at = Some(after(now, d));
+                        self.log(now, "crash", format!("restart in {}s", d.as_secs()));
+                    }
+                    None => {
+                        self.silent_deaths.push(now);
+                        self.restart_at = None;
+                        self.log(now, "silent_death", "the runner process died without a word".into());
+                        self.on_dead(now);
+                    }
+                }
+            }
+            Action::Check(time) => {
+                if let Some(problem) = self.visible_problem(sim, now) {
+                    self.intervene(sim, now, format!("check at {time}: {problem}"));
+                }
+            }
+        }
+    }
+
+    /// A dead runner: a supervisor restarts it; without one it stays dead.
+    fn on_dead(&mut self, now: DateTime<Utc>) {
+        if self.profile.supervised && self.restart_at.is_none() {
+            self.restart_at = Some(after(now, self.scenario.world.supervisor_delay));
+            self.supervisor_restarts.push(now);
+        }
+    }
+
+    /// What a human looking at the system would see is wrong, if anything.
+    fn visible_problem(&self, sim: &mut turmoil::Sim<'_>, now: DateTime<Utc>) -> Option<String> {
+        if !sim.is_host_running(RUNNER_HOST) && self.restart_at.is_none() {
+            return Some("the runner is not running".into());
+        }
+        let stale = crate::metrics::stale_jobs(&self.world.trace().snapshot(), &self.config_snapshot(), self.scenario.world.start, now);
+        if stale.is_empty() {
+            None
+        } else {
+            Some(format!("no output from {}", stale.join(", ")))
+        }
+    }
+
+    fn config_snapshot(&self) -> Config {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A manual fix: free disk, re-authorise revoked credentials, restart the runner.
+    fn intervene(&mut self, sim: &mut turmoil::Sim<'_>, now: DateTime<Utc>, reason: String) {
+        let faults = self.world.faults().clone();
+        faults.set_disk_full(false);
+        for name in std::mem::take(&mut self.revoked) {
+            let Some(server) = self.oauth.get(&name) else {
+                continue;
+            };
+            let host = host(&name);
+            let mut config = self.config.lock().unwrap_or_else(|p| p.into_inner());
+            for cred in config.credentials.values_mut() {
+                if cred.token_url.host == host {
+                    let fresh = server.issue_refresh_token(&cred.client_id);
+                    cred.refresh_token = fresh.into();
+                }
+            }
+        }
+        if sim.is_host_running(RUNNER_HOST) {
+            sim.crash(RUNNER_HOST);
+        }
+        sim.bounce(RUNNER_HOST);
+        self.was_running = true;
+        self.restart_at = None;
+        self.operator.clear_pending();
+        let mut recent = std::mem::take(&mut self.faults_since_fix);
+        recent.sort();
+        recent.dedup();
+        self.log(now, "intervention", reason.clone());
+        self.interventions.push(Intervention {
+            at: now,
+            reason,
+            recent_faults: recent,
+        });
+    }
+}
+
+/// Runs `scenario` with `seed` and `profile`. `progress` is called with the share done.
+pub fn simulate(
+    scenario: &Scenario,
+    seed: u64,
+    profile: Profile,
+    progress: &mut dyn FnMut(f64),
+) -> Result<SimRun, SimError> {
+    let spec = &scenario.world;
+    let world = World::new(seed, spec.start).with_zone(spec.zone);
+    let config = scenario.runner_config(&profile);
+    let mut oauth = BTreeMap::new();
+    for (name, o) in &scenario.oauth {
+        let server = world.add_oauth(
+            &host(name),
+            OAuthConfig {
+                expires_in: o.expires_in,
+                rotate_refresh_tokens: o.rotate,
+            },
+        );
+        for cred in config.credentials.values() {
+            if cred.token_url.host == host(name) {
+                server.add_refresh_token(&cred.client_id, cred.refresh_token.expose_secret());
+            }
+        }
+        oauth.insert(name.clone(), server);
+    }
+    let mut apis = BTreeMap::new();
+    for (name, a) in &scenario.apis {
+        let mut cfg = world.api_config(&host(name));
+        cfg.rate_limit_per_minute = a.rate_per_minute;
+        cfg.daily_quota = a.daily_quota;
+        cfg.latency = a.latency;
+        cfg.auth = a.auth.as_ref().and_then(|n| oauth.get(n).cloned());
+        apis.insert(name.clone(), world.add_api(cfg));
+    }
+    world.faults().set_memory(MemoryModel {
+        base_bytes: spec.memory_base_bytes,
+        leak_bytes_per_hour: 0,
+        leak_since: spec.start,
+    });
+    let operator = OperatorSink::new(profile.alerts_delivered(), scenario.operator.alert_response);
+    let shared_config = Arc::new(Mutex::new(config.clone()));
+    // A day of slack so turmoil's own duration limit never cuts the world short.
+    let mut sim = world
+        .turmoil_builder(spec.tick, spec.duration + Duration::from_secs(86_400))
+        .build();
+    {
+        let world = world.clone();
+        let config = shared_config.clone();
+        let sink = operator.clone();
+        sim.host(RUNNER_HOST, move || {
+            let world = world.clone();
+            let config = config.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let sink = sink.clone();
+            async move {
+                let env = world.env();
+                match Runner::new(env, config, sink).await {
+                    Ok(runner) => {
+                        let (_keep, rx) = tokio::sync::watch::channel(false);
+                        let _exit = runner.run(rx).await;
+                    }
+                    Err(e) => {
+                        // A config the runner refuses is the scenario's problem; the
+                        // process ends as the daemon would (exit 2).
+                        tracing::error!("runner failed to start: {e}");
+                    }
+                }
+                Ok(())
+            }
+        });
+    }
+    let mut driver = Driver {
+        scenario,
+        profile,
+        world: world.clone(),
+        oauth: oauth.clone(),
+        config: shared_config,
+        operator: operator.clone(),
+        interventions: Vec::new(),
+        timeline: Vec::new(),
+        silent_deaths: Vec::new(),
+        supervisor_restarts: Vec::new(),
+        restart_at: None,
+        was_running: true,
+        revoked: Vec::new(),
+        leak: 0,
+        faults_since_fix: Vec::new(),
+    };
+    let actions = timeline(scenario);
+    let mut next = 0usize;
+    let end = after(spec.start, spec.duration);
+    let total = spec.duration.as_secs_f64().max(1.0);
+    let mut last_report = 0.0;
+    loop {
+        let now = after(spec.start, sim.elapsed());
+        if now >= end {
+            break;
+        }
+        while next < actions.len() && actions[next].at <= now {
+            let t = actions[next].clone();
+            next += 1;
+            driver.apply(&mut sim, now, t);
+        }
+        if let Some(at) = driver.restart_at
+            && at <= now
+        {
+            driver.restart_at = None;
+            if !sim.is_host_running(RUNNER_HOST) {
+                sim.bounce(RUNNER_HOST);
+                driver.log(now, "restart", "the runner started again".into());
+            }
+            driver.was_running = true;
+        }
+        if let Some(reason) = driver.operator.due_fix(now) {
+            driver.intervene(&mut sim, now, reason);
+        }
+        sim.step().map_err(|e| SimError::Turmoil(e.to_string()))?;
+        let now = after(spec.start, sim.elapsed());
+        let running = sim.is_host_running(RUNNER_HOST);
+        if running && world.faults().memory_at(now) > spec.memory_limit_bytes {
+            sim.crash(RUNNER_HOST);
+            driver.log(now, "oom_kill", "the kernel killed the runner (out of memory)".into());
+            driver.was_running = false;
+            driver.on_dead(now);
+        } else if !running && driver.was_running {
+            // The process ended on its own (fatal stop, memory restart request).
+            driver.was_running = false;
+            driver.log(now, "exit", "the runner process exited".into());
+            driver.on_dead(now);
+        }
+        let done = (now - spec.start).num_seconds() as f64 / total;
+        if done - last_report >= 0.01 {
+            last_report = done;
+            progress(done.min(1.0));
+        }
+    }
+    progress(1.0);
+    let _ = driver.leak;
+    Ok(SimRun {
+        seed,
+        profile,
+        config,
+        world,
+        apis,
+        oauth,
+        operator,
+        interventions: driver.interventions,
+        timeline: driver.timeline,
+        silent_deaths: driver.silent_deaths,
+        supervisor_restarts: driver.supervisor_restarts,
+        start: spec.start,
+        end,
+        simulated_seconds: spec.duration.as_secs_f64(),
+    })
+}
