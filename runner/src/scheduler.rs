@@ -435,8 +435,11 @@ impl<E: Env> JobLoop<E> {
                     success.cool_down()
                 }
                 RunOutcome::Deferred { .. } => {
+                    // The job did all its windows allow and saved its progress: it is
+                    // alive and behaving as configured, which is what a heartbeat says.
+                    let _ = self.heartbeats.record_success(&name, env.now()).await;
                     self.update(|s| s.last_outcome = Some(outcome.label()));
-                    running.fail("deferred to its time window").cool_down()
+                    running.defer().cool_down()
                 }
                 RunOutcome::Failed(ref e) => {
                     self.update(|s| {

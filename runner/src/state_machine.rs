@@ -111,6 +111,17 @@ impl<E: Env> Task<E, Running> {
         )
     }
 
+    /// `running -> success` for a run that stopped at a closed time window with its
+    /// progress saved: it did all it was allowed to, and resumes when the window opens.
+    pub fn defer(self) -> Task<E, Success> {
+        self.move_to(
+            Success { degraded: false },
+            TaskState::Running,
+            TaskState::Success,
+            Some("deferred to its time window"),
+        )
+    }
+
     /// `running -> failure`.
     pub fn fail(self, reason: &str) -> Task<E, Failure> {
         self.move_to(

@@ -506,7 +506,12 @@ pub fn simulate(
             driver.was_running = true;
         }
         if let Some(reason) = driver.operator.due_fix(now) {
-            driver.intervene(&mut sim, now, reason);
+            // The human reads the alert and looks: a problem that already healed needs
+            // no fix (the alert was noise, and is not an intervention).
+            match driver.visible_problem(&mut sim, now) {
+                Some(problem) => driver.intervene(&mut sim, now, format!("{reason}; {problem}")),
+                None => driver.log(now, "alert_dismissed", format!("{reason}; already recovered")),
+            }
         }
         sim.step().map_err(|e| SimError::Turmoil(e.to_string()))?;
         let now = after(spec.start, sim.elapsed());

@@ -3,8 +3,8 @@
 //!
 //! Definitions (the report repeats them):
 //! - A *slot* is a due time of a job's schedule within the world, skipping times when
-//!   the job's first step may not run (its time window is closed: that work is not
-//!   wanted then, whatever the profile).
+//!   some step of the job may not run (its time window is closed: that work is not
+//!   wanted then, whatever the profile; a run then defers and finishes later).
 //! - A slot *produced output* when a run of that job due in `[slot, next slot)` finished
 //!   succeeded (or degraded). Run ids carry their due time, so a retry that spills past
 //!   the next slot still counts for its own slot.
@@ -121,8 +121,12 @@ fn due_of(run_id: &str) -> Option<DateTime<Utc>> {
         .map(|n| n.and_utc())
 }
 
-fn first_action(job: &JobConfig) -> Option<&str> {
-    job.steps.first().and_then(|s| s.action.as_deref())
+
+/// Whether every step of `job` may run at `at` (the whole job's work is wanted then).
+fn all_open(job: &JobConfig, windows: &Windows, at: DateTime<Utc>) -> bool {
+    job.steps
+        .iter()
+        .all(|s| windows.is_open(s.action.as_deref(), at))
 }
 
 /// The windows the work requires, whatever the profile.
@@ -139,7 +143,7 @@ fn slots(job: &JobConfig, config: &Config, start: DateTime<Utc>, end: DateTime<U
     let mut out = Vec::new();
     let mut t = schedule.next_after(start);
     while t < end && out.len() < 1_000_000 {
-        if windows.is_open(first_action(job), t) {
+        if all_open(job, &windows, t) {
             out.push(t);
         }
         t = schedule.next_after(t);
@@ -153,7 +157,7 @@ fn good_times(trace: &[Event], job: &str) -> Vec<DateTime<Utc>> {
         .iter()
         .filter(|e| e.job.as_deref() == Some(job))
         .filter(|e| match e.event {
-            EventKind::RunFinished => matches!(e.to, Some("succeeded" | "degraded")),
+            EventKind::RunFinished => matches!(e.to, Some("succeeded" | "degraded" | "deferred")),
             EventKind::RunSkipped => e.detail.as_deref().is_some_and(|d| d.contains("window")),
             _ => false,
         })
@@ -480,7 +484,7 @@ fn liveness(scenario: &Scenario, trace: &[Event], config: &Config, run: &SimRun)
         // The first slot after healing when the job may run, plus the bound.
         let mut first = schedule.next_after(heal);
         let mut guard = 0;
-        while !windows.is_open(first_action(job), first) && guard < 10_000 {
+        while !all_open(job, &windows, first) && guard < 10_000 {
             first = schedule.next_after(first);
             guard += 1;
         }

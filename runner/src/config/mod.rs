@@ -135,9 +135,11 @@ impl Patterns {
         breakers: true,
     };
 
-    /// What the field report started with.
+    /// What the field report started with: a failure is logged and the job "will retry
+    /// next cycle" (its `run_engine`), tokens are refreshed only after a 401, and
+    /// nothing else.
     pub const NAIVE: Self = Self {
-        retry: RetryMode::Immediate,
+        retry: RetryMode::Off,
         jitter: Jitter::None,
         retry_budget: false,
         proactive_refresh: false,

@@ -197,8 +197,10 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             if let Some(service) = &service {
                 event = event.service(service.clone());
             }
-            self.env.emit(event.clone());
+            // One finding event per episode, not per look: a job overdue for a day
+            // must not write a line a minute.
             if !open.contains(&key) && !current.contains(&key) {
+                self.env.emit(event.clone());
                 self.env.emit(Event {
                     event: EventKind::Alert,
                     ..event
