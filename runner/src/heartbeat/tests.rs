@@ -321,8 +321,8 @@ async fn alerts_are_raised_once_per_episode_and_again_after_recovery() {
         .filter(|e| e.event == EventKind::HeartbeatFinding)
         .count();
     assert_eq!(
-        findings, 4,
-        "every finding is an event, even without an alert"
+        findings, 1,
+        "one finding event per episode: a dead job must not write a line per look"
     );
 
     // It recovers: the episode closes, no alert.
