@@ -277,7 +277,12 @@ impl<E: Env> Runner<E> {
             stop = stop_rx.recv() => match stop {
                 Some(Stop::Fatal { job, reason }) => Exit::FatalStop { job, reason },
                 Some(Stop::Memory) => Exit::MemoryRestart,
-                None => Exit::Shutdown,
+                // Every job has stopped for a human. Stay up (the monitor keeps
+                // alerting, status stays readable) rather than exit into a restart loop.
+                None => {
+                    wait_true(&mut shutdown).await;
+                    Exit::Shutdown
+                }
             },
         };
         // Stop scheduling; running steps get the grace period to finish.

@@ -9,8 +9,8 @@
 //!   succeeded (or degraded). Run ids carry their due time, so a retry that spills past
 //!   the next slot still counts for its own slot.
 //! - A slot that produced nothing is *failed* when an alert about the job (or the whole
-//!   runner) reached the operator between the slot and one heartbeat threshold after the
-//!   next slot; otherwise it is *lost*: due, no output, nobody told.
+//!   runner) reached the operator after the job last worked and before one heartbeat
+//!   threshold after the slot ended; otherwise it is *lost*: due, no output, nobody told.
 //! - *Uptime* is the share of minutes in which every job is within its heartbeat
 //!   threshold of its last output (or of a slot it skipped because of its window).
 
@@ -207,6 +207,8 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
             })
             .collect();
         let threshold = to_chrono(job.heartbeat_threshold);
+        let mut alive = good_times(&trace, &job.name);
+        alive.sort();
         let slots = slots(job, config, run.start, run.end - to_chrono(job.deadline));
         for (i, slot) in slots.iter().enumerate() {
             let next = slots.get(i + 1).copied().unwrap_or(run.end);
@@ -215,9 +217,17 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
                 Some("succeeded") => m.succeeded_runs += 1,
                 Some(_) => m.degraded_runs += 1,
                 None => {
+                    // Told: since the job last worked, an alert about it (or the whole
+                    // runner) reached a human, up to a threshold after the slot ended.
+                    let since = alive
+                        .iter()
+                        .rev()
+                        .find(|t| **t < *slot)
+                        .copied()
+                        .unwrap_or(run.start);
                     let told = alerts.iter().any(|a| {
                         (a.job.is_none() || a.job.as_deref() == Some(job.name.as_str()))
-                            && a.at >= *slot
+                            && a.at >= since
                             && a.at <= next + threshold
                     });
                     if told {

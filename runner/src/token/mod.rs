@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::config::CredentialConfig;
-use crate::env::Env;
+use crate::env::{Env, FileSystem};
 use crate::event::{Event, EventKind};
 use crate::http;
 use crate::store::{self, StoreError};
@@ -369,9 +369,15 @@ impl<E: Env> TokenManager<E> {
         refresh_token: SecretString,
     ) -> Result<SecretString, TokenError> {
         let requested_at = self.env.now();
-        let result = match self.exchange(&refresh_token).await {
-            Ok(granted) => self.commit(granted, requested_at).await,
+        // Never ask for a token we could not keep: with rotation the endpoint spends the
+        // old refresh token, so a refresh on a full disk would lose the credential for
+        // good. Prove the state directory takes a durable write first.
+        let result = match self.can_persist().await {
             Err(err) => Err(err),
+            Ok(()) => match self.exchange(&refresh_token).await {
+                Ok(granted) => self.commit(granted, requested_at).await,
+                Err(err) => Err(err),
+            },
         };
         {
             let mut cache = self.lock();
@@ -400,6 +406,23 @@ impl<E: Env> TokenManager<E> {
             ),
         }
         result
+    }
+
+    /// Writes and removes a probe file beside the state file, durably.
+    async fn can_persist(&self) -> Result<(), TokenError> {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".probe");
+        let probe = self.path.with_file_name(name);
+        let persist = |source| TokenError::Persist {
+            credential: self.config.name.clone(),
+            source,
+        };
+        store::write_atomic(self.env.fs(), &probe, b"probe\n")
+            .await
+            .map_err(persist)?;
+        // The probe has done its job once written; a failed removal is harmless.
+        let _ = self.env.fs().remove(&probe).await;
+        Ok(())
     }
 
     /// POSTs the `refresh_token` grant and reads the answer.
