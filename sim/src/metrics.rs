@@ -5,9 +5,10 @@
 //! - A *slot* is a due time of a job's schedule within the world, skipping times when
 //!   some step of the job may not run (its time window is closed: that work is not
 //!   wanted then, whatever the profile; a run then defers and finishes later).
-//! - A slot *produced output* when a run of that job due in `[slot, next slot)` finished
-//!   succeeded (or degraded). Run ids carry their due time, so a retry that spills past
-//!   the next slot still counts for its own slot.
+//! - A slot *produced output* when a run of that job due in `[slot, slot + interval)`
+//!   finished succeeded (or degraded). Run ids carry their due time, so a retry that
+//!   spills past the next slot still counts for its own slot; a run due while its work
+//!   was not wanted (it waited for its window to open) counts for the slot it finished in.
 //! - A slot that produced nothing is *failed* when an alert about the job (or the whole
 //!   runner) reached the operator after the job last worked and before one heartbeat
 //!   threshold after the slot ended; otherwise it is *lost*: due, no output, nobody told.
@@ -94,6 +95,8 @@ pub struct Verdict {
     /// Liveness: after faults healed every job recovered within the bound (`None` when
     /// faults never heal within the world).
     pub liveness: Option<Invariant>,
+    /// The first lost slots, `job@due`, to start an investigation from.
+    pub lost_slots: Vec<String>,
 }
 
 impl Verdict {
@@ -192,26 +195,38 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
         Vec::new()
     };
     let mut m = Metrics::default();
+    let mut lost_slots = Vec::new();
 
     // Slots and their outcomes.
     for job in &config.jobs {
-        let good: BTreeMap<DateTime<Utc>, &'static str> = trace
+        let interval = Schedule::new(&job.schedule, config.runner.time_zone)
+            .map(|s| to_chrono(s.nominal_interval()))
+            .unwrap_or_else(|_| chrono::Duration::minutes(15));
+        let slots = slots(job, config, run.start, run.end - to_chrono(job.deadline));
+        let in_a_slot = |t: DateTime<Utc>| {
+            let i = slots.partition_point(|s| *s <= t);
+            i > 0 && t < slots[i - 1] + interval
+        };
+        // Each good run counts for the slot it was due in; a run due while its work was
+        // not wanted (it waited for its window) counts for the slot it finished in.
+        let mut good: BTreeMap<DateTime<Utc>, &'static str> = BTreeMap::new();
+        for e in trace
             .iter()
             .filter(|e| e.event == EventKind::RunFinished && e.job.as_deref() == Some(job.name.as_str()))
-            .filter_map(|e| {
-                let due = due_of(e.run_id.as_deref()?)?;
-                match e.to {
-                    Some(o @ ("succeeded" | "degraded")) => Some((due, o)),
-                    _ => None,
-                }
-            })
-            .collect();
+        {
+            let (Some(due), Some(o @ ("succeeded" | "degraded"))) =
+                (e.run_id.as_deref().and_then(due_of), e.to)
+            else {
+                continue;
+            };
+            let key = if in_a_slot(due) { due } else { e.at };
+            good.entry(key).or_insert(o);
+        }
         let threshold = to_chrono(job.heartbeat_threshold);
         let mut alive = good_times(&trace, &job.name);
         alive.sort();
-        let slots = slots(job, config, run.start, run.end - to_chrono(job.deadline));
-        for (i, slot) in slots.iter().enumerate() {
-            let next = slots.get(i + 1).copied().unwrap_or(run.end);
+        for slot in &slots {
+            let next = *slot + interval;
             m.scheduled_runs += 1;
             match good.range(*slot..next).next().map(|(_, o)| *o) {
                 Some("succeeded") => m.succeeded_runs += 1,
@@ -234,6 +249,9 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
                         m.failed_runs += 1;
                     } else {
                         m.lost_runs += 1;
+                        if lost_slots.len() < 50 {
+                            lost_slots.push(format!("{}@{}", job.name, slot.to_rfc3339()));
+                        }
                     }
                 }
             }
@@ -295,6 +313,7 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
         metrics: m,
         invariants,
         liveness,
+        lost_slots,
     }
 }
 

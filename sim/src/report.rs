@@ -36,6 +36,8 @@ pub struct Report {
     pub exit_code: u8,
     /// The command that reproduces this run.
     pub replay: String,
+    /// The first lost slots (`job@due`).
+    pub lost_slots: Vec<String>,
     /// Manual interventions.
     pub interventions: Vec<Intervention>,
     /// The faults of the scenario.
@@ -66,6 +68,7 @@ impl Report {
             invariants,
             exit_code: verdict.exit_code(),
             replay: format!("sim replay {}{file} --profile {}", run.seed, run.profile.name),
+            lost_slots: verdict.lost_slots.clone(),
             interventions: run.interventions.clone(),
             faults: scenario.faults.clone(),
             timeline: run.timeline.iter().take(REPORT_TIMELINE).cloned().collect(),
