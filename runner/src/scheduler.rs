@@ -353,17 +353,21 @@ impl<E: Env> JobLoop<E> {
         let mut task = Task::new(env.clone(), name.clone());
         // After downtime, at most one catch-up run: now, if a slot was missed or a run
         // was interrupted (its checkpoint is still there).
+        // The catch-up run is the missed slot's own run (same run id), started now.
         let now = env.now();
-        let interrupted =
-            patterns.checkpoints && matches!(self.svc.checkpoints.load(&name).await, Ok(Some(_)));
+        let interrupted = match patterns.checkpoints {
+            true => match self.svc.checkpoints.load(&name).await {
+                Ok(Some(cp)) => Some(cp.started_at.min(now)),
+                _ => None,
+            },
+            false => None,
+        };
         let missed = self
             .schedule
             .missed(self.heartbeats.last_success(&name), now);
-        let mut due = if interrupted || missed.is_some() {
-            now
-        } else {
-            self.schedule.next_after(now)
-        };
+        let mut due = interrupted
+            .or(missed)
+            .unwrap_or_else(|| self.schedule.next_after(now));
         loop {
             let jitter_ms = env
                 .rng()

@@ -161,7 +161,11 @@ fn host(name: &str) -> String {
     format!("{name}.sim")
 }
 
-fn fault_actions(f: &FaultSpec, onset: DateTime<Utc>, until: DateTime<Utc>) -> Vec<(DateTime<Utc>, Action)> {
+fn fault_actions(
+    f: &FaultSpec,
+    onset: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, Action)> {
     let h = host(&f.target);
     let switch = |fault: Fault| {
         let kind = fault.kind();
@@ -206,7 +210,12 @@ fn fault_actions(f: &FaultSpec, onset: DateTime<Utc>, until: DateTime<Utc>) -> V
             },
         )],
         FaultSpecKind::SilentDeath if f.target == "runner" => {
-            vec![(onset, Action::Crash { restart_after: None })]
+            vec![(
+                onset,
+                Action::Crash {
+                    restart_after: None,
+                },
+            )]
         }
         FaultSpecKind::SilentDeath => switch(Fault::Stall {
             duration: FOREVER,
@@ -280,7 +289,11 @@ impl Driver<'_> {
                         server.revoke_access_tokens(&client, now);
                     }
                 }
-                self.log(now, "fault_start", format!("access tokens of {name} revoked"));
+                self.log(
+                    now,
+                    "fault_start",
+                    format!("access tokens of {name} revoked"),
+                );
             }
             Action::RevokeRefresh(name) => {
                 if let Some(server) = self.oauth.get(&name) {
@@ -290,7 +303,11 @@ impl Driver<'_> {
                     }
                 }
                 self.revoked.push(name.clone());
-                self.log(now, "fault_start", format!("refresh tokens of {name} revoked"));
+                self.log(
+                    now,
+                    "fault_start",
+                    format!("refresh tokens of {name} revoked"),
+                );
             }
             Action::Leak(bytes) => {
                 self.leak = bytes;
@@ -299,11 +316,19 @@ impl Driver<'_> {
                     leak_bytes_per_hour: bytes,
                     leak_since: now,
                 });
-                self.log(now, "memory", format!("leak {} MiB/h", bytes / (1024 * 1024)));
+                self.log(
+                    now,
+                    "memory",
+                    format!("leak {} MiB/h", bytes / (1024 * 1024)),
+                );
             }
             Action::DiskFull(full) => {
                 faults.set_disk_full(full);
-                self.log(now, if full { "fault_start" } else { "fault_end" }, "disk full".into());
+                self.log(
+                    now,
+                    if full { "fault_start" } else { "fault_end" },
+                    "disk full".into(),
+                );
             }
             Action::Crash { restart_after } => {
                 if sim.is_host_running(RUNNER_HOST) {
@@ -318,7 +343,11 @@ impl Driver<'_> {
                     None => {
                         self.silent_deaths.push(now);
                         self.restart_at = None;
-                        self.log(now, "silent_death", "the runner process died without a word".into());
+                        self.log(
+                            now,
+                            "silent_death",
+                            "the runner process died without a word".into(),
+                        );
                         self.on_dead(now);
                     }
                 }
@@ -344,7 +373,12 @@ impl Driver<'_> {
         if !sim.is_host_running(RUNNER_HOST) && self.restart_at.is_none() {
             return Some("the runner is not running".into());
         }
-        let stale = crate::metrics::stale_jobs(&self.world.trace().snapshot(), &self.config_snapshot(), self.scenario.world.start, now);
+        let stale = crate::metrics::stale_jobs(
+            &self.world.trace().snapshot(),
+            &self.config_snapshot(),
+            self.scenario.world.start,
+            now,
+        );
         if stale.is_empty() {
             None
         } else {
@@ -353,7 +387,10 @@ impl Driver<'_> {
     }
 
     fn config_snapshot(&self) -> Config {
-        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A manual fix: free disk, re-authorise revoked credentials, restart the runner.
@@ -510,7 +547,11 @@ pub fn simulate(
             // no fix (the alert was noise, and is not an intervention).
             match driver.visible_problem(&mut sim, now) {
                 Some(problem) => driver.intervene(&mut sim, now, format!("{reason}; {problem}")),
-                None => driver.log(now, "alert_dismissed", format!("{reason}; already recovered")),
+                None => driver.log(
+                    now,
+                    "alert_dismissed",
+                    format!("{reason}; already recovered"),
+                ),
             }
         }
         sim.step().map_err(|e| SimError::Turmoil(e.to_string()))?;
@@ -518,7 +559,11 @@ pub fn simulate(
         let running = sim.is_host_running(RUNNER_HOST);
         if running && world.faults().memory_at(now) > spec.memory_limit_bytes {
             sim.crash(RUNNER_HOST);
-            driver.log(now, "oom_kill", "the kernel killed the runner (out of memory)".into());
+            driver.log(
+                now,
+                "oom_kill",
+                "the kernel killed the runner (out of memory)".into(),
+            );
             driver.was_running = false;
             driver.on_dead(now);
         } else if !running && driver.was_running {

@@ -310,7 +310,10 @@ impl TraceSink {
     /// A copy of the events from index `start` on (for incremental readers).
     pub fn since(&self, start: usize) -> Vec<Event> {
         let events = self.lock();
-        events.get(start..).map(<[Event]>::to_vec).unwrap_or_default()
+        events
+            .get(start..)
+            .map(<[Event]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// Events kept so far.

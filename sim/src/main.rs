@@ -50,7 +50,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one scenario and write report.json, report.md and trace.jsonl.
-    #[command(after_help = "Example:\n  sim run scenarios/default.toml --seed 3 --profile naive --out out/naive")]
+    #[command(
+        after_help = "Example:\n  sim run scenarios/default.toml --seed 3 --profile naive --out out/naive"
+    )]
     Run {
         /// The scenario file (default: the embedded default scenario).
         scenario: Option<PathBuf>,
@@ -64,7 +66,9 @@ enum Command {
         check_determinism: bool,
     },
     /// Reproduce a run exactly from its seed (same trace hash).
-    #[command(after_help = "Examples:\n  sim replay 7 --scenario scenarios/token-expiry.toml\n  sim replay 42   # the swarm world of seed 42")]
+    #[command(
+        after_help = "Examples:\n  sim replay 7 --scenario scenarios/token-expiry.toml\n  sim replay 42   # the swarm world of seed 42"
+    )]
     Replay {
         /// The seed printed by the run to reproduce.
         seed: u64,
@@ -75,7 +79,9 @@ enum Command {
         common: Common,
     },
     /// Run many seeds in parallel and print every failing seed with its replay command.
-    #[command(after_help = "Examples:\n  sim sweep scenarios/default.toml --seeds 50\n  sim sweep --swarm --seeds 200 --jobs 2")]
+    #[command(
+        after_help = "Examples:\n  sim sweep scenarios/default.toml --seeds 50\n  sim sweep --swarm --seeds 200 --jobs 2"
+    )]
     Sweep {
         /// The scenario file (default: the embedded default scenario).
         scenario: Option<PathBuf>,
@@ -212,9 +218,10 @@ fn run(scenario: &Scenario, seed: Option<u64>, common: &Common, twice: bool) -> 
         Err(code) => return code,
     };
     let seed = seed.unwrap_or(scenario.world.seed);
-    let out = common.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("out/{}-{}-{seed}", scenario.name, profile.name))
-    });
+    let out = common
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("out/{}-{}-{seed}", scenario.name, profile.name)));
     println!("seed: {seed}");
     println!(
         "scenario: {} ({})",
@@ -228,7 +235,11 @@ fn run(scenario: &Scenario, seed: Option<u64>, common: &Common, twice: bool) -> 
     println!(
         "world: {} from {} ({}), tick {}s, {} job(s), {} fault(s)",
         humanize(scenario.world.duration.as_secs()),
-        scenario.world.start.with_timezone(&scenario.world.zone).format("%Y-%m-%d %H:%M"),
+        scenario
+            .world
+            .start
+            .with_timezone(&scenario.world.zone)
+            .format("%Y-%m-%d %H:%M"),
         scenario.world.zone,
         scenario.world.tick.as_secs_f64(),
         scenario.config.jobs.len(),
@@ -257,7 +268,10 @@ fn run(scenario: &Scenario, seed: Option<u64>, common: &Common, twice: bool) -> 
     let verdict = evaluate(scenario, &run);
     let report = Report::new(scenario, &run, &verdict, wall);
     if let Err(e) = report.write(&out, &run) {
-        eprintln!("error: failed to write the report to {}: {e}", out.display());
+        eprintln!(
+            "error: failed to write the report to {}: {e}",
+            out.display()
+        );
         return exit::USAGE;
     }
     summary(&report);
@@ -353,7 +367,11 @@ fn sweep(
     println!(
         "sweep: {} seeds of {} with profile {} on {jobs} thread(s)",
         seeds,
-        if use_swarm { "swarm worlds" } else { base.name.as_str() },
+        if use_swarm {
+            "swarm worlds"
+        } else {
+            base.name.as_str()
+        },
         profile.name
     );
     let next = std::sync::atomic::AtomicU64::new(1);
@@ -380,10 +398,11 @@ fn sweep(
                         Ok(run) => evaluate(&scenario, &run).exit_code(),
                         Err(_) => exit::VIOLATED,
                     };
-                    results
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((seed, code, scenario.file.clone()));
+                    results.lock().unwrap_or_else(|p| p.into_inner()).push((
+                        seed,
+                        code,
+                        scenario.file.clone(),
+                    ));
                     bar.inc(1);
                 }
             });
@@ -398,10 +417,20 @@ fn sweep(
             .as_ref()
             .map(|f| format!(" --scenario {}", f.display()))
             .unwrap_or_default();
-        let what = if *code == exit::LIVENESS { "liveness" } else { "invariant" };
-        println!("seed {seed}: {what} failed: sim replay {seed}{file} --profile {}", profile.name);
+        let what = if *code == exit::LIVENESS {
+            "liveness"
+        } else {
+            "invariant"
+        };
+        println!(
+            "seed {seed}: {what} failed: sim replay {seed}{file} --profile {}",
+            profile.name
+        );
     }
-    println!("sweep: {} of {seeds} seed(s) passed", seeds as usize - failing.len());
+    println!(
+        "sweep: {} of {seeds} seed(s) passed",
+        seeds as usize - failing.len()
+    );
     failing.iter().map(|(_, c, _)| *c).max().unwrap_or(exit::OK)
 }
 

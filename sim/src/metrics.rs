@@ -124,7 +124,6 @@ fn due_of(run_id: &str) -> Option<DateTime<Utc>> {
         .map(|n| n.and_utc())
 }
 
-
 /// Whether every step of `job` may run at `at` (the whole job's work is wanted then).
 fn all_open(job: &JobConfig, windows: &Windows, at: DateTime<Utc>) -> bool {
     job.steps
@@ -138,7 +137,12 @@ fn required_windows(config: &Config) -> Windows {
 }
 
 /// Due times of `job` in `[start, end)` when its first step may run.
-fn slots(job: &JobConfig, config: &Config, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+fn slots(
+    job: &JobConfig,
+    config: &Config,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
     let Ok(schedule) = Schedule::new(&job.schedule, config.runner.time_zone) else {
         return Vec::new();
     };
@@ -169,7 +173,12 @@ fn good_times(trace: &[Event], job: &str) -> Vec<DateTime<Utc>> {
 }
 
 /// Jobs with no output within their heartbeat threshold at `now` (what a human sees).
-pub fn stale_jobs(trace: &[Event], config: &Config, start: DateTime<Utc>, now: DateTime<Utc>) -> Vec<String> {
+pub fn stale_jobs(
+    trace: &[Event],
+    config: &Config,
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<String> {
     config
         .jobs
         .iter()
@@ -210,10 +219,9 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
         // Each good run counts for the slot it was due in; a run due while its work was
         // not wanted (it waited for its window) counts for the slot it finished in.
         let mut good: BTreeMap<DateTime<Utc>, &'static str> = BTreeMap::new();
-        for e in trace
-            .iter()
-            .filter(|e| e.event == EventKind::RunFinished && e.job.as_deref() == Some(job.name.as_str()))
-        {
+        for e in trace.iter().filter(|e| {
+            e.event == EventKind::RunFinished && e.job.as_deref() == Some(job.name.as_str())
+        }) {
             let (Some(due), Some(o @ ("succeeded" | "degraded"))) =
                 (e.run_id.as_deref().and_then(due_of), e.to)
             else {
@@ -303,10 +311,26 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
                 m.lost_task_rate, inv.max_lost_task_rate
             ),
         },
-        le("no_duplicate_side_effect", m.duplicate_side_effects, inv.max_duplicate_side_effects),
-        le("no_action_outside_window", m.window_violations, inv.max_window_violations),
-        le("no_call_with_expired_token", m.token_expired_errors, inv.max_token_expired_errors),
-        le("no_call_to_open_breaker", m.calls_to_open_breaker, inv.max_calls_to_open_breaker),
+        le(
+            "no_duplicate_side_effect",
+            m.duplicate_side_effects,
+            inv.max_duplicate_side_effects,
+        ),
+        le(
+            "no_action_outside_window",
+            m.window_violations,
+            inv.max_window_violations,
+        ),
+        le(
+            "no_call_with_expired_token",
+            m.token_expired_errors,
+            inv.max_token_expired_errors,
+        ),
+        le(
+            "no_call_to_open_breaker",
+            m.calls_to_open_breaker,
+            inv.max_calls_to_open_breaker,
+        ),
     ];
     let liveness = liveness(scenario, &trace, config, run);
     Verdict {
@@ -351,7 +375,11 @@ fn uptime(trace: &[Event], config: &Config, start: DateTime<Utc>, end: DateTime<
         up += u64::from(all_up);
         t += step;
     }
-    if total == 0 { 1.0 } else { up as f64 / total as f64 }
+    if total == 0 {
+        1.0
+    } else {
+        up as f64 / total as f64
+    }
 }
 
 /// Runner-level deaths (injected) and runs that hung; with how many were noticed.
@@ -423,7 +451,12 @@ fn duplicates(run: &SimRun) -> u64 {
     for api in run.apis.values() {
         for s in api.side_effects() {
             *seen
-                .entry((s.service.clone(), s.method.clone(), s.path.clone(), s.body.clone()))
+                .entry((
+                    s.service.clone(),
+                    s.method.clone(),
+                    s.path.clone(),
+                    s.body.clone(),
+                ))
                 .or_default() += 1;
         }
     }
@@ -467,10 +500,9 @@ fn calls_to_open_breaker(trace: &[Event], run: &SimRun) -> u64 {
     for (name, api) in &run.apis {
         let mut open: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
         let mut opened: Option<DateTime<Utc>> = None;
-        for e in trace
-            .iter()
-            .filter(|e| e.event == EventKind::BreakerTransition && e.service.as_deref() == Some(name.as_str()))
-        {
+        for e in trace.iter().filter(|e| {
+            e.event == EventKind::BreakerTransition && e.service.as_deref() == Some(name.as_str())
+        }) {
             match e.to {
                 Some("open") => {
                     if opened.is_none() {
@@ -501,7 +533,12 @@ fn calls_to_open_breaker(trace: &[Event], run: &SimRun) -> u64 {
 }
 
 /// After the last fault heals, every job must produce output within the bound.
-fn liveness(scenario: &Scenario, trace: &[Event], config: &Config, run: &SimRun) -> Option<Invariant> {
+fn liveness(
+    scenario: &Scenario,
+    trace: &[Event],
+    config: &Config,
+    run: &SimRun,
+) -> Option<Invariant> {
     let heal = run.start + to_chrono(scenario.faults_heal_at());
     let bound = to_chrono(scenario.invariants.recovery_bound);
     let mut late = Vec::new();
@@ -537,9 +574,16 @@ fn liveness(scenario: &Scenario, trace: &[Event], config: &Config, run: &SimRun)
         holds: late.is_empty(),
         violations: late.len() as u64,
         detail: if late.is_empty() {
-            format!("every job produced output within {} of healing", humanize(bound))
+            format!(
+                "every job produced output within {} of healing",
+                humanize(bound)
+            )
         } else {
-            format!("no output within {} of healing: {}", humanize(bound), late.join(", "))
+            format!(
+                "no output within {} of healing: {}",
+                humanize(bound),
+                late.join(", ")
+            )
         },
     })
 }

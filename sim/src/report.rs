@@ -67,7 +67,10 @@ impl Report {
             metrics: verdict.metrics.clone(),
             invariants,
             exit_code: verdict.exit_code(),
-            replay: format!("sim replay {}{file} --profile {}", run.seed, run.profile.name),
+            replay: format!(
+                "sim replay {}{file} --profile {}",
+                run.seed, run.profile.name
+            ),
             lost_slots: verdict.lost_slots.clone(),
             interventions: run.interventions.clone(),
             faults: scenario.faults.clone(),
@@ -98,17 +101,47 @@ impl Report {
             ("degraded (some step skipped)", m.degraded_runs.to_string()),
             ("failed (a human was told)", m.failed_runs.to_string()),
             ("lost (no output, nobody told)", m.lost_runs.to_string()),
-            ("lost-task rate", format!("{:.2}%", m.lost_task_rate * 100.0)),
-            ("uptime (every job within its heartbeat threshold)", format!("{:.2}%", m.uptime_ratio * 100.0)),
+            (
+                "lost-task rate",
+                format!("{:.2}%", m.lost_task_rate * 100.0),
+            ),
+            (
+                "uptime (every job within its heartbeat threshold)",
+                format!("{:.2}%", m.uptime_ratio * 100.0),
+            ),
             ("manual interventions", m.manual_interventions.to_string()),
-            ("hours between interventions", format!("{:.1}", m.hours_between_interventions)),
+            (
+                "hours between interventions",
+                format!("{:.1}", m.hours_between_interventions),
+            ),
             ("rate-limit violations", m.rate_limit_violations.to_string()),
-            ("calls with an expired token", m.token_expired_errors.to_string()),
-            ("silent deaths (detected)", format!("{} ({})", m.silent_deaths, m.silent_deaths_detected)),
-            ("duplicate side effects", m.duplicate_side_effects.to_string()),
-            ("actions outside their window", m.window_violations.to_string()),
-            ("calls to an open breaker", m.calls_to_open_breaker.to_string()),
-            ("calls / retries / token refreshes / runner starts", format!("{} / {} / {} / {}", m.calls, m.retries, m.token_refreshes, m.runner_starts)),
+            (
+                "calls with an expired token",
+                m.token_expired_errors.to_string(),
+            ),
+            (
+                "silent deaths (detected)",
+                format!("{} ({})", m.silent_deaths, m.silent_deaths_detected),
+            ),
+            (
+                "duplicate side effects",
+                m.duplicate_side_effects.to_string(),
+            ),
+            (
+                "actions outside their window",
+                m.window_violations.to_string(),
+            ),
+            (
+                "calls to an open breaker",
+                m.calls_to_open_breaker.to_string(),
+            ),
+            (
+                "calls / retries / token refreshes / runner starts",
+                format!(
+                    "{} / {} / {} / {}",
+                    m.calls, m.retries, m.token_refreshes, m.runner_starts
+                ),
+            ),
         ];
         for (k, v) in rows {
             out.push_str(&format!("| {k} | {v} |\n"));

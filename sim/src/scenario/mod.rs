@@ -47,8 +47,8 @@
 //!
 //! Every problem in the file is reported at once with file, line, key path and hint.
 
-mod reader;
 pub mod profile;
+mod reader;
 pub mod swarm;
 
 use std::collections::BTreeMap;
@@ -351,7 +351,10 @@ impl Scenario {
             .into_iter()
             .map(|(name, t)| {
                 let path = format!("oauth.{name}");
-                (name, read_oauth(Section::new(file, text, path, t), &mut diags))
+                (
+                    name,
+                    read_oauth(Section::new(file, text, path, t), &mut diags),
+                )
             })
             .collect();
         let apis: BTreeMap<String, ApiSpec> = top
@@ -359,7 +362,10 @@ impl Scenario {
             .into_iter()
             .map(|(name, t)| {
                 let path = format!("apis.{name}");
-                (name, read_api(Section::new(file, text, path, t), &mut diags))
+                (
+                    name,
+                    read_api(Section::new(file, text, path, t), &mut diags),
+                )
             })
             .collect();
         let profile = match top.table("profile", &mut diags) {
@@ -388,7 +394,10 @@ impl Scenario {
             .into_iter()
             .enumerate()
             .filter_map(|(i, t)| {
-                read_fault(Section::new(file, text, format!("faults[{i}]"), t), &mut diags)
+                read_fault(
+                    Section::new(file, text, format!("faults[{i}]"), t),
+                    &mut diags,
+                )
             })
             .collect();
         let invariants = top
@@ -466,10 +475,10 @@ fn read_world(mut s: Section<'_>, diags: &mut Diagnostics) -> Option<WorldSpec> 
         Some((z, at)) => match z.parse::<Tz>() {
             Ok(tz) => Some(tz),
             Err(_) => {
-                diags.push(
-                    s.diag(at, "zone", format!("unknown time zone `{z}`"))
-                        .hint("use an IANA name such as \"Europe/Berlin\" or \"America/New_York\""),
-                );
+                diags
+                    .push(s.diag(at, "zone", format!("unknown time zone `{z}`")).hint(
+                        "use an IANA name such as \"Europe/Berlin\" or \"America/New_York\"",
+                    ));
                 None
             }
         },
@@ -483,7 +492,9 @@ fn read_world(mut s: Section<'_>, diags: &mut Diagnostics) -> Option<WorldSpec> 
             None
         }
         Some((text, at)) => match NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S") {
-            Ok(naive) => zone.and_then(|z| z.from_local_datetime(&naive).earliest()).map(|t| t.with_timezone(&Utc)),
+            Ok(naive) => zone
+                .and_then(|z| z.from_local_datetime(&naive).earliest())
+                .map(|t| t.with_timezone(&Utc)),
             Err(e) => {
                 diags.push(
                     s.diag(at, "start", format!("invalid date-time: {e}"))
@@ -495,7 +506,10 @@ fn read_world(mut s: Section<'_>, diags: &mut Diagnostics) -> Option<WorldSpec> 
     };
     let duration = s.duration("duration", diags);
     if duration.is_none() {
-        diags.push(s.diag(s.start(), "duration", "missing key").hint("duration = \"2d\""));
+        diags.push(
+            s.diag(s.start(), "duration", "missing key")
+                .hint("duration = \"2d\""),
+        );
     }
     let tick = s.duration("tick", diags).unwrap_or(Duration::from_secs(60));
     let seed = s.integer("seed", u64::MAX >> 1, diags).unwrap_or(1);
@@ -506,7 +520,10 @@ fn read_world(mut s: Section<'_>, diags: &mut Diagnostics) -> Option<WorldSpec> 
         .duration("supervisor_delay", diags)
         .unwrap_or(Duration::from_secs(10));
     if tick.is_zero() || tick > Duration::from_secs(3600) {
-        diags.push(s.diag(s.start(), "tick", "must be between 1ms and 1h").hint("60s is a good tick"));
+        diags.push(
+            s.diag(s.start(), "tick", "must be between 1ms and 1h")
+                .hint("60s is a good tick"),
+        );
     }
     s.finish(diags);
     Some(WorldSpec {
@@ -526,7 +543,10 @@ fn read_operator(mut s: Section<'_>, diags: &mut Diagnostics) -> OperatorSpec {
         .duration("alert_response", diags)
         .unwrap_or(Duration::from_secs(2 * 3600));
     let mut checks = Vec::new();
-    for (text, at) in s.strings("checks", diags).unwrap_or_else(|| vec![("09:00".into(), 0)]) {
+    for (text, at) in s
+        .strings("checks", diags)
+        .unwrap_or_else(|| vec![("09:00".into(), 0)])
+    {
         match NaiveTime::parse_from_str(&text, "%H:%M") {
             Ok(t) => checks.push(t),
             Err(_) => diags.push(
@@ -556,9 +576,15 @@ fn read_oauth(mut s: Section<'_>, diags: &mut Diagnostics) -> OAuthSpec {
 
 fn read_api(mut s: Section<'_>, diags: &mut Diagnostics) -> ApiSpec {
     let spec = ApiSpec {
-        rate_per_minute: s.integer("rate_per_minute", 1_000_000, diags).map(|v| v as u32),
-        daily_quota: s.integer("daily_quota", 100_000_000, diags).map(|v| v as u32),
-        latency: s.duration("latency", diags).unwrap_or(Duration::from_millis(100)),
+        rate_per_minute: s
+            .integer("rate_per_minute", 1_000_000, diags)
+            .map(|v| v as u32),
+        daily_quota: s
+            .integer("daily_quota", 100_000_000, diags)
+            .map(|v| v as u32),
+        latency: s
+            .duration("latency", diags)
+            .unwrap_or(Duration::from_millis(100)),
         auth: s.string("auth", diags).map(|(a, _)| a),
     };
     s.finish(diags);
@@ -572,9 +598,15 @@ fn read_fault(mut s: Section<'_>, diags: &mut Diagnostics) -> Option<FaultSpec> 
             None
         }
         Some((k, at)) => {
-            let found = FaultSpecKind::ALL.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+            let found = FaultSpecKind::ALL
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| *v);
             if found.is_none() {
-                diags.push(s.diag(at, "kind", format!("unknown fault kind `{k}`")).hint(kinds_hint()));
+                diags.push(
+                    s.diag(at, "kind", format!("unknown fault kind `{k}`"))
+                        .hint(kinds_hint()),
+                );
             }
             found
         }
@@ -590,10 +622,19 @@ fn read_fault(mut s: Section<'_>, diags: &mut Diagnostics) -> Option<FaultSpec> 
     let every = s.duration("every", diags);
     let duration = s.duration("duration", diags).unwrap_or_default();
     let probability = s.float("probability", (0.0, 1.0), diags).unwrap_or(1.0);
-    let stall = s.duration("stall", diags).unwrap_or(Duration::from_secs(30));
-    let latency = s.duration("latency", diags).unwrap_or(Duration::from_secs(5));
-    let status = s.integer("status", 599, diags).map(|v| v as u16).unwrap_or(503);
-    let retry_after = s.duration("retry_after", diags).unwrap_or(Duration::from_secs(60));
+    let stall = s
+        .duration("stall", diags)
+        .unwrap_or(Duration::from_secs(30));
+    let latency = s
+        .duration("latency", diags)
+        .unwrap_or(Duration::from_secs(5));
+    let status = s
+        .integer("status", 599, diags)
+        .map(|v| v as u16)
+        .unwrap_or(503);
+    let retry_after = s
+        .duration("retry_after", diags)
+        .unwrap_or(Duration::from_secs(60));
     let restart_after = s
         .duration("restart_after", diags)
         .unwrap_or(Duration::from_secs(60));
@@ -607,7 +648,10 @@ fn read_fault(mut s: Section<'_>, diags: &mut Diagnostics) -> Option<FaultSpec> 
         );
     }
     if status != 0 && !(500..=599).contains(&status) {
-        diags.push(s.diag(s.start(), "status", "must be a 5xx status").hint("503 is common"));
+        diags.push(
+            s.diag(s.start(), "status", "must be a 5xx status")
+                .hint("503 is common"),
+        );
     }
     s.finish(diags);
     Some(FaultSpec {
@@ -649,7 +693,9 @@ fn read_invariants(mut s: Section<'_>, diags: &mut Diagnostics) -> InvariantSpec
         max_token_expired_errors: s
             .integer("max_token_expired_errors", u64::MAX >> 1, diags)
             .unwrap_or(d.max_token_expired_errors),
-        recovery_bound: s.duration("recovery_bound", diags).unwrap_or(d.recovery_bound),
+        recovery_bound: s
+            .duration("recovery_bound", diags)
+            .unwrap_or(d.recovery_bound),
     };
     s.finish(diags);
     spec
@@ -720,7 +766,11 @@ fn check_references(
             };
             diags.push(d(
                 format!("faults[{i}].target"),
-                format!("`{}` is not a valid target for {}", f.target, f.kind.as_str()),
+                format!(
+                    "`{}` is not a valid target for {}",
+                    f.target,
+                    f.kind.as_str()
+                ),
                 format!("use {want}"),
             ));
         }

@@ -55,8 +55,20 @@ impl Profile {
                 call_timeouts: false,
                 supervised: false,
             },
-            "no-retry" => healing("no-retry", Patterns { retry: RetryMode::Off, ..all }),
-            "no-jitter" => healing("no-jitter", Patterns { jitter: Jitter::None, ..all }),
+            "no-retry" => healing(
+                "no-retry",
+                Patterns {
+                    retry: RetryMode::Off,
+                    ..all
+                },
+            ),
+            "no-jitter" => healing(
+                "no-jitter",
+                Patterns {
+                    jitter: Jitter::None,
+                    ..all
+                },
+            ),
             "no-proactive-refresh" => healing(
                 "no-proactive-refresh",
                 Patterns {
@@ -64,8 +76,20 @@ impl Profile {
                     ..all
                 },
             ),
-            "no-heartbeat" => healing("no-heartbeat", Patterns { heartbeat: false, ..all }),
-            "no-isolation" => healing("no-isolation", Patterns { isolation: false, ..all }),
+            "no-heartbeat" => healing(
+                "no-heartbeat",
+                Patterns {
+                    heartbeat: false,
+                    ..all
+                },
+            ),
+            "no-isolation" => healing(
+                "no-isolation",
+                Patterns {
+                    isolation: false,
+                    ..all
+                },
+            ),
             "no-checkpoints" => healing(
                 "no-checkpoints",
                 Patterns {
@@ -73,8 +97,20 @@ impl Profile {
                     ..all
                 },
             ),
-            "no-windows" => healing("no-windows", Patterns { windows: false, ..all }),
-            "no-breakers" => healing("no-breakers", Patterns { breakers: false, ..all }),
+            "no-windows" => healing(
+                "no-windows",
+                Patterns {
+                    windows: false,
+                    ..all
+                },
+            ),
+            "no-breakers" => healing(
+                "no-breakers",
+                Patterns {
+                    breakers: false,
+                    ..all
+                },
+            ),
             "no-budget" => healing(
                 "no-budget",
                 Patterns {

@@ -84,7 +84,11 @@ impl<'a> Section<'a> {
         }
     }
 
-    pub(crate) fn duration(&mut self, key: &'static str, diags: &mut Diagnostics) -> Option<Duration> {
+    pub(crate) fn duration(
+        &mut self,
+        key: &'static str,
+        diags: &mut Diagnostics,
+    ) -> Option<Duration> {
         let (text, at) = self.string(key, diags)?;
         match duration::parse(&text) {
             Ok(d) => Some(d),
@@ -134,7 +138,11 @@ impl<'a> Section<'a> {
         match &e.value.kind {
             RawKind::Integer(i) if *i >= 0 && (*i as u64) <= max => Some(*i as u64),
             RawKind::Integer(_) => {
-                diags.push(self.diag(e.value.span.start, key, format!("must be between 0 and {max}")));
+                diags.push(self.diag(
+                    e.value.span.start,
+                    key,
+                    format!("must be between 0 and {max}"),
+                ));
                 None
             }
             _ => {
@@ -179,7 +187,11 @@ impl<'a> Section<'a> {
     }
 
     /// A sub-table, to read with its own [`Section`].
-    pub(crate) fn table(&mut self, key: &'static str, diags: &mut Diagnostics) -> Option<&'a RawTable> {
+    pub(crate) fn table(
+        &mut self,
+        key: &'static str,
+        diags: &mut Diagnostics,
+    ) -> Option<&'a RawTable> {
         let e = self.entry(key)?;
         match &e.value.kind {
             RawKind::Table(t) => Some(t),
@@ -210,7 +222,11 @@ impl<'a> Section<'a> {
     }
 
     /// An array of tables (`[[key]]`).
-    pub(crate) fn tables(&mut self, key: &'static str, diags: &mut Diagnostics) -> Vec<&'a RawTable> {
+    pub(crate) fn tables(
+        &mut self,
+        key: &'static str,
+        diags: &mut Diagnostics,
+    ) -> Vec<&'a RawTable> {
         let Some(e) = self.entry(key) else {
             return Vec::new();
         };

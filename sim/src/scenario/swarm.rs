@@ -49,7 +49,9 @@ pub fn swarm(base: &Scenario, seed: u64) -> Scenario {
         let Some(target) = target else { continue };
         let at = hour(rng.between(1, hours - 1));
         let duration = Duration::from_secs(rng.between(5, 180) * 60);
-        let every = (rng.unit() < 0.5).then(|| hour(rng.between(6, 48))).filter(|e| *e > duration);
+        let every = (rng.unit() < 0.5)
+            .then(|| hour(rng.between(6, 48)))
+            .filter(|e| *e > duration);
         faults.push(FaultSpec {
             kind,
             target,
