@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`settings`]: the daemon's own config sections (`[notify]`, `[http]`, `[logs]`),
 //!   read from the same file as the core's.
+//! - [`bench`]: idle CPU, RSS and schedule drift with many jobs (`runner bench-idle`).
 //! - [`env`]: [`env::DaemonEnv`], the production environment with a fan-out event sink.
 //! - [`lock`]: one daemon per state directory.
 //! - [`logs`]: JSON lines to stdout and a size-bounded rotating file, secrets redacted.
@@ -13,6 +14,7 @@
 //! - [`status`]: `runner status`, read from the state directory without a daemon.
 //! - [`install`]: launchd and systemd service files.
 
+pub mod bench;
 pub mod env;
 pub mod install;
 pub mod lock;

@@ -95,6 +95,17 @@ impl Outbox {
         }
     }
 
+    /// Waits until the queue is empty, at most `within` (at shutdown, so alerts raised
+    /// while stopping still go out; the one in flight may not finish).
+    pub async fn drain(&self, within: Duration) {
+        let _ = tokio::time::timeout(within, async {
+            while self.tx.capacity() < self.tx.max_capacity() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
     /// Deliveries dropped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
