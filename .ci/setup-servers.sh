@@ -49,7 +49,7 @@ http {
     limit_req_zone \$binary_remote_addr zone=one:1m rate=1r/s;
     server {
         listen 127.0.0.1:1;
-        location / { limit_req zone=one; limit_req_status 429; return 200 "ok"; }
+        location / { limit_req zone=one; limit_req_status 429; root $tmp; }
     }
 }
 EOF
