@@ -26,6 +26,7 @@ pub mod alert;
 pub mod breaker;
 pub mod checkpoint;
 pub mod config;
+pub mod daemon;
 pub mod env;
 pub mod event;
 pub mod heartbeat;

@@ -2,12 +2,20 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use runner::alert::{Alert, AlertSink};
-use runner::config::{Config, OsSecrets, parse_config};
-use runner::env::tokio::TokioEnv;
+use clap::{Args, Parser, Subcommand};
+use runner::config::{Config, OsSecrets, SecretResolver, parse_config_value};
+use runner::daemon::env::{DaemonEnv, Fanout};
+use runner::daemon::install::Service;
+use runner::daemon::lock::StateLock;
+use runner::daemon::logs::{LogWriter, Redactor, RotatingFile};
+use runner::daemon::metrics::Metrics;
+use runner::daemon::notify::{Notifier, Outbox, Pinger, QUEUE_CAPACITY};
+use runner::daemon::settings::{self, DaemonSettings};
+use runner::daemon::status::{StateFiles, Status};
 use runner::scheduler::{Exit, Runner};
 
 /// Exit codes, documented in `--help`.
@@ -18,6 +26,8 @@ mod exit {
     pub(crate) const FAILURE: u8 = 1;
     /// Bad configuration or usage.
     pub(crate) const USAGE: u8 = 2;
+    /// Another runner holds the state directory.
+    pub(crate) const LOCKED: u8 = 3;
     /// Restart requested (memory over its fatal threshold): EX_TEMPFAIL, so a
     /// supervisor with `KeepAlive` / `Restart=on-failure` starts a fresh process.
     pub(crate) const RESTART: u8 = 75;
@@ -28,12 +38,15 @@ Exit codes:
   0   clean shutdown (SIGINT/SIGTERM) or run-once succeeded
   1   a run failed, or a fatal error stopped the runner
   2   bad configuration or usage
+  3   another runner is using the same state directory
   75  memory over its fatal threshold: restart me (launchd/systemd do)
 
 Examples:
   runner check --config examples/offline.toml
   runner run --config examples/offline.toml
-  runner run-once heartbeat-demo --config examples/offline.toml";
+  runner status --config examples/offline.toml
+  runner install --launchd --config examples/offline.toml
+  runner run-once disk-report --config examples/offline.toml";
 
 /// Steadfast: runs scheduled jobs for weeks without a human.
 #[derive(Debug, Parser)]
@@ -43,71 +56,145 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The configuration file (relative paths inside it start at its directory).
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Validate a configuration file; prints every problem with file, line, key and hint.
-    #[command(after_help = "Example:\n  runner check --config examples/http-oauth.toml")]
-    Check {
-        /// The configuration file.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
+    #[command(after_help = "\
+Exit codes: 0 valid, 2 invalid.
+
+Examples:
+  runner check --config examples/offline.toml
+  runner check -c /etc/steadfast/runner.toml")]
+    Check(ConfigArg),
+    /// Run the daemon until SIGINT or SIGTERM (one per state directory).
+    #[command(after_help = "\
+On SIGTERM/SIGINT the runner stops scheduling, lets running steps finish for up to
+[runner] shutdown_grace, and exits 0; an interrupted run resumes from its checkpoint
+at the next start. Logs: JSON lines on stdout and in <state_dir>/runner.log (rotated).
+
+Exit codes: 0 stopped, 1 fatal stop, 2 bad config, 3 state dir in use, 75 restart me.
+
+Examples:
+  runner run --config examples/offline.toml
+  RUST_LOG=debug runner run --config examples/http-oauth.toml")]
+    Run(ConfigArg),
+    /// Show jobs, heartbeats, next runs, breakers and token expiry from the state directory.
+    #[command(after_help = "\
+Works whether or not the daemon runs: it only reads the state files. Token files are
+read for their expiry only. Needs no secrets.
+
+Examples:
+  runner status --config examples/offline.toml
+  runner status --config examples/http-oauth.toml --json | jq '.jobs[] | select(.heartbeat != \"ok\")'")]
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
-    /// Run the daemon until SIGINT or SIGTERM.
-    #[command(after_help = "Example:\n  runner run --config examples/offline.toml")]
-    Run {
-        /// The configuration file.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
+    /// Write a launchd LaunchAgent or a systemd user unit for this binary and config.
+    #[command(after_help = "\
+Uses the absolute path of this binary and of the config. The service restarts the
+runner when it exits unsuccessfully (crash, exit 75), not after a clean stop.
+
+Examples:
+  runner install --launchd --config ~/steadfast/runner.toml
+  runner install --systemd --config ~/steadfast/runner.toml
+  runner install --launchd --config ~/steadfast/runner.toml --dry-run")]
+    Install {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A macOS LaunchAgent in ~/Library/LaunchAgents.
+        #[arg(long, conflicts_with = "systemd", required_unless_present = "systemd")]
+        launchd: bool,
+        /// A systemd user unit in ~/.config/systemd/user.
+        #[arg(long)]
+        systemd: bool,
+        /// Print the file instead of writing it.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run one job now, in the foreground, and exit with its outcome.
     #[command(
         name = "run-once",
-        after_help = "Example:\n  runner run-once heartbeat-demo --config examples/offline.toml"
+        after_help = "\
+Takes the state directory's lock, so stop the daemon first. Resumes the job's
+interrupted run if it has one.
+
+Exit codes: 0 succeeded (or degraded), 1 failed, 2 unknown job or bad config, 3 daemon running.
+
+Examples:
+  runner run-once disk-report --config examples/offline.toml
+  runner run-once email-monitor --config examples/http-oauth.toml"
     )]
     RunOnce {
         /// The job's name.
         job: String,
-        /// The configuration file.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
+    /// Measure idle CPU, RSS and schedule drift with many jobs (developers).
+    #[command(name = "bench-idle", hide = true)]
+    BenchIdle(BenchArgs),
 }
 
-/// Logs alerts as JSON lines on stderr until the notifiers land.
+/// Resolves every secret to a placeholder: `status` and `install` read the
+/// configuration's structure and must work without the secrets present.
 #[derive(Debug, Clone, Copy)]
-struct LogAlerts;
+struct NoSecretsNeeded;
 
-impl AlertSink for LogAlerts {
-    fn alert(&self, alert: Alert) {
-        tracing::error!(target: "steadfast::alert", kind = ?alert.kind, job = alert.job.as_deref(), message = %alert.message, "alert");
+impl SecretResolver for NoSecretsNeeded {
+    fn env(&self, _name: &str) -> Option<String> {
+        Some("http://unused.invalid/".into())
+    }
+    fn file(&self, _path: &Path) -> std::io::Result<String> {
+        Ok("http://unused.invalid/".into())
     }
 }
 
-fn load(path: &Path) -> Result<Config, ExitCode> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+/// Reads and validates the config (core and daemon sections), printing every problem.
+fn load(path: &Path, secrets: &dyn SecretResolver) -> Result<(Config, DaemonSettings), ExitCode> {
+    // The parser resolves relative paths against the file's directory: give it an
+    // absolute one so the state dir does not depend on where `runner` was started.
+    let path = match std::path::absolute(path) {
+        Ok(p) => p,
         Err(e) => {
-            eprintln!("error: failed to read {}: {e}", path.display());
+            eprintln!("error: failed to resolve {}: {e}", path.display());
             return Err(ExitCode::from(exit::USAGE));
         }
     };
-    parse_config(&text, path, &OsSecrets).map_err(|diags| {
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "error: failed to read {}: {e} (hint: pass the file with --config)",
+                path.display()
+            );
+            return Err(ExitCode::from(exit::USAGE));
+        }
+    };
+    let (config, rest) =
+        parse_config_value(&text, &path, settings::SECTIONS, secrets).map_err(|diags| {
+            eprintln!("{diags}");
+            ExitCode::from(exit::USAGE)
+        })?;
+    let daemon = settings::parse(&rest, &config, &text, &path, secrets).map_err(|diags| {
         eprintln!("{diags}");
         ExitCode::from(exit::USAGE)
-    })
+    })?;
+    Ok((config, daemon))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -117,11 +204,86 @@ fn main() -> ExitCode {
     }
 }
 
+/// JSON logs to stdout and the state dir's rotating file, secrets redacted.
+fn init_logs(config: &Config, daemon: &DaemonSettings, stdout: bool) -> anyhow::Result<()> {
+    let file = RotatingFile::new(
+        &config.runner.state_dir,
+        daemon.logs.file_max_bytes,
+        daemon.logs.files,
+    )
+    .with_context(|| {
+        format!(
+            "failed to open the log file in {}",
+            config.runner.state_dir.display()
+        )
+    })?;
+    let writer = LogWriter::new(Some(Arc::new(file)), stdout, Redactor::from_config(config));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_writer(writer)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("failed to start logging: {e}"))
+}
+
+fn lock(config: &Config) -> Result<StateLock, ExitCode> {
+    StateLock::acquire(&config.runner.state_dir).map_err(|e| {
+        eprintln!("error: {e}");
+        match e {
+            runner::daemon::lock::LockError::Held { .. } => ExitCode::from(exit::LOCKED),
+            _ => ExitCode::from(exit::FAILURE),
+        }
+    })
+}
+
+/// The daemon's parts around the core: environment, notifier, metrics.
+struct Parts {
+    env: DaemonEnv,
+    notifier: Notifier,
+    metrics: Arc<Metrics>,
+    outbox: Arc<Outbox>,
+}
+
+/// Must run inside the runtime (the outbox spawns its delivery task).
+fn parts(config: &Config, daemon: &DaemonSettings) -> Parts {
+    let (outbox, _task) = Outbox::spawn(QUEUE_CAPACITY);
+    let outbox = Arc::new(outbox);
+    let metrics = Arc::new(Metrics::new());
+    for name in config.services.keys() {
+        metrics.service(name);
+    }
+    let files = StateFiles::read(&config.runner.state_dir);
+    let breakers = files
+        .breakers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.state))
+        .collect();
+    metrics.seed(&breakers, &files.last_success);
+    let mut events = Fanout::logging().with(metrics.clone());
+    if !daemon.notify.pings.is_empty() {
+        events = events.with(Arc::new(Pinger::new(
+            daemon.notify.pings.clone(),
+            outbox.clone(),
+        )));
+    }
+    Parts {
+        env: DaemonEnv::new(events),
+        notifier: Notifier::new(&daemon.notify, outbox.clone()),
+        metrics,
+        outbox,
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { config } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
+        Command::Check(ConfigArg { config }) => {
+            let cfg = match load(&config, &OsSecrets) {
+                Ok((c, _)) => c,
                 Err(code) => return Ok(code),
             };
             println!(
@@ -133,53 +295,218 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::from(exit::OK))
         }
-        Command::Run { config } => {
-            let cfg = match load(&config) {
+        Command::Run(ConfigArg { config }) => {
+            let (cfg, daemon) = match load(&config, &OsSecrets) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            let _lock = match lock(&cfg) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            init_logs(&cfg, &daemon, true)?;
             let rt = tokio::runtime::Runtime::new().context("failed to start the tokio runtime")?;
-            rt.block_on(async {
-                let runner = Runner::new(TokioEnv::new(), cfg, LogAlerts).await?;
-                let (tx, rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(async move {
-                    shutdown_signal().await;
-                    let _ = tx.send(true);
-                });
-                Ok(match runner.run(rx).await {
-                    Exit::Shutdown => ExitCode::from(exit::OK),
-                    Exit::FatalStop { .. } => ExitCode::from(exit::FAILURE),
-                    Exit::MemoryRestart => ExitCode::from(exit::RESTART),
-                })
-            })
+            rt.block_on(daemon_main(cfg, daemon))
         }
-        Command::RunOnce { job, config } => {
-            let cfg = match load(&config) {
+        Command::Status {
+            config: ConfigArg { config },
+            json,
+        } => {
+            let cfg = match load(&config, &NoSecretsNeeded) {
+                Ok((c, _)) => c,
+                Err(code) => return Ok(code),
+            };
+            let files = StateFiles::read(&cfg.runner.state_dir);
+            let status = Status::compute(&cfg, files, chrono::Utc::now());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.table());
+            }
+            Ok(ExitCode::from(exit::OK))
+        }
+        Command::Install {
+            config,
+            launchd,
+            systemd: _,
+            dry_run,
+        } => install(&config.config, launchd, dry_run),
+        Command::RunOnce {
+            job,
+            config: ConfigArg { config },
+        } => {
+            let (cfg, daemon) = match load(&config, &OsSecrets) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            if !cfg.jobs.iter().any(|j| j.name == job) {
+                let names: Vec<&str> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
+                eprintln!(
+                    "error: no job named `{job}` (hint: the jobs are {})",
+                    names.join(", ")
+                );
+                return Ok(ExitCode::from(exit::USAGE));
+            }
+            let _lock = match lock(&cfg) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            init_logs(&cfg, &daemon, true)?;
             let rt = tokio::runtime::Runtime::new().context("failed to start the tokio runtime")?;
             rt.block_on(async {
-                let runner = Runner::new(TokioEnv::new(), cfg, LogAlerts).await?;
-                match runner.run_once(&job).await {
-                    None => {
-                        eprintln!(
-                            "error: no job named `{job}` (hint: `runner check` lists the jobs)"
-                        );
-                        Ok(ExitCode::from(exit::USAGE))
-                    }
+                let p = parts(&cfg, &daemon);
+                let runner = Runner::new(p.env, cfg, p.notifier).await?;
+                let outcome = runner.run_once(&job).await;
+                p.outbox.drain(Duration::from_secs(5)).await;
+                Ok(match outcome {
+                    None => ExitCode::from(exit::USAGE),
                     Some(outcome) => {
-                        println!("{job}: {}", outcome.label());
-                        Ok(match outcome {
+                        eprintln!("{job}: {}", outcome.label());
+                        match outcome {
                             runner::job::RunOutcome::Succeeded
                             | runner::job::RunOutcome::Degraded { .. } => ExitCode::from(exit::OK),
                             _ => ExitCode::from(exit::FAILURE),
-                        })
+                        }
                     }
-                }
+                })
             })
         }
+        Command::BenchIdle(args) => bench_idle(args),
     }
+}
+
+async fn daemon_main(cfg: Config, daemon: DaemonSettings) -> anyhow::Result<ExitCode> {
+    let p = parts(&cfg, &daemon);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    if let Some(http) = daemon.http {
+        let listener = match tokio::net::TcpListener::bind(http.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "error: failed to listen on {}: {e} (hint: change [http] listen)",
+                    http.listen
+                );
+                return Ok(ExitCode::from(exit::USAGE));
+            }
+        };
+        tracing::info!(target: "steadfast", listen = %http.listen, "serving /healthz and /metrics");
+        tokio::spawn(runner::daemon::metrics::serve(
+            listener,
+            p.metrics.clone(),
+            rx.clone(),
+        ));
+    }
+    let runner = Runner::new(p.env, cfg, p.notifier).await?;
+    let signal_tx = tx.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = signal_tx.send(true);
+    });
+    let exit = runner.run(rx).await;
+    let _ = tx.send(true);
+    // Alerts raised while stopping still get their chance, bounded.
+    p.outbox.drain(Duration::from_secs(5)).await;
+    Ok(match exit {
+        Exit::Shutdown => ExitCode::from(exit::OK),
+        Exit::FatalStop { .. } => ExitCode::from(exit::FAILURE),
+        Exit::MemoryRestart => ExitCode::from(exit::RESTART),
+    })
+}
+
+fn install(config: &Path, launchd: bool, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let (cfg, _) = match load(config, &NoSecretsNeeded) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .context("failed to find this binary's path")?;
+    let config = std::path::absolute(config)?;
+    let config = config.canonicalize().unwrap_or(config);
+    let service = Service {
+        exe,
+        config,
+        state_dir: cfg.runner.state_dir.clone(),
+        shutdown_grace: cfg.runner.shutdown_grace,
+    };
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .context("HOME is not set (hint: run as the user who owns the config)")?;
+    let (path, text, how) = if launchd {
+        let path = Service::launchd_path(&home);
+        let how = Service::launchd_instructions(&path);
+        (path, service.launchd_plist(), how)
+    } else {
+        (
+            Service::systemd_path(&home),
+            service.systemd_unit(),
+            Service::systemd_instructions(),
+        )
+    };
+    if dry_run {
+        println!("# would write {}\n{text}", path.display());
+        eprintln!("{how}");
+        return Ok(ExitCode::from(exit::OK));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+    }
+    let existed = path.exists();
+    std::fs::write(&path, text).with_context(|| format!("failed to write {}", path.display()))?;
+    println!(
+        "{} {}",
+        if existed { "replaced" } else { "wrote" },
+        path.display()
+    );
+    println!("{how}");
+    Ok(ExitCode::from(exit::OK))
+}
+
+/// Options of the hidden `bench-idle` command.
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Jobs to schedule.
+    #[arg(long, default_value_t = 100)]
+    jobs: usize,
+    /// Interval of each job in the busy phase, in seconds.
+    #[arg(long, default_value_t = 5)]
+    every_secs: u64,
+    /// Length of the busy phase, in seconds.
+    #[arg(long, default_value_t = 20)]
+    busy_secs: u64,
+    /// Length of the idle phase, in seconds.
+    #[arg(long, default_value_t = 20)]
+    idle_secs: u64,
+}
+
+fn bench_idle(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let dir = std::env::temp_dir().join(format!("steadfast-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    // Logs go to a rotating file as in production (not to the terminal).
+    let file = RotatingFile::new(&dir, 10 * 1024 * 1024, 2)?;
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_writer(LogWriter::new(
+            Some(Arc::new(file)),
+            false,
+            Redactor::default(),
+        ))
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .try_init();
+    let opts = runner::daemon::bench::BenchOptions {
+        jobs: args.jobs,
+        every: Duration::from_secs(args.every_secs),
+        busy: Duration::from_secs(args.busy_secs),
+        idle: Duration::from_secs(args.idle_secs),
+        dir: dir.clone(),
+    };
+    let rt = tokio::runtime::Runtime::new().context("failed to start the tokio runtime")?;
+    let report = rt.block_on(runner::daemon::bench::run(&opts))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::from(exit::OK))
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,241 @@
+//! `runner bench-idle`: what the daemon costs when it mostly waits.
+//!
+//! Two phases on the production environment, in this process:
+//! 1. busy: `jobs` jobs every `every` running a trivial command; schedule drift is
+//!    measured from the core's own events (`run_started` time minus the due time
+//!    encoded in its run id);
+//! 2. idle: the same number of jobs on an hourly grid, none due: CPU and RSS of the
+//!    waiting daemon.
+//!
+//! CPU is read from `/proc/self/stat` (Linux); elsewhere it is reported as unknown.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+use super::env::{DaemonEnv, Fanout};
+use crate::alert::NoAlerts;
+use crate::config::{NoSecretSources, parse_config};
+use crate::env::{Env, EventSink, MemoryProbe};
+use crate::event::{Event, EventKind};
+use crate::scheduler::Runner;
+
+/// Start events kept at most.
+const MAX_SAMPLES: usize = 1_000_000;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// How many jobs.
+    pub jobs: usize,
+    /// Their interval in the busy phase.
+    pub every: Duration,
+    /// Length of the busy phase.
+    pub busy: Duration,
+    /// Length of the idle phase.
+    pub idle: Duration,
+    /// A scratch directory for configs and state.
+    pub dir: PathBuf,
+}
+
+/// The figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    /// Jobs configured.
+    pub jobs: usize,
+    /// Runs started in the busy phase.
+    pub runs: usize,
+    /// Schedule drift, median, in ms.
+    pub drift_p50_ms: f64,
+    /// Schedule drift, 99th percentile, in ms.
+    pub drift_p99_ms: f64,
+    /// Largest drift, in ms.
+    pub drift_max_ms: f64,
+    /// CPU of this process during the busy phase, % of one core (runs included).
+    pub busy_cpu_percent: Option<f64>,
+    /// CPU of this process while idle, % of one core.
+    pub idle_cpu_percent: Option<f64>,
+    /// Resident memory at the end of the idle phase, MiB.
+    pub idle_rss_mib: f64,
+}
+
+/// Why the bench could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Scratch files.
+    #[error("failed to prepare {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The generated config was refused.
+    #[error("the generated configuration is invalid: {0}")]
+    Config(String),
+    /// The runner did not start.
+    #[error("failed to start the runner: {0}")]
+    Start(String),
+}
+
+/// Collects `(started at, due)` of every run.
+#[derive(Debug, Default)]
+struct StartTap(Mutex<Vec<(DateTime<Utc>, DateTime<Utc>)>>);
+
+impl EventSink for StartTap {
+    fn emit(&self, e: Event) {
+        if e.event != EventKind::RunStarted {
+            return;
+        }
+        let Some(due) = e.run_id.as_deref().and_then(due_of_run_id) else {
+            return;
+        };
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() < MAX_SAMPLES {
+            v.push((e.at, due));
+        }
+    }
+}
+
+/// The due time a run id encodes (`<job>-YYYYmmddTHHMMSSZ`).
+pub fn due_of_run_id(run_id: &str) -> Option<DateTime<Utc>> {
+    let stamp = run_id.get(run_id.len().checked_sub(16)?..)?;
+    NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|n| n.and_utc())
+}
+
+fn config_text(state_dir: &Path, jobs: usize, every: Duration) -> String {
+    let mut text = format!(
+        "[runner]\nstate_dir = \"{}\"\nmonitor_interval = \"60s\"\n",
+        state_dir.display()
+    );
+    for i in 0..jobs {
+        text.push_str(&format!(
+            "[[jobs]]\nname = \"job-{i:03}\"\nevery = \"{}s\"\n[[jobs.steps]]\nname = \"noop\"\nkind = \"command\"\nargv = [\"true\"]\ntimeout = \"5s\"\n",
+            every.as_secs().max(1)
+        ));
+    }
+    text
+}
+
+/// CPU seconds (user + system) of this process, from `/proc/self/stat`.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the command name: state is field 3, utime 14 and stime 15 (1-based).
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+async fn phase(
+    dir: &Path,
+    name: &str,
+    jobs: usize,
+    every: Duration,
+    length: Duration,
+    tap: Arc<StartTap>,
+) -> Result<(Option<f64>, u64), BenchError> {
+    let state = dir.join(name);
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::create_dir_all(&state).map_err(|source| BenchError::Io {
+        path: state.clone(),
+        source,
+    })?;
+    let file = dir.join(format!("{name}.toml"));
+    let config = parse_config(&config_text(&state, jobs, every), &file, &NoSecretSources)
+        .map_err(|d| BenchError::Config(d.to_string()))?;
+    let env = DaemonEnv::new(Fanout::logging().with(tap));
+    let runner = Runner::new(env.clone(), config, NoAlerts)
+        .await
+        .map_err(|e| BenchError::Start(e.to_string()))?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(runner.run(rx));
+    // Let start-up settle before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu0 = cpu_seconds();
+    let wall0 = std::time::Instant::now();
+    tokio::time::sleep(length).await;
+    let cpu1 = cpu_seconds();
+    let wall = wall0.elapsed().as_secs_f64();
+    let rss = env.memory().resident_bytes();
+    let _ = tx.send(true);
+    let _ = task.await;
+    let cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) if wall > 0.0 => Some((b - a) / wall * 100.0),
+        _ => None,
+    };
+    Ok((cpu, rss))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Runs both phases (real time: `busy + idle` plus about a second).
+pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let tap = Arc::new(StartTap::default());
+    let (busy_cpu, _) = phase(
+        &opts.dir,
+        "busy",
+        opts.jobs,
+        opts.every,
+        opts.busy,
+        tap.clone(),
+    )
+    .await?;
+    let (idle_cpu, rss) = phase(
+        &opts.dir,
+        "idle",
+        opts.jobs,
+        Duration::from_secs(3600),
+        opts.idle,
+        Arc::new(StartTap::default()),
+    )
+    .await?;
+    let starts = tap.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut drift: Vec<f64> = starts
+        .iter()
+        .map(|(at, due)| (*at - *due).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0)
+        .collect();
+    drift.sort_by(f64::total_cmp);
+    Ok(BenchReport {
+        jobs: opts.jobs,
+        runs: drift.len(),
+        drift_p50_ms: percentile(&drift, 50.0),
+        drift_p99_ms: percentile(&drift, 99.0),
+        drift_max_ms: drift.last().copied().unwrap_or(0.0),
+        busy_cpu_percent: busy_cpu,
+        idle_cpu_percent: idle_cpu,
+        idle_rss_mib: rss as f64 / (1024.0 * 1024.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_encode_their_due_time() {
+        let due = due_of_run_id("job-007-20260302T100005Z").unwrap();
+        assert_eq!(due.to_rfc3339(), "2026-03-02T10:00:05+00:00");
+        assert!(due_of_run_id("short").is_none());
+    }
+
+    #[test]
+    fn percentiles_pick_by_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 51.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&[], 99.0), 0.0);
+    }
+}

@@ -1,0 +1,411 @@
+//! Counters fed by the core's events, and the optional HTTP endpoint serving them:
+//! `/healthz` and `/metrics` (Prometheus text format).
+//!
+//! The runner is consumed by `Runner::run`, so the endpoint does not ask it; it keeps
+//! its own view from the events (every outcome, retry, breaker transition and token
+//! refresh is one), seeded at start from the state files.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::breaker::BreakerState;
+use crate::env::EventSink;
+use crate::event::{Event, EventKind};
+
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 16;
+/// One connection's lifetime at most (a slow client cannot pin a slot).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Default)]
+struct Counters {
+    runs: BTreeMap<(String, &'static str), u64>,
+    retries: BTreeMap<String, u64>,
+    attempt_failures: BTreeMap<(String, &'static str), u64>,
+    token_refreshes: BTreeMap<(String, String), u64>,
+    token_refresh_failures: BTreeMap<String, u64>,
+    breakers: BTreeMap<String, BreakerState>,
+    last_success: BTreeMap<String, DateTime<Utc>>,
+    alerts: u64,
+    started: Option<DateTime<Utc>>,
+}
+
+/// The daemon's counters (an [`EventSink`]).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Mutex<Counters>,
+}
+
+fn breaker_value(s: BreakerState) -> u8 {
+    match s {
+        BreakerState::Closed => 0,
+        BreakerState::HalfOpen => 1,
+        BreakerState::Open => 2,
+    }
+}
+
+fn breaker_from(name: &str) -> Option<BreakerState> {
+    match name {
+        "closed" => Some(BreakerState::Closed),
+        "half_open" => Some(BreakerState::HalfOpen),
+        "open" => Some(BreakerState::Open),
+        _ => None,
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Empty counters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Seeds what the state files know: breaker states and last successes.
+    pub fn seed(
+        &self,
+        breakers: &BTreeMap<String, BreakerState>,
+        last_success: &BTreeMap<String, DateTime<Utc>>,
+    ) {
+        let mut c = self.lock();
+        c.breakers
+            .extend(breakers.iter().map(|(k, v)| (k.clone(), *v)));
+        c.last_success
+            .extend(last_success.iter().map(|(k, v)| (k.clone(), *v)));
+    }
+
+    /// Registers a service so its breaker shows as closed before any transition.
+    pub fn service(&self, name: &str) {
+        self.lock()
+            .breakers
+            .entry(name.to_string())
+            .or_insert(BreakerState::Closed);
+    }
+
+    /// Runs finished so far by (job, outcome).
+    pub fn runs(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.lock().runs.clone()
+    }
+
+    /// The Prometheus text exposition, ages computed at `now`.
+    pub fn render(&self, now: DateTime<Utc>) -> String {
+        let c = self.lock();
+        let mut out = String::new();
+        fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        }
+        family(
+            &mut out,
+            "steadfast_up",
+            "gauge",
+            "1 while the daemon runs.",
+        );
+        let _ = writeln!(out, "steadfast_up 1");
+        if let Some(s) = c.started {
+            family(
+                &mut out,
+                "steadfast_uptime_seconds",
+                "gauge",
+                "Seconds since the runner started.",
+            );
+            let _ = writeln!(
+                out,
+                "steadfast_uptime_seconds {}",
+                (now - s).num_seconds().max(0)
+            );
+        }
+        family(
+            &mut out,
+            "steadfast_runs_total",
+            "counter",
+            "Finished runs by job and outcome.",
+        );
+        for ((job, outcome), n) in &c.runs {
+            let _ = writeln!(
+                out,
+                "steadfast_runs_total{{job=\"{}\",outcome=\"{outcome}\"}} {n}",
+                label(job)
+            );
+        }
+        family(
+            &mut out,
+            "steadfast_retries_total",
+            "counter",
+            "Retries scheduled by job.",
+        );
+        for (job, n) in &c.retries {
+            let _ = writeln!(out, "steadfast_retries_total{{job=\"{}\"}} {n}", label(job));
+        }
+        family(
+            &mut out,
+            "steadfast_attempt_failures_total",
+            "counter",
+            "Failed attempts by job and error class.",
+        );
+        for ((job, class), n) in &c.attempt_failures {
+            let _ = writeln!(
+                out,
+                "steadfast_attempt_failures_total{{job=\"{}\",class=\"{class}\"}} {n}",
+                label(job)
+            );
+        }
+        family(
+            &mut out,
+            "steadfast_breaker_state",
+            "gauge",
+            "Circuit breaker per service: 0 closed, 1 half-open, 2 open.",
+        );
+        for (service, s) in &c.breakers {
+            let _ = writeln!(
+                out,
+                "steadfast_breaker_state{{service=\"{}\"}} {}",
+                label(service),
+                breaker_value(*s)
+            );
+        }
+        family(
+            &mut out,
+            "steadfast_token_refreshes_total",
+            "counter",
+            "Access-token refreshes by credential and reason.",
+        );
+        for ((cred, reason), n) in &c.token_refreshes {
+            let _ = writeln!(
+                out,
+                "steadfast_token_refreshes_total{{credential=\"{}\",reason=\"{}\"}} {n}",
+                label(cred),
+                label(reason)
+            );
+        }
+        family(
+            &mut out,
+            "steadfast_token_refresh_failures_total",
+            "counter",
+            "Failed token refreshes by credential.",
+        );
+        for (cred, n) in &c.token_refresh_failures {
+            let _ = writeln!(
+                out,
+                "steadfast_token_refresh_failures_total{{credential=\"{}\"}} {n}",
+                label(cred)
+            );
+        }
+        family(
+            &mut out,
+            "steadfast_heartbeat_age_seconds",
+            "gauge",
+            "Seconds since each job's last success.",
+        );
+        for (job, at) in &c.last_success {
+            let _ = writeln!(
+                out,
+                "steadfast_heartbeat_age_seconds{{job=\"{}\"}} {}",
+                label(job),
+                (now - *at).num_seconds().max(0)
+            );
+        }
+        family(
+            &mut out,
+            "steadfast_alerts_total",
+            "counter",
+            "Alerts raised.",
+        );
+        let _ = writeln!(out, "steadfast_alerts_total {}", c.alerts);
+        out
+    }
+}
+
+impl EventSink for Metrics {
+    fn emit(&self, e: Event) {
+        let mut c = self.lock();
+        let job = e.job.clone().unwrap_or_default();
+        match e.event {
+            EventKind::RunnerStarted => c.started = Some(e.at),
+            EventKind::RunFinished => {
+                let outcome = e.to.unwrap_or("unknown");
+                *c.runs.entry((job.clone(), outcome)).or_default() += 1;
+                if matches!(outcome, "succeeded" | "degraded") {
+                    c.last_success.insert(job, e.at);
+                }
+            }
+            EventKind::RetryScheduled => *c.retries.entry(job).or_default() += 1,
+            EventKind::AttemptFailed => {
+                let class = e.class.map(|k| k.as_str()).unwrap_or("unknown");
+                *c.attempt_failures.entry((job, class)).or_default() += 1;
+            }
+            EventKind::BreakerTransition => {
+                if let (Some(service), Some(to)) = (e.service, e.to.and_then(breaker_from)) {
+                    c.breakers.insert(service, to);
+                }
+            }
+            EventKind::TokenRefreshed => {
+                let cred = e.service.unwrap_or_default();
+                let reason = e.detail.unwrap_or_default();
+                *c.token_refreshes.entry((cred, reason)).or_default() += 1;
+            }
+            EventKind::TokenRefreshFailed => {
+                *c.token_refresh_failures
+                    .entry(e.service.unwrap_or_default())
+                    .or_default() += 1;
+            }
+            EventKind::Alert => c.alerts += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Serves `/healthz` and `/metrics` on `listener` until `shutdown` is true.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _)) = accepted else {
+            continue;
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(respond(&metrics, req.uri().path())) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            drop(permit);
+        });
+    }
+}
+
+fn respond(metrics: &Metrics, path: &str) -> hyper::Response<Full<Bytes>> {
+    let (status, ctype, body) = match path {
+        "/healthz" => (200, "text/plain", "ok\n".to_string()),
+        "/metrics" => (200, "text/plain; version=0.0.4", metrics.render(Utc::now())),
+        _ => (
+            404,
+            "text/plain",
+            "not found (try /healthz or /metrics)\n".into(),
+        ),
+    };
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::taxonomy::ErrorClass;
+    use chrono::TimeZone;
+
+    #[test]
+    fn events_become_prometheus_series() {
+        let m = Metrics::new();
+        let t = Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap();
+        m.service("api");
+        m.emit(Event::new(EventKind::RunnerStarted).at(t));
+        m.emit(
+            Event::new(EventKind::RunFinished)
+                .job("a")
+                .outcome("succeeded")
+                .at(t),
+        );
+        m.emit(
+            Event::new(EventKind::RunFinished)
+                .job("a")
+                .outcome("failed")
+                .at(t),
+        );
+        m.emit(Event::new(EventKind::RetryScheduled).job("a"));
+        m.emit(
+            Event::new(EventKind::AttemptFailed)
+                .job("a")
+                .class(ErrorClass::Recoverable),
+        );
+        m.emit(
+            Event::new(EventKind::BreakerTransition)
+                .service("api")
+                .transition("closed", "open"),
+        );
+        m.emit(
+            Event::new(EventKind::TokenRefreshed)
+                .service("google")
+                .detail("proactive"),
+        );
+        let text = m.render(t + chrono::Duration::seconds(90));
+        for line in [
+            "steadfast_runs_total{job=\"a\",outcome=\"succeeded\"} 1",
+            "steadfast_runs_total{job=\"a\",outcome=\"failed\"} 1",
+            "steadfast_retries_total{job=\"a\"} 1",
+            "steadfast_attempt_failures_total{job=\"a\",class=\"recoverable\"} 1",
+            "steadfast_breaker_state{service=\"api\"} 2",
+            "steadfast_token_refreshes_total{credential=\"google\",reason=\"proactive\"} 1",
+            "steadfast_heartbeat_age_seconds{job=\"a\"} 90",
+            "steadfast_uptime_seconds 90",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_serves_healthz_and_metrics() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let m = Arc::new(Metrics::new());
+        m.service("api");
+        let (tx, rx) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, m, rx));
+        let get = |path: &'static str| async move {
+            let url = crate::config::Url::parse(&format!("http://{addr}{path}")).unwrap();
+            crate::http::send(
+                &crate::env::tokio::TcpConnector::new(),
+                &crate::http::Request::new(crate::http::Method::GET, url),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap()
+        };
+        assert_eq!(get("/healthz").await.status, 200);
+        let metrics = get("/metrics").await;
+        assert!(
+            String::from_utf8_lossy(&metrics.body)
+                .contains("steadfast_breaker_state{service=\"api\"} 0")
+        );
+        assert_eq!(get("/nope").await.status, 404);
+        tx.send(true).unwrap();
+        server.await.unwrap();
+    }
+}

@@ -1,0 +1,389 @@
+//! `runner status`: what the state directory says, read without a running daemon.
+//!
+//! Read-only: a corrupt file is reported here, never moved aside (that is the
+//! daemon's job when it next starts). Token files are read for their expiry only; the
+//! token values are never deserialised.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::lock::StateLock;
+use crate::breaker::BreakerState;
+use crate::checkpoint::Checkpoint;
+use crate::config::Config;
+use crate::heartbeat::HeartbeatState;
+use crate::schedule::Schedule;
+use crate::store::file_stem;
+
+/// What the state files hold.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StateFiles {
+    /// Job -> last success.
+    pub last_success: BTreeMap<String, DateTime<Utc>>,
+    /// Service -> (state, open until).
+    pub breakers: BTreeMap<String, BreakerInfo>,
+    /// Credential file stem -> access-token expiry.
+    pub token_expiry: BTreeMap<String, DateTime<Utc>>,
+    /// Job file stem -> unfinished run.
+    pub checkpoints: BTreeMap<String, Checkpoint>,
+    /// Files that could not be read or parsed (path: why).
+    pub problems: Vec<String>,
+}
+
+/// One breaker as persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerInfo {
+    /// Its state.
+    pub state: BreakerState,
+    /// Open (or half-open) until.
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+struct BreakersFile {
+    services: BTreeMap<String, BreakerInfo>,
+}
+
+/// Only the expiry of a token file: the other fields (the secrets) are skipped unread.
+#[derive(Deserialize)]
+struct TokenExpiry {
+    expires_at: DateTime<Utc>,
+}
+
+fn read<T: serde::de::DeserializeOwned>(path: &Path, problems: &mut Vec<String>) -> Option<T> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            problems.push(format!("{}: {e}", path.display()));
+            return None;
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            // serde's message may quote the content; say only where.
+            problems.push(format!(
+                "{}: corrupt at line {} column {} (the daemon moves it aside and starts fresh)",
+                path.display(),
+                e.line(),
+                e.column()
+            ));
+            None
+        }
+    }
+}
+
+fn json_files(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|p| Some((p.file_stem()?.to_str()?.to_string(), p)))
+        .collect();
+    out.sort();
+    out
+}
+
+impl StateFiles {
+    /// Reads every state file under `state_dir`.
+    pub fn read(state_dir: &Path) -> Self {
+        let mut s = Self::default();
+        if let Some(hb) = read::<HeartbeatState>(
+            &state_dir.join(crate::heartbeat::STATE_FILE),
+            &mut s.problems,
+        ) {
+            s.last_success = hb
+                .last_checks
+                .iter()
+                .filter_map(|(job, secs)| Some((job.clone(), DateTime::from_timestamp(*secs, 0)?)))
+                .collect();
+        }
+        if let Some(b) =
+            read::<BreakersFile>(&state_dir.join(crate::breaker::STATE_FILE), &mut s.problems)
+        {
+            s.breakers = b.services;
+        }
+        for (stem, path) in json_files(&state_dir.join("tokens")) {
+            if let Some(t) = read::<TokenExpiry>(&path, &mut s.problems) {
+                s.token_expiry.insert(stem, t.expires_at);
+            }
+        }
+        for (stem, path) in json_files(&state_dir.join("checkpoints")) {
+            if let Some(c) = read::<Checkpoint>(&path, &mut s.problems) {
+                s.checkpoints.insert(stem, c);
+            }
+        }
+        s
+    }
+}
+
+/// One job's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    /// The job.
+    pub job: String,
+    /// `ok`, `overdue` or `never` (no success recorded yet).
+    pub heartbeat: &'static str,
+    /// Last success.
+    pub last_success: Option<DateTime<Utc>>,
+    /// Next due time (if the daemon runs; an interrupted run resumes at start).
+    pub next_run: Option<DateTime<Utc>>,
+    /// An unfinished run: its id and the steps it completed.
+    pub interrupted_run: Option<String>,
+    /// Steps the unfinished run completed.
+    pub steps_done: Vec<String>,
+}
+
+/// The whole status.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// When it was computed.
+    pub at: DateTime<Utc>,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Whether a daemon holds the state directory's lock.
+    pub daemon_running: bool,
+    /// One row per job.
+    pub jobs: Vec<JobRow>,
+    /// Service -> breaker.
+    pub breakers: BTreeMap<String, BreakerInfo>,
+    /// Credential -> access-token expiry (never the token).
+    pub tokens: BTreeMap<String, Option<DateTime<Utc>>>,
+    /// Unreadable or corrupt state files.
+    pub problems: Vec<String>,
+}
+
+impl Status {
+    /// The status of `config`'s jobs at `now` from the files under its state directory.
+    pub fn compute(config: &Config, files: StateFiles, now: DateTime<Utc>) -> Self {
+        let state_dir = config.runner.state_dir.clone();
+        let jobs = config
+            .jobs
+            .iter()
+            .map(|job| {
+                let last = files.last_success.get(&job.name).copied();
+                let heartbeat = match last {
+                    None => "never",
+                    Some(t) if (now - t).to_std().unwrap_or_default() > job.heartbeat_threshold => {
+                        "overdue"
+                    }
+                    Some(_) => "ok",
+                };
+                let next_run = Schedule::new(&job.schedule, config.runner.time_zone)
+                    .ok()
+                    .map(|s| s.next_after(now));
+                let cp = files.checkpoints.get(&file_stem(&job.name));
+                JobRow {
+                    job: job.name.clone(),
+                    heartbeat,
+                    last_success: last,
+                    next_run,
+                    interrupted_run: cp.map(|c| c.run_id.clone()),
+                    steps_done: cp
+                        .map(|c| c.completed.iter().map(|s| s.name.clone()).collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        let mut breakers: BTreeMap<String, BreakerInfo> = config
+            .services
+            .keys()
+            .map(|s| {
+                (
+                    s.clone(),
+                    BreakerInfo {
+                        state: BreakerState::Closed,
+                        until: None,
+                    },
+                )
+            })
+            .collect();
+        for (name, info) in files.breakers {
+            if breakers.contains_key(&name) {
+                breakers.insert(name, info);
+            }
+        }
+        let tokens = config
+            .credentials
+            .keys()
+            .map(|c| (c.clone(), files.token_expiry.get(&file_stem(c)).copied()))
+            .collect();
+        Self {
+            at: now,
+            daemon_running: StateLock::is_held(&state_dir),
+            state_dir,
+            jobs,
+            breakers,
+            tokens,
+            problems: files.problems,
+        }
+    }
+
+    /// A human-readable table.
+    pub fn table(&self) -> String {
+        let t = |d: &Option<DateTime<Utc>>| {
+            d.map(|d| d.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        let mut out = String::new();
+        out.push_str(&format!(
+            "state dir: {} (daemon {})\n\n",
+            self.state_dir.display(),
+            if self.daemon_running {
+                "running"
+            } else {
+                "not running"
+            }
+        ));
+        let mut rows = vec![[
+            "JOB".to_string(),
+            "HEARTBEAT".into(),
+            "LAST SUCCESS".into(),
+            "NEXT RUN".into(),
+            "INTERRUPTED RUN".into(),
+        ]];
+        for j in &self.jobs {
+            let interrupted = match &j.interrupted_run {
+                Some(id) => format!("{id} ({} step(s) done)", j.steps_done.len()),
+                None => "-".into(),
+            };
+            let next = if j.interrupted_run.is_some() {
+                "at start (resume)".to_string()
+            } else {
+                t(&j.next_run)
+            };
+            rows.push([
+                j.job.clone(),
+                j.heartbeat.into(),
+                t(&j.last_success),
+                next,
+                interrupted,
+            ]);
+        }
+        push_table(&mut out, &rows);
+        if !self.breakers.is_empty() {
+            out.push('\n');
+            let mut rows = vec![["SERVICE".to_string(), "BREAKER".into(), "UNTIL".into()]];
+            for (name, b) in &self.breakers {
+                let until = if b.state == BreakerState::Closed {
+                    "-".into()
+                } else {
+                    t(&b.until)
+                };
+                rows.push([name.clone(), b.state.as_str().into(), until]);
+            }
+            push_table(&mut out, &rows);
+        }
+        if !self.tokens.is_empty() {
+            out.push('\n');
+            let mut rows = vec![["CREDENTIAL".to_string(), "TOKEN EXPIRES".into()]];
+            for (name, exp) in &self.tokens {
+                let text = match exp {
+                    Some(e) if *e <= self.at => format!("{} (expired)", t(&Some(*e))),
+                    Some(e) => t(&Some(*e)),
+                    None => "no token yet".into(),
+                };
+                rows.push([name.clone(), text]);
+            }
+            push_table(&mut out, &rows);
+        }
+        for p in &self.problems {
+            out.push_str(&format!("\nwarning: {p}"));
+        }
+        if !self.problems.is_empty() {
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn push_table<const N: usize>(out: &mut String, rows: &[[String; N]]) {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{OsSecrets, parse_config};
+    use chrono::TimeZone;
+
+    #[test]
+    fn status_reads_every_state_file_and_never_a_token() {
+        let dir = std::env::temp_dir().join(format!("steadfast-status-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("tokens")).unwrap();
+        std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+        let text = format!(
+            "[runner]\nstate_dir = \"{}\"\n[services.api]\n[credentials.google]\ntoken_url = \"https://x/token\"\nclient_id = \"c\"\nrefresh_token = \"r-123456\"\n[[jobs]]\nname = \"a\"\nevery = \"1m\"\n[[jobs.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"true\"]\n[[jobs]]\nname = \"b\"\nevery = \"1m\"\n[[jobs.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"true\"]\n",
+            dir.display()
+        );
+        let config = parse_config(&text, &dir.join("runner.toml"), &OsSecrets).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 30).unwrap();
+        std::fs::write(
+            dir.join("heartbeat-state.json"),
+            format!(
+                "{{\"lastChecks\":{{\"a\":{},\"b\":{}}},\"thresholds\":{{}}}}",
+                now.timestamp() - 30,
+                now.timestamp() - 3600
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("breakers.json"),
+            "{\"services\":{\"api\":{\"state\":\"open\",\"until\":\"2026-03-02T10:05:00Z\",\"trips\":1}}}",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("tokens/google.json"),
+            "{\"access_token\":\"SECRET-ACCESS\",\"expires_at\":\"2026-03-02T11:00:00Z\",\"refresh_token\":\"SECRET-REFRESH\"}",
+        )
+        .unwrap();
+        std::fs::write(dir.join("checkpoints/b.json"), "{not json").unwrap();
+        let status = Status::compute(&config, StateFiles::read(&dir), now);
+        assert_eq!(status.jobs[0].heartbeat, "ok");
+        assert_eq!(status.jobs[1].heartbeat, "overdue");
+        assert_eq!(
+            status.jobs[0].next_run,
+            Some(Utc.with_ymd_and_hms(2026, 3, 2, 10, 1, 0).unwrap())
+        );
+        assert_eq!(status.breakers["api"].state, BreakerState::Open);
+        assert!(status.tokens["google"].is_some());
+        assert_eq!(status.problems.len(), 1, "{:?}", status.problems);
+        let table = status.table();
+        let json = serde_json::to_string(&status).unwrap();
+        for out in [&table, &json] {
+            assert!(!out.contains("SECRET"), "{out}");
+        }
+        assert!(
+            table.contains("overdue") && table.contains("open"),
+            "{table}"
+        );
+        // Read-only: the corrupt file is still where it was.
+        assert!(dir.join("checkpoints/b.json").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
