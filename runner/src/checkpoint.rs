@@ -63,10 +63,13 @@ pub fn idempotency_key(job: &str, run_id: &str, step: &str) -> String {
         h.update(part.as_bytes());
         h.update([0]);
     }
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut key = String::with_capacity(32);
+    for b in &h.finalize()[..16] {
+        key.push(char::from(HEX[usize::from(b >> 4)]));
+        key.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    key
 }
 
 /// Checkpoint files of all jobs, under `state_dir/checkpoints/`.

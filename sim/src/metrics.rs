@@ -416,15 +416,18 @@ fn silent_deaths(
         .filter(|e| e.event == EventKind::RunnerStarted)
         .map(|e| e.at)
         .collect();
+    let finished: std::collections::BTreeSet<(&str, &str)> = trace
+        .iter()
+        .filter(|e| e.event == EventKind::RunFinished)
+        .filter_map(|e| Some((e.job.as_deref()?, e.run_id.as_deref()?)))
+        .collect();
     for job in &config.jobs {
         let limit = to_chrono(job.deadline) * 2;
         for e in trace.iter().filter(|e| {
             e.event == EventKind::RunStarted && e.job.as_deref() == Some(job.name.as_str())
         }) {
-            let finished = trace.iter().any(|f| {
-                f.event == EventKind::RunFinished && f.run_id == e.run_id && f.job == e.job
-            });
-            if finished {
+            let key = (job.name.as_str(), e.run_id.as_deref().unwrap_or_default());
+            if finished.contains(&key) {
                 continue;
             }
             let restarted = starts.iter().any(|s| *s > e.at && *s - e.at <= limit);

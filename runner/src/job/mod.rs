@@ -131,7 +131,11 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
     let mut skipped: Vec<String> = Vec::new();
     let mut last_skip: Option<StepError> = None;
     let mut completed_now = 0usize;
-    for step in &job.steps {
+    for (index, step) in job.steps.iter().enumerate() {
+        // After the last step the checkpoint is cleared at once: saving it first would
+        // only cost a durable write (a crash in between repeats the step under the same
+        // idempotency key, which the service deduplicates).
+        let last = index + 1 == job.steps.len();
         if checkpoint.done(&step.name).is_some() {
             env.emit(
                 Event::new(EventKind::StepReplayed)
@@ -160,7 +164,7 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
                 for (k, v) in &outputs {
                     vars.insert(format!("{}.{k}", step.name), v.clone());
                 }
-                if patterns.checkpoints {
+                if patterns.checkpoints && !last {
                     checkpoint.completed.push(CompletedStep {
                         name: step.name.clone(),
                         idempotency_key: idempotency_key(&job.name, &run_id, &step.name),
