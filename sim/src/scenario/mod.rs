@@ -50,6 +50,7 @@
 mod reader;
 pub mod profile;
 pub mod swarm;
+pub mod write;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
