@@ -50,6 +50,7 @@
 pub mod profile;
 mod reader;
 pub mod swarm;
+pub mod write;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
