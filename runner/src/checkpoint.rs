@@ -115,15 +115,15 @@ impl<E: Env> Checkpoints<E> {
                 path: path.clone(),
                 source,
             })?;
-        self.env
-            .fs()
-            .sync_dir(&self.dir)
-            .await
-            .map_err(|source| StoreError::Io {
+        match self.env.fs().sync_dir(&self.dir).await {
+            // No checkpoint was ever written: there is nothing to make durable.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(|source| StoreError::Io {
                 op: "sync directory",
                 path: self.dir.clone(),
                 source,
-            })
+            }),
+        }
     }
 }
 

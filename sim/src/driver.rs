@@ -241,6 +241,8 @@ struct Driver<'a> {
     /// Whether the last stop was expected to be followed by a restart.
     was_running: bool,
     revoked: Vec<String>,
+    /// How far the operator has read the trace for rejected credentials.
+    trace_cursor: usize,
     leak: u64,
     faults_since_fix: Vec<String>,
 }
@@ -393,11 +395,39 @@ impl Driver<'_> {
             .clone()
     }
 
-    /// A manual fix: free disk, re-authorise revoked credentials, restart the runner.
+    /// Token servers whose refresh token the runner reported rejected since `cursor`.
+    fn rejected_credentials(&mut self) -> Vec<String> {
+        let events = self.world.trace().since(self.trace_cursor);
+        self.trace_cursor += events.len();
+        let mut names: Vec<String> = events
+            .iter()
+            .filter(|e| e.event == runner::event::EventKind::TokenRefreshFailed)
+            .filter(|e| {
+                e.detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains("invalid_grant"))
+            })
+            .filter_map(|e| e.service.clone())
+            .filter_map(|cred| {
+                let config = self.config.lock().unwrap_or_else(|p| p.into_inner());
+                let host = config.credentials.get(&cred)?.token_url.host.clone();
+                Some(host.trim_end_matches(".sim").to_string())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// A manual fix: free disk, re-authorise rejected credentials, restart the runner.
     fn intervene(&mut self, sim: &mut turmoil::Sim<'_>, now: DateTime<Utc>, reason: String) {
         let faults = self.world.faults().clone();
         faults.set_disk_full(false);
-        for name in std::mem::take(&mut self.revoked) {
+        let mut reauthorise = std::mem::take(&mut self.revoked);
+        reauthorise.extend(self.rejected_credentials());
+        reauthorise.sort();
+        reauthorise.dedup();
+        for name in reauthorise {
             let Some(server) = self.oauth.get(&name) else {
                 continue;
             };
@@ -446,6 +476,7 @@ pub fn simulate(
             OAuthConfig {
                 expires_in: o.expires_in,
                 rotate_refresh_tokens: o.rotate,
+                reuse_grace: o.reuse_grace,
             },
         );
         for cred in config.credentials.values() {
@@ -514,6 +545,7 @@ pub fn simulate(
         restart_at: None,
         was_running: true,
         revoked: Vec::new(),
+        trace_cursor: 0,
         leak: 0,
         faults_since_fix: Vec::new(),
     };

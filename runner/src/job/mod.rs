@@ -215,15 +215,11 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
     let nothing_done = completed_now == 0 && checkpoint.completed.is_empty();
     if nothing_done && let Some(err) = last_skip {
         // Every step was skipped: nothing was produced, so this is a failure, not a
-        // degraded success. Progress (none) needs no checkpoint.
-        if patterns.checkpoints
-            && let Err(e) = svc.checkpoints.clear(&job.name).await
-        {
-            return store_failure(e, "failed to clear checkpoint");
-        }
+        // degraded success. Nothing was saved, so there is no checkpoint to clear.
         return RunOutcome::Failed(err);
     }
     if patterns.checkpoints
+        && !checkpoint.completed.is_empty()
         && let Err(e) = svc.checkpoints.clear(&job.name).await
     {
         return store_failure(e, "failed to clear checkpoint");

@@ -22,6 +22,7 @@
 //! [oauth.google]                  # a token server at google.sim
 //! expires_in = "1h"
 //! rotate = true
+//! reuse_grace = "60s"             # a rotated-out refresh token still works this long
 //!
 //! [apis.youtube]                  # an API at youtube.sim (the runner's service `youtube`)
 //! rate_per_minute = 30
@@ -141,6 +142,8 @@ pub struct OAuthSpec {
     pub expires_in: Duration,
     /// Rotate refresh tokens on every refresh.
     pub rotate: bool,
+    /// How long a rotated-out refresh token is still accepted (default 60 s).
+    pub reuse_grace: Duration,
 }
 
 /// `[apis.<name>]`.
@@ -570,6 +573,11 @@ fn read_oauth(mut s: Section<'_>, diags: &mut Diagnostics) -> OAuthSpec {
             .duration("expires_in", diags)
             .unwrap_or(Duration::from_secs(3600)),
         rotate: s.boolean("rotate", diags).unwrap_or(true),
+        // Providers that rotate refresh tokens keep a short reuse interval so a client
+        // whose answer was lost in transit can retry; "0s" models a strict one.
+        reuse_grace: s
+            .duration("reuse_grace", diags)
+            .unwrap_or(Duration::from_secs(60)),
     };
     s.finish(diags);
     spec

@@ -27,6 +27,10 @@ pub struct OAuthConfig {
     pub expires_in: Duration,
     /// Issue a new refresh token on every refresh and invalidate the old one.
     pub rotate_refresh_tokens: bool,
+    /// A rotated-out refresh token is still accepted this long after its rotation (the
+    /// "reuse interval" of providers that rotate), so a client whose refresh answer was
+    /// lost in transit can try again. Zero is strict.
+    pub reuse_grace: Duration,
 }
 
 impl Default for OAuthConfig {
@@ -35,6 +39,7 @@ impl Default for OAuthConfig {
         Self {
             expires_in: Duration::from_secs(3600),
             rotate_refresh_tokens: true,
+            reuse_grace: Duration::ZERO,
         }
     }
 }
@@ -89,7 +94,8 @@ struct AccessToken {
 #[derive(Clone)]
 enum RefreshState {
     Live,
-    RotatedOut,
+    /// Replaced by a newer token at this time.
+    RotatedOut(DateTime<Utc>),
     Revoked,
 }
 
@@ -240,7 +246,13 @@ impl OAuthServer {
         };
         let client_id = match s.refresh.get(presented) {
             Some((client, RefreshState::Live)) => client.clone(),
-            Some((_, RefreshState::RotatedOut)) => {
+            Some((client, RefreshState::RotatedOut(at)))
+                if now - *at
+                    <= chrono::Duration::from_std(s.config.reuse_grace).unwrap_or_default() =>
+            {
+                client.clone()
+            }
+            Some((_, RefreshState::RotatedOut(_))) => {
                 s.counters.stale_refresh_token_uses += 1;
                 s.counters.invalid_grants += 1;
                 return SimResponse::error(400, "invalid_grant");
@@ -259,8 +271,10 @@ impl OAuthServer {
         let access = self.random_token("at");
         let refresh_token = if s.config.rotate_refresh_tokens {
             let next = self.random_token("rt");
-            if let Some(old) = s.refresh.get_mut(presented) {
-                old.1 = RefreshState::RotatedOut;
+            if let Some(old) = s.refresh.get_mut(presented)
+                && matches!(old.1, RefreshState::Live)
+            {
+                old.1 = RefreshState::RotatedOut(now);
             }
             s.refresh
                 .insert(next.clone(), (client_id.clone(), RefreshState::Live));
