@@ -576,25 +576,23 @@ fn ablation(study: &Study, out: &mut Vec<Block>) {
                     Better::Higher => without.mean < h.mean,
                     Better::Neither => false,
                 };
-                let noise = (without.mean - h.mean).abs() <= h.stddev + without.stddev;
-                let noise = if noise && study.options.seeds.len() > 1 {
-                    " (within the seed spread, so weak evidence)"
-                } else {
-                    ""
-                };
-                if worse {
+                let noise = study.options.seeds.len() > 1
+                    && (without.mean - h.mean).abs() <= h.stddev + without.stddev;
+                let (with_it, without_it) = (fmt_mean(&h, def.unit), fmt_mean(&without, def.unit));
+                if noise {
                     format!(
-                        "**{pattern}** (`{a}`) buys most in {}: {} with it, {} without it{noise}.",
-                        def.label,
-                        fmt_mean(&h, def.unit),
-                        fmt_mean(&without, def.unit)
+                        "**{pattern}** (`{a}`): no effect beyond seed noise in this world; the biggest change, in {} ({with_it} with it, {without_it} without it), is within the seed spread.",
+                        def.label
+                    )
+                } else if worse {
+                    format!(
+                        "**{pattern}** (`{a}`) buys most in {}: {with_it} with it, {without_it} without it.",
+                        def.label
                     )
                 } else {
                     format!(
-                        "**{pattern}** (`{a}`): the biggest change is in {}, and switching it off *improved* it: {} with it, {} without it{noise}. In this world the pattern costs more than it buys there.",
-                        def.label,
-                        fmt_mean(&h, def.unit),
-                        fmt_mean(&without, def.unit)
+                        "**{pattern}** (`{a}`): the biggest change is in {}, and switching it off *improved* it ({with_it} with it, {without_it} without it): in this world the pattern costs more there than it buys.",
+                        def.label
                     )
                 }
             }
