@@ -15,6 +15,7 @@
 //! - [`env`](mod@env): [`env::SimEnv`], the runner's `Env` (clock, disk, memory, processes, trace).
 //! - [`net`]: [`net::SimConnector`], in-memory connections with injected network faults.
 //! - [`services`]: the OAuth2 token server and the rate-limited APIs.
+//! - [`study`]: `sim report`: the field report reproduced over profiles and seeds.
 //! - [`faults`]: the fault switches the scenario driver flips.
 
 #![warn(missing_docs)]
@@ -28,6 +29,7 @@ pub mod operator;
 pub mod report;
 pub mod scenario;
 pub mod services;
+pub mod study;
 pub mod world;
 
 pub use env::SimEnv;

@@ -98,6 +98,28 @@ enum Command {
         #[arg(long)]
         profile: Option<String>,
     },
+    /// Write reports/field-report.md and .html: naive, self-healing and every ablation
+    /// over several seeds, and the jitter experiment.
+    #[command(
+        after_help = "Examples:\n  sim report                       # scenarios/mac-mini-3-weeks.toml, else scenarios/default.toml\n  sim report scenarios/default.toml --seeds 3 --out reports/"
+    )]
+    Report {
+        /// The scenario (default: scenarios/mac-mini-3-weeks.toml if it exists, else
+        /// scenarios/default.toml).
+        scenario: Option<PathBuf>,
+        /// Seeds per profile (1..=N).
+        #[arg(long, default_value_t = 5)]
+        seeds: u64,
+        /// Output folder.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+        /// Worker threads (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// The commit to name in the report (default: `git rev-parse --short HEAD`).
+        #[arg(long)]
+        commit: Option<String>,
+    },
     /// Measure simulated seconds per wall second on the reference world.
     Bench {
         /// The world to time (default: the embedded 21-day reference world).
@@ -154,6 +176,13 @@ fn main() -> ExitCode {
             Ok(s) => sweep(&s, swarm, seeds, jobs, profile.as_deref()),
             Err(code) => code,
         },
+        Command::Report {
+            scenario,
+            seeds,
+            out,
+            jobs,
+            commit,
+        } => sim::study::command(scenario.as_deref(), seeds, &out, jobs, commit),
         Command::Bench { scenario } => {
             let s = match scenario.as_deref() {
                 Some(path) => load(Some(path)),
