@@ -369,9 +369,9 @@ fn summary(r: &Report) {
 }
 
 fn humanize(secs: u64) -> String {
-    if secs % 86_400 == 0 {
+    if secs.is_multiple_of(86_400) {
         format!("{}d", secs / 86_400)
-    } else if secs % 3600 == 0 {
+    } else if secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
     } else {
         format!("{}m", secs / 60)

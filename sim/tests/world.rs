@@ -35,6 +35,7 @@ fn world(seed: u64, epoch: &str) -> (World, OAuthServer, ApiService) {
         OAuthConfig {
             expires_in: Duration::from_secs(120),
             rotate_refresh_tokens: true,
+            reuse_grace: Duration::ZERO,
         },
     );
     oauth.add_refresh_token("c1", "rt-initial");

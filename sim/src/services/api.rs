@@ -239,11 +239,11 @@ impl State {
             Err((client, response)) => return (client, response),
         };
         let state = self.clients.entry(client.clone()).or_default();
-        if let Some(per_minute) = self.config.rate_limit_per_minute {
-            if let Err(wait) = take_token(state, per_minute, now) {
-                self.counters.rate_limit_violations += 1;
-                return (client, SimResponse::too_many_requests(wait, "rate_limited"));
-            }
+        if let Some(per_minute) = self.config.rate_limit_per_minute
+            && let Err(wait) = take_token(state, per_minute, now)
+        {
+            self.counters.rate_limit_violations += 1;
+            return (client, SimResponse::too_many_requests(wait, "rate_limited"));
         }
         if let Some(quota) = self.config.daily_quota {
             let today = now.with_timezone(&self.config.zone).date_naive();
@@ -271,11 +271,11 @@ impl State {
             return (client, SimResponse::json(200, &body));
         }
         let key = req.header_str("idempotency-key").map(str::to_string);
-        if let Some(key) = &key {
-            if let Some(stored) = self.idempotency.get(&(client.clone(), key.clone())) {
-                self.counters.dedup_hits += 1;
-                return (client, stored.clone());
-            }
+        if let Some(key) = &key
+            && let Some(stored) = self.idempotency.get(&(client.clone(), key.clone()))
+        {
+            self.counters.dedup_hits += 1;
+            return (client, stored.clone());
         }
         self.counters.side_effects += 1;
         let id = self.counters.side_effects.to_string();
