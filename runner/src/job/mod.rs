@@ -312,16 +312,19 @@ async fn run_step<E: Env>(
     let service = attempt::service_of(step);
     let mut prev_delay = Duration::ZERO;
     let mut attempt = 0u32;
+    // Every event of this step names the job, the run and the step.
+    let event = |kind| {
+        Event::new(kind)
+            .job(&job.name)
+            .run_id(run_id)
+            .step(&step.name)
+    };
     loop {
         attempt += 1;
         if patterns.windows && !svc.windows.is_open(action, env.now()) {
             let open = svc.windows.next_open(action, env.now());
             let wait = (open - env.now()).to_std().unwrap_or_default();
-            let event = Event::new(EventKind::WindowWait)
-                .job(&job.name)
-                .run_id(run_id)
-                .step(&step.name)
-                .delay(wait);
+            let event = event(EventKind::WindowWait).delay(wait);
             if open > ctx.deadline {
                 env.emit(event.detail("window opens after the run's deadline; deferred"));
                 return StepResult::Defer(open);
@@ -330,10 +333,7 @@ async fn run_step<E: Env>(
             sleep_until_wall(env, open).await;
         }
         env.emit(
-            Event::new(EventKind::Attempt)
-                .job(&job.name)
-                .run_id(run_id)
-                .step(&step.name)
+            event(EventKind::Attempt)
                 .attempt(attempt)
                 .service(service.unwrap_or("local")),
         );
@@ -341,22 +341,13 @@ async fn run_step<E: Env>(
             attempt::attempt_step(svc, &job.name, run_id, step, vars, attempt).await;
         let err = match result {
             Ok(outputs) => {
-                env.emit(
-                    Event::new(EventKind::StepSucceeded)
-                        .job(&job.name)
-                        .run_id(run_id)
-                        .step(&step.name)
-                        .attempt(attempt),
-                );
+                env.emit(event(EventKind::StepSucceeded).attempt(attempt));
                 return StepResult::Done(outputs);
             }
             Err(err) => err,
         };
         env.emit(
-            Event::new(EventKind::AttemptFailed)
-                .job(&job.name)
-                .run_id(run_id)
-                .step(&step.name)
+            event(EventKind::AttemptFailed)
                 .attempt(attempt)
                 .service(service.unwrap_or("local"))
                 .class(err.class)
@@ -404,10 +395,7 @@ async fn run_step<E: Env>(
                     || service.is_none_or(|s| svc.budgets.try_retry(s, env.now()));
                 if !budget_ok {
                     env.emit(
-                        Event::new(EventKind::RetryGaveUp)
-                            .job(&job.name)
-                            .run_id(run_id)
-                            .step(&step.name)
+                        event(EventKind::RetryGaveUp)
                             .attempt(attempt)
                             .class(ErrorClass::Degraded)
                             .detail("retry budget spent"),
@@ -418,10 +406,7 @@ async fn run_step<E: Env>(
                     ));
                 }
                 env.emit(
-                    Event::new(EventKind::RetryScheduled)
-                        .job(&job.name)
-                        .run_id(run_id)
-                        .step(&step.name)
+                    event(EventKind::RetryScheduled)
                         .attempt(attempt)
                         .class(err.class)
                         .delay(delay),
@@ -431,10 +416,7 @@ async fn run_step<E: Env>(
             }
             RetryDecision::GiveUp(reason) => {
                 env.emit(
-                    Event::new(EventKind::RetryGaveUp)
-                        .job(&job.name)
-                        .run_id(run_id)
-                        .step(&step.name)
+                    event(EventKind::RetryGaveUp)
                         .attempt(attempt)
                         .class(err.class)
                         .detail(reason.as_str()),
