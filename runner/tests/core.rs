@@ -404,3 +404,54 @@ async fn a_crash_mid_run_resumes_from_the_checkpoint_without_repeating_side_effe
     assert!(s.effects.values().all(|n| *n == 1));
     assert!(s.requests.iter().any(|(p, _)| p == "/publish/1"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn command_steps_get_their_environment_and_their_outputs_feed_later_steps() {
+    use runner::config::CommandStep;
+    use runner::env::CommandOutput;
+    let env = TestEnv::new(start(), 9);
+    let out = |code: i32, stdout: &str| CommandOutput {
+        code: Some(code),
+        stdout: stdout.as_bytes().to_vec(),
+        stderr: Vec::new(),
+        timed_out: false,
+    };
+    env.parts()
+        .spawner
+        .script("render", out(0, "rendering\n{\"file\": \"v42.mp4\"}\n"));
+    env.parts().spawner.script("upload", out(0, ""));
+    let command = |name: &str, argv: &[&str]| StepConfig {
+        name: name.to_string(),
+        action: None,
+        kind: StepKind::Command(CommandStep {
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            cwd: None,
+            env: vec![("MODE".into(), "test".into())],
+            timeout: Duration::from_secs(60),
+            credentials: Vec::new(),
+        }),
+    };
+    let steps = vec![
+        command("render", &["render"]),
+        command("upload", &["upload", "{{render.file}}"]),
+    ];
+    let cfg = config(Patterns::ALL, vec![job("video", 15, steps)], &[]);
+    run_for(&env, cfg, Duration::from_secs(16 * 60)).await;
+    let runs = env.parts().spawner.runs();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        runs[1].argv,
+        ["upload", "v42.mp4"],
+        "the output fed the next step"
+    );
+    let vars: BTreeMap<&str, &str> = runs[0]
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(vars["MODE"], "test");
+    assert_eq!(vars["STEADFAST_JOB"], "video");
+    assert_eq!(vars["STEADFAST_RUN_ID"], "video-20260302T101500Z");
+    assert_eq!(vars["STEADFAST_IDEMPOTENCY_KEY"].len(), 32);
+    assert!(vars["STEADFAST_CHECKPOINT"].starts_with("/state/checkpoints/video.render."));
+}

@@ -212,6 +212,23 @@ async fn attempt_command<E: Env>(
         "STEADFAST_IDEMPOTENCY_KEY".into(),
         idempotency_key(job, run_id, step),
     ));
+    // The script's own progress file, stable across retries and resumes of this run's
+    // step, so a long script can pick up where it stopped.
+    let progress = svc
+        .config
+        .runner
+        .state_dir
+        .join("checkpoints")
+        .join(format!(
+            "{}.{}.{}.script",
+            crate::store::file_stem(job),
+            crate::store::file_stem(step),
+            crate::store::file_stem(run_id)
+        ));
+    vars_env.push((
+        "STEADFAST_CHECKPOINT".into(),
+        progress.display().to_string(),
+    ));
     for name in &cmd.credentials {
         let Some(manager) = svc.tokens.get(name) else {
             return Err(StepError::new(
