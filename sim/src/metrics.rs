@@ -95,7 +95,7 @@ pub struct Verdict {
     /// Liveness: after faults healed every job recovered within the bound (`None` when
     /// faults never heal within the world).
     pub liveness: Option<Invariant>,
-    /// The first lost slots, `job@due`, to start an investigation from.
+    /// Every lost slot, `job@due` (bounded), to start an investigation from.
     pub lost_slots: Vec<String>,
 }
 
@@ -111,6 +111,9 @@ impl Verdict {
         }
     }
 }
+
+/// Lost slots listed at most (a 3-week world has about 10,000 slots).
+const MAX_LOST_SLOTS: usize = 100_000;
 
 fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
@@ -257,7 +260,7 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
                         m.failed_runs += 1;
                     } else {
                         m.lost_runs += 1;
-                        if lost_slots.len() < 50 {
+                        if lost_slots.len() < MAX_LOST_SLOTS {
                             lost_slots.push(format!("{}@{}", job.name, slot.to_rfc3339()));
                         }
                     }

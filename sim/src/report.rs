@@ -36,7 +36,7 @@ pub struct Report {
     pub exit_code: u8,
     /// The command that reproduces this run.
     pub replay: String,
-    /// The first lost slots (`job@due`).
+    /// The first 50 lost slots (`job@due`).
     pub lost_slots: Vec<String>,
     /// Manual interventions.
     pub interventions: Vec<Intervention>,
@@ -71,7 +71,7 @@ impl Report {
                 "sim replay {}{file} --profile {}",
                 run.seed, run.profile.name
             ),
-            lost_slots: verdict.lost_slots.clone(),
+            lost_slots: verdict.lost_slots.iter().take(50).cloned().collect(),
             interventions: run.interventions.clone(),
             faults: scenario.faults.clone(),
             timeline: run.timeline.iter().take(REPORT_TIMELINE).cloned().collect(),

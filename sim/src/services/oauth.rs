@@ -248,7 +248,7 @@ impl OAuthServer {
             Some((client, RefreshState::Live)) => client.clone(),
             Some((client, RefreshState::RotatedOut(at)))
                 if now - *at
-                    <= chrono::Duration::from_std(s.config.reuse_grace).unwrap_or_default() =>
+                    < chrono::Duration::from_std(s.config.reuse_grace).unwrap_or_default() =>
             {
                 client.clone()
             }

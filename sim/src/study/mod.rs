@@ -27,8 +27,6 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use runner::event::{Event, EventKind};
-use runner::schedule::Schedule;
-use runner::window::Windows;
 
 use crate::driver::{SimError, SimRun, simulate};
 use crate::metrics::{Metrics, evaluate};
@@ -224,8 +222,14 @@ pub fn summarize(scenario: &Scenario, run: &SimRun) -> RunSummary {
         let d = (at - run.start).num_seconds().max(0) / 86_400;
         usize::try_from(d).unwrap_or(usize::MAX).min(n_days - 1)
     };
-    for at in lost_slots(run, &trace) {
-        per_day[day_of(at)].lost += 1;
+    // The metrics' own lost slots (`job@due`), so the chart and the table agree.
+    for entry in &verdict.lost_slots {
+        if let Some(at) = entry
+            .split_once('@')
+            .and_then(|(_, at)| DateTime::parse_from_rfc3339(at).ok())
+        {
+            per_day[day_of(at.with_timezone(&Utc))].lost += 1;
+        }
     }
     for api in run.apis.values() {
         for r in api.requests() {
@@ -247,77 +251,8 @@ pub fn summarize(scenario: &Scenario, run: &SimRun) -> RunSummary {
     }
 }
 
-/// The due time in a run id (`<job>-YYYYmmddTHHMMSSZ`).
-fn due_of(run_id: &str) -> Option<DateTime<Utc>> {
-    let stamp = run_id.rsplit('-').next()?;
-    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
-        .ok()
-        .map(|n| n.and_utc())
-}
-
 fn to_chrono(d: std::time::Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
-/// The slots [`evaluate`] counts as lost, by due time: the same rule (a slot with no
-/// good run due in `[slot, next)` and no alert about it within a threshold after the
-/// next slot), so the per-day chart adds up to `lost_runs` (a test checks it).
-fn lost_slots(run: &SimRun, trace: &[Event]) -> Vec<DateTime<Utc>> {
-    let config = &run.config;
-    let alerts = if run.profile.alerts_delivered() {
-        run.operator.alerts()
-    } else {
-        Vec::new()
-    };
-    let windows = Windows::new(config.runner.time_zone, config.windows.clone(), true);
-    let mut out = Vec::new();
-    for job in &config.jobs {
-        let good: Vec<DateTime<Utc>> = {
-            let mut v: Vec<DateTime<Utc>> = trace
-                .iter()
-                .filter(|e| {
-                    e.event == EventKind::RunFinished && e.job.as_deref() == Some(job.name.as_str())
-                })
-                .filter(|e| matches!(e.to, Some("succeeded" | "degraded")))
-                .filter_map(|e| due_of(e.run_id.as_deref()?))
-                .collect();
-            v.sort();
-            v
-        };
-        let Ok(schedule) = Schedule::new(&job.schedule, config.runner.time_zone) else {
-            continue;
-        };
-        let end = run.end - to_chrono(job.deadline);
-        let mut slots = Vec::new();
-        let mut t = schedule.next_after(run.start);
-        while t < end && slots.len() < 1_000_000 {
-            if job
-                .steps
-                .iter()
-                .all(|s| windows.is_open(s.action.as_deref(), t))
-            {
-                slots.push(t);
-            }
-            t = schedule.next_after(t);
-        }
-        let threshold = to_chrono(job.heartbeat_threshold);
-        for (i, slot) in slots.iter().enumerate() {
-            let next = slots.get(i + 1).copied().unwrap_or(run.end);
-            let first = good.partition_point(|d| d < slot);
-            if good.get(first).is_some_and(|d| *d < next) {
-                continue;
-            }
-            let told = alerts.iter().any(|a| {
-                (a.job.is_none() || a.job.as_deref() == Some(job.name.as_str()))
-                    && a.at >= *slot
-                    && a.at <= next + threshold
-            });
-            if !told {
-                out.push(*slot);
-            }
-        }
-    }
-    out
 }
 
 /// Per-job health over the world, sampled every few minutes and merged into bands:
