@@ -305,7 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             init_logs(&cfg, &daemon, true)?;
-            let rt = tokio::runtime::Runtime::new().context("failed to start the tokio runtime")?;
+            let rt = daemon_runtime()?;
             rt.block_on(daemon_main(cfg, daemon))
         }
         Command::Status {
@@ -352,7 +352,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             init_logs(&cfg, &daemon, true)?;
-            let rt = tokio::runtime::Runtime::new().context("failed to start the tokio runtime")?;
+            let rt = daemon_runtime()?;
             rt.block_on(async {
                 let p = parts(&cfg, &daemon);
                 let runner = Runner::new(p.env, cfg, p.notifier).await?;
@@ -502,12 +502,27 @@ fn bench_idle(args: BenchArgs) -> anyhow::Result<ExitCode> {
         idle: Duration::from_secs(args.idle_secs),
         dir: dir.clone(),
     };
-    let rt = tokio::runtime::Runtime::new().context("failed to start the tokio runtime")?;
+    let rt = daemon_runtime()?;
     let report = rt.block_on(runner::daemon::bench::run(&opts))?;
     let _ = std::fs::remove_dir_all(&dir);
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::from(exit::OK))
 }
+
+/// The daemon's runtime. Blocking work (file writes with fsync, process spawns) goes
+/// to a bounded pool: when a hundred jobs fall due on the same instant, a hundred
+/// blocking threads would crowd the scheduler's own threads off a small machine's
+/// cores and start the last jobs late.
+fn daemon_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+        .context("failed to start the tokio runtime")
+}
+
+/// Threads for blocking work at most (tokio's default is 512).
+const MAX_BLOCKING_THREADS: usize = 8;
 
 async fn shutdown_signal() {
     #[cfg(unix)]

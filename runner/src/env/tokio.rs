@@ -335,7 +335,12 @@ impl Spawner for ProcessSpawner {
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn()?;
+        // fork/exec is synchronous and, with many jobs due on the same instant, would
+        // hold a runtime thread for each start in turn; the blocking pool keeps the
+        // scheduler's own threads free to start the others on time.
+        let mut child = tokio::task::spawn_blocking(move || cmd.spawn())
+            .await
+            .map_err(|e| io::Error::other(format!("spawn task failed: {e}")))??;
         let limit = spec.capture_limit_bytes as u64;
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
