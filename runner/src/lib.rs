@@ -32,6 +32,7 @@ pub mod event;
 pub mod heartbeat;
 pub mod http;
 pub mod job;
+pub mod job_status;
 pub mod retry;
 pub mod schedule;
 pub mod scheduler;

@@ -16,6 +16,7 @@ use runner::daemon::metrics::Metrics;
 use runner::daemon::notify::{Notifier, Outbox, Pinger, QUEUE_CAPACITY};
 use runner::daemon::settings::{self, DaemonSettings};
 use runner::daemon::status::{StateFiles, Status};
+use runner::daemon::status_file;
 use runner::scheduler::{Exit, Runner};
 
 /// Exit codes, documented in `--help`.
@@ -87,8 +88,10 @@ Examples:
     Run(ConfigArg),
     /// Show jobs, heartbeats, next runs, breakers and token expiry from the state directory.
     #[command(after_help = "\
-Works whether or not the daemon runs: it only reads the state files. Token files are
-read for their expiry only. Needs no secrets.
+Works whether or not the daemon runs: it only reads the state files. STATE is the job's
+state machine state while a daemon runs (idle, running, stopped), `-` otherwise;
+FAILURES is the job's failed runs in a row, carried over daemon restarts. Token files
+are read for their expiry only. Needs no secrets.
 
 Examples:
   runner status --config examples/offline.toml
@@ -396,7 +399,18 @@ async fn daemon_main(cfg: Config, daemon: DaemonSettings) -> anyhow::Result<Exit
             rx.clone(),
         ));
     }
-    let runner = Runner::new(p.env, cfg, p.notifier).await?;
+    let state_dir = cfg.runner.state_dir.clone();
+    let runner = Runner::new(p.env.clone(), cfg, p.notifier).await?;
+    let board = runner.board();
+    if let Some(previous) = status_file::load(&p.env, &state_dir).await {
+        board.restore_failures(&previous.failure_streaks());
+    }
+    let status_writer = tokio::spawn(status_file::keep_written(
+        p.env.clone(),
+        board,
+        state_dir,
+        rx.clone(),
+    ));
     let signal_tx = tx.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -404,6 +418,7 @@ async fn daemon_main(cfg: Config, daemon: DaemonSettings) -> anyhow::Result<Exit
     });
     let exit = runner.run(rx).await;
     let _ = tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), status_writer).await;
     // Alerts raised while stopping still get their chance, bounded.
     p.outbox.drain(Duration::from_secs(5)).await;
     Ok(match exit {

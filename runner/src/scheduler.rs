@@ -9,7 +9,7 @@
 //! version did.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -24,6 +24,7 @@ use crate::event::{Event, EventKind};
 use crate::heartbeat::Heartbeats;
 use crate::heartbeat::{HealthProbe, Monitor};
 use crate::job::{RunContext, RunOutcome, Services, execute, sleep_until_wall};
+pub use crate::job_status::{JobStatus, StatusBoard};
 use crate::retry::RetryBudgets;
 use crate::schedule::{Schedule, ScheduleError};
 use crate::state_machine::{Task, TaskState};
@@ -67,21 +68,6 @@ pub enum Exit {
     MemoryRestart,
 }
 
-/// The live status of one job.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct JobStatus {
-    /// State machine state.
-    pub state: TaskState,
-    /// Outcome of the last run.
-    pub last_outcome: Option<&'static str>,
-    /// Last success (from the heartbeat file).
-    pub last_success: Option<DateTime<Utc>>,
-    /// When the next run is due.
-    pub next_run: Option<DateTime<Utc>>,
-    /// Failed runs in a row.
-    pub consecutive_failures: u32,
-}
-
 /// A signal from a job task to the runner.
 #[derive(Debug)]
 enum Stop {
@@ -95,7 +81,7 @@ pub struct Runner<E: Env> {
     svc: Arc<Services<E>>,
     heartbeats: Arc<Heartbeats<E>>,
     schedules: Vec<(JobConfig, Schedule)>,
-    status: Arc<Mutex<BTreeMap<String, JobStatus>>>,
+    status: Arc<StatusBoard>,
     alerts: Arc<dyn AlertSinkDyn>,
     started: DateTime<Utc>,
 }
@@ -202,7 +188,7 @@ impl<E: Env> Runner<E> {
             svc: Arc::new(svc),
             heartbeats: Arc::new(heartbeats),
             schedules,
-            status: Arc::new(Mutex::new(status)),
+            status: Arc::new(StatusBoard::new(status)),
             alerts: Arc::new(SinkBox(alerts)),
             started,
         })
@@ -210,7 +196,14 @@ impl<E: Env> Runner<E> {
 
     /// The live status of every job, by name.
     pub fn status(&self) -> BTreeMap<String, JobStatus> {
-        lock(&self.status).clone()
+        self.status.snapshot()
+    }
+
+    /// The shared status board, for readers that outlive [`Runner::run`]'s borrow
+    /// (the daemon's status file, `/metrics`). Jobs' failure streaks from an earlier
+    /// process can be restored through it before the runner starts.
+    pub fn board(&self) -> Arc<StatusBoard> {
+        self.status.clone()
     }
 
     /// The state of every breaker.
@@ -337,7 +330,7 @@ pub fn next_run_id(job: &JobConfig, due: DateTime<Utc>) -> String {
 struct JobLoop<E: Env> {
     svc: Arc<Services<E>>,
     heartbeats: Arc<Heartbeats<E>>,
-    status: Arc<Mutex<BTreeMap<String, JobStatus>>>,
+    status: Arc<StatusBoard>,
     alerts: Arc<dyn AlertSinkDyn>,
     stop: mpsc::Sender<Stop>,
     halt: watch::Receiver<bool>,
@@ -535,9 +528,7 @@ impl<E: Env> JobLoop<E> {
     }
 
     fn update(&self, f: impl FnOnce(&mut JobStatus)) {
-        if let Some(s) = lock(&self.status).get_mut(&self.job.name) {
-            f(s);
-        }
+        self.status.update(&self.job.name, f);
     }
 }
 
@@ -588,8 +579,4 @@ async fn run_guarded<E: Env>(
             ))
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -11,7 +11,7 @@ use crate::env::Env;
 use crate::event::{Event, EventKind};
 
 /// The runtime view of a task's state, for status and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Waiting for its next due time.

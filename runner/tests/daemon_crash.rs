@@ -232,3 +232,85 @@ fn a_second_daemon_on_the_same_state_dir_exits_3() {
     assert_eq!(first.terminate().code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn status_json(config: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `runner status` shows each job's state machine state while the daemon runs, and
+/// its failure streak, which a restarted daemon carries on rather than resetting.
+#[test]
+fn status_shows_live_state_and_a_failure_streak_that_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!("steadfast-daemon-status-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("runner.toml");
+    std::fs::write(
+        &config,
+        "[runner]\nstate_dir = \"state\"\n[[jobs]]\nname = \"flaky\"\nevery = \"1s\"\n[[jobs.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"false\"]\n",
+    )
+    .unwrap();
+    let streak = |s: &serde_json::Value| s["jobs"][0]["consecutive_failures"].as_u64();
+
+    let mut first = Daemon::start(&config);
+    let start = Instant::now();
+    let live = loop {
+        let s = status_json(&config);
+        if s["daemon_running"] == true && streak(&s).is_some_and(|n| n >= 2) {
+            break s;
+        }
+        assert!(start.elapsed() < PATIENCE, "no failure streak of 2: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(live["jobs"][0]["state"].is_string(), "{live}");
+    assert_eq!(first.terminate().code(), Some(0));
+    let stopped = status_json(&config);
+    assert!(
+        stopped["jobs"][0]["state"].is_null(),
+        "no daemon, no live state: {stopped}"
+    );
+    let before = streak(&stopped).expect("the last streak was written at stop");
+    assert!(before >= 2, "{stopped}");
+    let table = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(
+        table.contains("FAILURES") && table.contains("STATE"),
+        "{table}"
+    );
+
+    let _second = Daemon::start(&config);
+    let start = Instant::now();
+    loop {
+        let s = status_json(&config);
+        if s["daemon_running"] == true {
+            let n = streak(&s).unwrap_or(0);
+            assert!(
+                n >= before,
+                "the streak restarted from {n} (was {before}): {s}"
+            );
+            if n > before {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the streak never grew past {before}: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -12,6 +12,7 @@
 //!   deduplicated, rate-limited, delivered in the background.
 //! - [`metrics`]: event counters and the optional `/healthz` + `/metrics` endpoint.
 //! - [`status`]: `runner status`, read from the state directory without a daemon.
+//! - [`status_file`]: the daemon's live job status, for `runner status` and restarts.
 //! - [`install`]: launchd and systemd service files.
 
 pub mod bench;
@@ -23,3 +24,4 @@ pub mod metrics;
 pub mod notify;
 pub mod settings;
 pub mod status;
+pub mod status_file;

@@ -11,11 +11,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::lock::StateLock;
+use super::status_file::{self, StatusFile};
 use crate::breaker::BreakerState;
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::heartbeat::HeartbeatState;
 use crate::schedule::Schedule;
+use crate::state_machine::TaskState;
 use crate::store::file_stem;
 
 /// What the state files hold.
@@ -29,6 +31,8 @@ pub struct StateFiles {
     pub token_expiry: BTreeMap<String, DateTime<Utc>>,
     /// Job file stem -> unfinished run.
     pub checkpoints: BTreeMap<String, Checkpoint>,
+    /// What the daemon last wrote of its jobs (state, failure streaks).
+    pub jobs: Option<StatusFile>,
     /// Files that could not be read or parsed (path: why).
     pub problems: Vec<String>,
 }
@@ -115,6 +119,7 @@ impl StateFiles {
                 s.token_expiry.insert(stem, t.expires_at);
             }
         }
+        s.jobs = read::<StatusFile>(&status_file::path(state_dir), &mut s.problems);
         for (stem, path) in json_files(&state_dir.join("checkpoints")) {
             if let Some(c) = read::<Checkpoint>(&path, &mut s.problems) {
                 s.checkpoints.insert(stem, c);
@@ -129,6 +134,10 @@ impl StateFiles {
 pub struct JobRow {
     /// The job.
     pub job: String,
+    /// State machine state, while a daemon runs (`None` otherwise).
+    pub state: Option<TaskState>,
+    /// Failed runs in a row, as the daemon last wrote them (`None` before it ever did).
+    pub consecutive_failures: Option<u32>,
     /// `ok`, `overdue` or `never` (no success recorded yet).
     pub heartbeat: &'static str,
     /// Last success.
@@ -164,6 +173,7 @@ impl Status {
     /// The status of `config`'s jobs at `now` from the files under its state directory.
     pub fn compute(config: &Config, files: StateFiles, now: DateTime<Utc>) -> Self {
         let state_dir = config.runner.state_dir.clone();
+        let daemon_running = StateLock::is_held(&state_dir);
         let jobs = config
             .jobs
             .iter()
@@ -176,12 +186,19 @@ impl Status {
                     }
                     Some(_) => "ok",
                 };
-                let next_run = Schedule::new(&job.schedule, config.runner.time_zone)
-                    .ok()
-                    .map(|s| s.next_after(now));
+                let saved = files.jobs.as_ref().and_then(|f| f.jobs.get(&job.name));
+                let live = saved.filter(|_| daemon_running);
+                // The daemon's own next run (start jitter included) while it runs.
+                let next_run = live.and_then(|s| s.next_run).or_else(|| {
+                    Schedule::new(&job.schedule, config.runner.time_zone)
+                        .ok()
+                        .map(|s| s.next_after(now))
+                });
                 let cp = files.checkpoints.get(&file_stem(&job.name));
                 JobRow {
                     job: job.name.clone(),
+                    state: live.map(|s| s.state),
+                    consecutive_failures: saved.map(|s| s.consecutive_failures),
                     heartbeat,
                     last_success: last,
                     next_run,
@@ -217,7 +234,7 @@ impl Status {
             .collect();
         Self {
             at: now,
-            daemon_running: StateLock::is_held(&state_dir),
+            daemon_running,
             state_dir,
             jobs,
             breakers,
@@ -244,7 +261,9 @@ impl Status {
         ));
         let mut rows = vec![[
             "JOB".to_string(),
+            "STATE".into(),
             "HEARTBEAT".into(),
+            "FAILURES".into(),
             "LAST SUCCESS".into(),
             "NEXT RUN".into(),
             "INTERRUPTED RUN".into(),
@@ -261,7 +280,10 @@ impl Status {
             };
             rows.push([
                 j.job.clone(),
+                j.state.map_or("-", TaskState::as_str).into(),
                 j.heartbeat.into(),
+                j.consecutive_failures
+                    .map_or_else(|| "-".to_string(), |n| n.to_string()),
                 t(&j.last_success),
                 next,
                 interrupted,
@@ -363,6 +385,11 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.join("checkpoints/b.json"), "{not json").unwrap();
+        std::fs::write(
+            dir.join(status_file::FILE),
+            "{\"written_at\":\"2026-03-02T10:00:00Z\",\"jobs\":{\"a\":{\"state\":\"running\",\"last_outcome\":\"failed\",\"next_run\":null,\"consecutive_failures\":3}}}",
+        )
+        .unwrap();
         let status = Status::compute(&config, StateFiles::read(&dir), now);
         assert_eq!(status.jobs[0].heartbeat, "ok");
         assert_eq!(status.jobs[1].heartbeat, "overdue");
@@ -370,6 +397,10 @@ mod tests {
             status.jobs[0].next_run,
             Some(Utc.with_ymd_and_hms(2026, 3, 2, 10, 1, 0).unwrap())
         );
+        // No daemon holds the lock: the written state is stale, the streak is not.
+        assert_eq!(status.jobs[0].state, None);
+        assert_eq!(status.jobs[0].consecutive_failures, Some(3));
+        assert_eq!(status.jobs[1].consecutive_failures, None);
         assert_eq!(status.breakers["api"].state, BreakerState::Open);
         assert!(status.tokens["google"].is_some());
         assert_eq!(status.problems.len(), 1, "{:?}", status.problems);
