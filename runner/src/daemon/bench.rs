@@ -155,6 +155,13 @@ async fn phase(
         .await
         .map_err(|e| BenchError::Start(e.to_string()))?;
     let (tx, rx) = tokio::sync::watch::channel(false);
+    // The daemon keeps its status file while it runs; so does the bench.
+    let writer = tokio::spawn(super::status_file::keep_written(
+        env.clone(),
+        runner.board(),
+        state.clone(),
+        rx.clone(),
+    ));
     let task = tokio::spawn(runner.run(rx));
     // Let start-up settle before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -166,11 +173,82 @@ async fn phase(
     let rss = env.memory().resident_bytes();
     let _ = tx.send(true);
     let _ = task.await;
+    let _ = writer.await;
     let cpu = match (cpu0, cpu1) {
         (Some(a), Some(b)) if wall > 0.0 => Some((b - a) / wall * 100.0),
         _ => None,
     };
     Ok((cpu, rss))
+}
+
+/// The targets a report is judged against.
+pub const TARGET_IDLE_CPU_PERCENT: f64 = 0.1;
+/// RSS target, MiB.
+pub const TARGET_RSS_MIB: f64 = 30.0;
+/// Drift target (p99), ms.
+pub const TARGET_DRIFT_P99_MS: f64 = 50.0;
+
+impl BenchReport {
+    /// Whether every target is met (an unknown CPU figure is not a pass).
+    pub fn meets_targets(&self) -> bool {
+        self.idle_cpu_percent
+            .is_some_and(|c| c < TARGET_IDLE_CPU_PERCENT)
+            && self.idle_rss_mib < TARGET_RSS_MIB
+            && self.drift_p99_ms < TARGET_DRIFT_P99_MS
+    }
+
+    /// A Markdown summary: figures against targets, and how they were taken.
+    pub fn markdown(&self, opts: &BenchOptions, how: &str) -> String {
+        let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+        let cpu = |c: Option<f64>| c.map_or_else(|| "unknown".to_string(), |c| format!("{c:.3} %"));
+        let mut out = String::new();
+        out.push_str("# Daemon benchmark: idle cost and schedule drift\n\n");
+        out.push_str(&format!(
+            "{} command jobs (`true`), all due on the same instants every {} s for {} s \
+             (busy phase), then the same jobs on an hourly grid for {} s (idle phase). \
+             Drift is a run's start minus its due time, from the core's own \
+             `run_started` events; CPU is user + system time of the process (children \
+             excluded) over wall time, % of one core, counted in 10 ms ticks (over \
+             {} s a tick is {:.3} %).\n\n",
+            self.jobs,
+            opts.every.as_secs(),
+            opts.busy.as_secs(),
+            opts.idle.as_secs(),
+            opts.idle.as_secs(),
+            1.0 / opts.idle.as_secs_f64().max(1.0),
+        ));
+        out.push_str("| figure | measured | target | |\n|---|---|---|---|\n");
+        out.push_str(&format!(
+            "| idle CPU | {} | < {TARGET_IDLE_CPU_PERCENT} % | {} |\n",
+            cpu(self.idle_cpu_percent),
+            verdict(
+                self.idle_cpu_percent
+                    .is_some_and(|c| c < TARGET_IDLE_CPU_PERCENT)
+            )
+        ));
+        out.push_str(&format!(
+            "| idle RSS | {:.1} MiB | < {TARGET_RSS_MIB} MB | {} |\n",
+            self.idle_rss_mib,
+            verdict(self.idle_rss_mib < TARGET_RSS_MIB)
+        ));
+        out.push_str(&format!(
+            "| drift p99 ({} runs) | {:.1} ms | < {TARGET_DRIFT_P99_MS} ms | {} |\n",
+            self.runs,
+            self.drift_p99_ms,
+            verdict(self.drift_p99_ms < TARGET_DRIFT_P99_MS)
+        ));
+        out.push_str(&format!(
+            "| drift p50 / max | {:.1} / {:.1} ms | | |\n",
+            self.drift_p50_ms, self.drift_max_ms
+        ));
+        out.push_str(&format!(
+            "| busy CPU (runs included) | {} | | |\n\n",
+            cpu(self.busy_cpu_percent)
+        ));
+        out.push_str(how);
+        out.push('\n');
+        out
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -229,6 +307,46 @@ mod tests {
         let due = due_of_run_id("job-007-20260302T100005Z").unwrap();
         assert_eq!(due.to_rfc3339(), "2026-03-02T10:00:05+00:00");
         assert!(due_of_run_id("short").is_none());
+    }
+
+    #[test]
+    fn a_missed_target_is_named_in_the_report() {
+        let report = BenchReport {
+            jobs: 100,
+            runs: 400,
+            drift_p50_ms: 4.0,
+            drift_p99_ms: 75.0,
+            drift_max_ms: 80.0,
+            busy_cpu_percent: Some(2.0),
+            idle_cpu_percent: Some(0.02),
+            idle_rss_mib: 11.0,
+        };
+        assert!(!report.meets_targets());
+        let opts = BenchOptions {
+            jobs: 100,
+            every: Duration::from_secs(5),
+            busy: Duration::from_secs(20),
+            idle: Duration::from_secs(60),
+            dir: PathBuf::from("/tmp"),
+        };
+        let md = report.markdown(&opts, "how");
+        assert!(
+            md.contains("| drift p99 (400 runs) | 75.0 ms | < 50 ms | MISSED |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| idle CPU | 0.020 % | < 0.1 % | met |"),
+            "{md}"
+        );
+        let unknown = BenchReport {
+            idle_cpu_percent: None,
+            drift_p99_ms: 10.0,
+            ..report
+        };
+        assert!(
+            !unknown.meets_targets(),
+            "an unknown CPU figure is not a pass"
+        );
     }
 
     #[test]
