@@ -17,6 +17,7 @@ use runner::daemon::notify::{Notifier, Outbox, Pinger, QUEUE_CAPACITY};
 use runner::daemon::settings::{self, DaemonSettings};
 use runner::daemon::status::{StateFiles, Status};
 use runner::daemon::status_file;
+use runner::env::tokio::TcpConnector;
 use runner::scheduler::{Exit, Runner};
 
 /// Exit codes, documented in `--help`.
@@ -248,6 +249,14 @@ fn init_logs(config: &Config, daemon: &DaemonSettings, stdout: bool) -> anyhow::
         .map_err(|e| anyhow::anyhow!("failed to start logging: {e}"))
 }
 
+/// The HTTPS connector `[tls]` describes; a store it cannot use is a config error.
+fn connector(daemon: &DaemonSettings) -> Result<TcpConnector, ExitCode> {
+    TcpConnector::with_settings(&daemon.tls).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(exit::USAGE)
+    })
+}
+
 fn lock(config: &Config) -> Result<StateLock, ExitCode> {
     StateLock::acquire(&config.runner.state_dir).map_err(|e| {
         eprintln!("error: {e}");
@@ -266,9 +275,10 @@ struct Parts {
     outbox: Arc<Outbox>,
 }
 
-/// Must run inside the runtime (the outbox spawns its delivery task).
-fn parts(config: &Config, daemon: &DaemonSettings) -> Parts {
-    let (outbox, _task) = Outbox::spawn(QUEUE_CAPACITY);
+/// Must run inside the runtime (the outbox spawns its delivery task). Jobs and
+/// alerts share the connector, so webhooks trust what `[tls]` says too.
+fn parts(config: &Config, daemon: &DaemonSettings, connector: TcpConnector) -> Parts {
+    let (outbox, _task) = Outbox::spawn_with(QUEUE_CAPACITY, connector.clone());
     let outbox = Arc::new(outbox);
     let metrics = Arc::new(Metrics::new());
     for name in config.services.keys() {
@@ -289,7 +299,7 @@ fn parts(config: &Config, daemon: &DaemonSettings) -> Parts {
         )));
     }
     Parts {
-        env: DaemonEnv::new(events),
+        env: DaemonEnv::with_connector(connector, events),
         notifier: Notifier::new(&daemon.notify, outbox.clone()),
         metrics,
         outbox,
@@ -300,7 +310,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(ConfigArg { config }) => {
             let cfg = match load(&config, &OsSecrets) {
-                Ok((c, _)) => c,
+                Ok((c, d)) => {
+                    // As `run` would: `roots = "system"` without a system store fails here.
+                    if let Err(code) = connector(&d) {
+                        return Ok(code);
+                    }
+                    c
+                }
                 Err(code) => return Ok(code),
             };
             println!(
@@ -322,8 +338,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             init_logs(&cfg, &daemon, true)?;
+            let connector = match connector(&daemon) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
             let rt = daemon_runtime()?;
-            rt.block_on(daemon_main(cfg, daemon))
+            rt.block_on(daemon_main(cfg, daemon, connector))
         }
         Command::Status {
             config: ConfigArg { config },
@@ -369,9 +389,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             init_logs(&cfg, &daemon, true)?;
+            let connector = match connector(&daemon) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
             let rt = daemon_runtime()?;
             rt.block_on(async {
-                let p = parts(&cfg, &daemon);
+                let p = parts(&cfg, &daemon, connector);
                 let runner = Runner::new(p.env, cfg, p.notifier).await?;
                 let outcome = runner.run_once(&job).await;
                 p.outbox.drain(Duration::from_secs(5)).await;
@@ -392,8 +416,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn daemon_main(cfg: Config, daemon: DaemonSettings) -> anyhow::Result<ExitCode> {
-    let p = parts(&cfg, &daemon);
+async fn daemon_main(
+    cfg: Config,
+    daemon: DaemonSettings,
+    connector: TcpConnector,
+) -> anyhow::Result<ExitCode> {
+    let p = parts(&cfg, &daemon, connector);
     let (tx, rx) = tokio::sync::watch::channel(false);
     if let Some(http) = daemon.http {
         let listener = match tokio::net::TcpListener::bind(http.listen).await {

@@ -58,9 +58,19 @@ pub struct DaemonEnv {
 }
 
 impl DaemonEnv {
-    /// The production environment with these event sinks.
+    /// The production environment with these event sinks, trusting the `[tls]`
+    /// defaults (system and webpki roots).
     pub fn new(events: Fanout) -> Self {
         Self::with_base(TokioEnv::new(), events)
+    }
+
+    /// The production environment with this connector (built from `[tls]`, see
+    /// [`TcpConnector::with_settings`]) and these event sinks.
+    pub fn with_connector(connector: TcpConnector, events: Fanout) -> Self {
+        Self::with_base(
+            TokioEnv::with_connector(SeededRng::from_os(), connector),
+            events,
+        )
     }
 
     /// A given base environment (say, seeded) with these event sinks.

@@ -49,12 +49,19 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Spawns the delivery task on the current runtime; it ends when every `Outbox`
-    /// clone is dropped and the queue is drained.
+    /// Spawns the delivery task on the current runtime, trusting the default roots;
+    /// it ends when every `Outbox` clone is dropped and the queue is drained.
     pub fn spawn(capacity: usize) -> (Self, tokio::task::JoinHandle<()>) {
+        Self::spawn_with(capacity, TcpConnector::new())
+    }
+
+    /// [`Outbox::spawn`] delivering through `connector` (the daemon's, from `[tls]`).
+    pub fn spawn_with(
+        capacity: usize,
+        connector: TcpConnector,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<Delivery>(capacity.max(1));
         let task = tokio::spawn(async move {
-            let connector = TcpConnector::new();
             while let Some(d) = rx.recv().await {
                 match crate::http::send(&connector, &d.request, DELIVERY_TIMEOUT).await {
                     Ok(resp) if (200..300).contains(&resp.status) => {

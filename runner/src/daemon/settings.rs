@@ -1,8 +1,8 @@
 //! The daemon's own configuration sections, kept in the same file as the core's.
 //!
 //! The core's parser rejects unknown keys, so the daemon asks it to hand back
-//! `[notify]`, `[http]` and `[logs]` raw ([`crate::config::parse_config_value`]) and
-//! validates them here, with the same diagnostics: every problem at once, each with
+//! `[notify]`, `[http]`, `[logs]` and `[tls]` raw ([`crate::config::parse_config_value`])
+//! and validates them here, with the same diagnostics: every problem at once, each with
 //! file, line (of the section), key path and hint.
 //!
 //! ```toml
@@ -21,7 +21,17 @@
 //! [logs]
 //! file_max_mb = 10           # rotate the log file at this size...
 //! files = 5                  # ...keeping this many
+//!
+//! [tls]                      # what https steps, token endpoints and webhooks trust
+//! roots = "system+webpki"    # "system+webpki" (default) | "system" | "webpki"
+//! ca_files = ["certs/home-ca.pem"]  # extra PEM CA certificates (a private CA)
 //! ```
+//!
+//! `[tls]`: "system" is the operating system's store, "webpki" the Mozilla roots built
+//! into the binary. Unparsable certificates in the system store are skipped; with
+//! `roots = "system"` an empty store stops the daemon at start. `ca_files` paths are
+//! relative to the config file's directory; each must hold at least one PEM
+//! certificate, and `check` reads them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,9 +39,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{Config, Diagnostic, Diagnostics, SecretResolver, Url, duration};
+use crate::env::tls::{CaFile, CaFileError, Roots, TlsSettings};
 
 /// The top-level sections the daemon reads itself.
-pub const SECTIONS: &[&str] = &["notify", "http", "logs"];
+pub const SECTIONS: &[&str] = &["notify", "http", "logs", "tls"];
 
 /// Everything the daemon adds to the core's configuration.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +53,8 @@ pub struct DaemonSettings {
     pub http: Option<HttpSettings>,
     /// The log file.
     pub logs: LogSettings,
+    /// What HTTPS connections trust.
+    pub tls: TlsSettings,
 }
 
 /// `[notify]`.
@@ -165,6 +178,9 @@ pub fn parse(
     }
     if let Some(value) = rest.get("logs") {
         out.logs = v.logs(value);
+    }
+    if let Some(value) = rest.get("tls") {
+        out.tls = v.tls(value);
     }
     if v.diags.is_empty() {
         Ok(out)
@@ -424,6 +440,65 @@ impl V<'_> {
         }
         out
     }
+
+    fn tls(&mut self, value: &toml::Value) -> TlsSettings {
+        let mut out = TlsSettings::default();
+        let Some(t) = self.table(value, "tls") else {
+            return out;
+        };
+        self.unknown(t, "tls", &["roots", "ca_files"]);
+        if let Some(v) = t.get("roots") {
+            let hint = format!("one of \"{}\"", Roots::NAMES.join("\", \""));
+            match v.as_str() {
+                Some(name) => match Roots::parse(name) {
+                    Some(roots) => out.roots = roots,
+                    None => {
+                        self.report("tls.roots", format!("unknown roots `{name}`"), Some(&hint))
+                    }
+                },
+                None => self.report("tls.roots", "expected a string", Some(&hint)),
+            }
+        }
+        match t.get("ca_files") {
+            None => {}
+            Some(toml::Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(file) = self.ca_file(item, &format!("tls.ca_files[{i}]")) {
+                        out.ca_files.push(file);
+                    }
+                }
+            }
+            Some(_) => self.report(
+                "tls.ca_files",
+                "expected an array of file paths",
+                Some("e.g. ca_files = [\"certs/home-ca.pem\"]"),
+            ),
+        }
+        out
+    }
+
+    fn ca_file(&mut self, value: &toml::Value, key: &str) -> Option<CaFile> {
+        let Some(rel) = value.as_str() else {
+            self.report(key, "expected a file path", None);
+            return None;
+        };
+        match CaFile::read(&self.dir.join(rel)) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                let hint = match e {
+                    CaFileError::Read { .. } => "paths are relative to the config file's directory",
+                    CaFileError::Pem { .. } | CaFileError::NoCertificate { .. } => {
+                        "a PEM file with -----BEGIN CERTIFICATE----- sections"
+                    }
+                    CaFileError::Invalid { .. } => {
+                        "each CERTIFICATE section must be an x.509 certificate"
+                    }
+                };
+                self.report(key, e.to_string(), Some(hint));
+                None
+            }
+        }
+    }
 }
 
 /// The byte offset of `[section` (or `[[section`) in the text, for a line number.
@@ -450,11 +525,7 @@ mod tests {
     const BASE: &str = "[[jobs]]\nname = \"a\"\nevery = \"1m\"\n[[jobs.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"true\"]\n";
 
     fn parse_text(extra: &str) -> Result<DaemonSettings, String> {
-        let text = format!("{BASE}{extra}");
-        let file = Path::new("/tmp/steadfast-test/runner.toml");
-        let (config, rest) =
-            parse_config_value(&text, file, SECTIONS, &OsSecrets).map_err(|d| d.to_string())?;
-        parse(&rest, &config, &text, file, &OsSecrets).map_err(|d| d.to_string())
+        parse_at(Path::new("/tmp/steadfast-test/runner.toml"), extra)
     }
 
     #[test]
@@ -499,5 +570,127 @@ mod tests {
             assert!(err.contains(needle), "missing {needle} in:\n{err}");
         }
         assert!(err.contains(":9"), "line of [notify] expected:\n{err}");
+    }
+
+    /// A scratch directory holding `runner.toml`'s neighbours; returns the config path.
+    fn config_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("steadfast-settings-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        dir.join("runner.toml")
+    }
+
+    fn parse_at(file: &Path, extra: &str) -> Result<DaemonSettings, String> {
+        let text = format!("{BASE}{extra}");
+        let (config, rest) =
+            parse_config_value(&text, file, SECTIONS, &OsSecrets).map_err(|d| d.to_string())?;
+        parse(&rest, &config, &text, file, &OsSecrets).map_err(|d| d.to_string())
+    }
+
+    fn write_ca(path: &Path) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(path, params.self_signed(&key).unwrap().pem()).unwrap();
+    }
+
+    #[test]
+    fn tls_defaults_to_system_and_webpki() {
+        let s = parse_text("").unwrap();
+        assert_eq!(s.tls.roots, Roots::SystemAndWebpki);
+        assert!(s.tls.ca_files.is_empty());
+    }
+
+    #[test]
+    fn tls_section_parses_with_ca_files_relative_to_the_config() {
+        let file = config_dir("tls-ok");
+        let dir = file.parent().unwrap();
+        write_ca(&dir.join("certs/home-ca.pem"));
+        let s = parse_at(
+            &file,
+            "[tls]\nroots = \"system\"\nca_files = [\"certs/home-ca.pem\"]\n",
+        )
+        .unwrap();
+        assert_eq!(s.tls.roots, Roots::System);
+        assert_eq!(s.tls.ca_files.len(), 1);
+        assert_eq!(s.tls.ca_files[0].path, dir.join("certs/home-ca.pem"));
+        assert_eq!(s.tls.ca_files[0].len(), 1);
+    }
+
+    #[test]
+    fn tls_bad_roots_value_lists_the_valid_ones() {
+        let err = parse_text("[tls]\nroots = \"mozilla\"\n").unwrap_err();
+        assert!(
+            err.contains(
+                "/tmp/steadfast-test/runner.toml:8:1: `tls.roots`: unknown roots `mozilla`"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("(hint: one of \"system+webpki\", \"system\", \"webpki\")"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_unreadable_ca_file_names_the_path() {
+        let file = config_dir("tls-missing");
+        let missing = file.parent().unwrap().join("certs/missing.pem");
+        let err = parse_at(&file, "[tls]\nca_files = [\"certs/missing.pem\"]\n").unwrap_err();
+        let expected = format!(
+            "{}:8:1: `tls.ca_files[0]`: failed to read {}:",
+            file.display(),
+            missing.display()
+        );
+        assert!(err.contains(&expected), "{err}");
+        assert!(
+            err.contains("(hint: paths are relative to the config file's directory)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_ca_file_without_a_certificate_names_the_path() {
+        let file = config_dir("tls-empty");
+        let empty = file.parent().unwrap().join("certs/notes.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = parse_at(&file, "[tls]\nca_files = [\"certs/notes.pem\"]\n").unwrap_err();
+        let expected = format!(
+            "{}:8:1: `tls.ca_files[0]`: {} contains no certificate (hint: a PEM file with -----BEGIN CERTIFICATE----- sections)",
+            file.display(),
+            empty.display()
+        );
+        assert!(err.contains(&expected), "{err}");
+    }
+
+    #[test]
+    fn tls_unknown_key_is_rejected() {
+        let err = parse_text("[tls]\nverify = false\n").unwrap_err();
+        assert!(
+            err.contains(
+                "runner.toml:8:1: `tls.verify`: unknown key `verify` (hint: known keys: roots, ca_files)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_reports_every_problem_at_once() {
+        let file = config_dir("tls-all");
+        let err = parse_at(
+            &file,
+            "[logs]\nfiles = 0\n[tls]\nroots = 1\nca_files = [\"certs/a.pem\", 7]\nextra = true\n",
+        )
+        .unwrap_err();
+        for needle in [
+            "`logs.files`",
+            "`tls.roots`: expected a string",
+            "`tls.ca_files[0]`: failed to read",
+            "`tls.ca_files[1]`: expected a file path",
+            "`tls.extra`: unknown key",
+        ] {
+            assert!(err.contains(needle), "missing {needle} in:\n{err}");
+        }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod rng;
 pub mod testkit;
+pub mod tls;
 pub mod tokio;
 
 use std::future::Future;

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::tls::{self, RootCounts, TlsError, TlsSettings};
 use super::{
     CommandOutput, CommandSpec, Connector, Env, FileSystem, MemoryProbe, NetError, NetErrorKind,
     SeededRng, Spawner, Target, WallClock,
@@ -30,18 +31,20 @@ struct Inner {
 }
 
 impl TokioEnv {
-    /// An environment seeded from the OS, with the webpki root certificates.
+    /// An environment seeded from the OS, trusting the system and webpki roots.
     pub fn new() -> Self {
         Self::with_seed(SeededRng::from_os())
     }
 
     /// An environment with a fixed RNG (reproducible jitter, e.g. in tests).
     pub fn with_seed(rng: SeededRng) -> Self {
+        Self::with_connector(rng, TcpConnector::new())
+    }
+
+    /// An environment with this RNG and connector (say, one built from `[tls]`).
+    pub fn with_connector(rng: SeededRng, connector: TcpConnector) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                rng,
-                connector: TcpConnector::new(),
-            }),
+            inner: Arc::new(Inner { rng, connector }),
         }
     }
 }
@@ -93,23 +96,53 @@ impl WallClock for SystemClock {
     }
 }
 
-/// TCP with optional TLS (rustls, webpki roots).
+/// TCP with optional TLS (rustls; system, webpki and configured CA roots).
 #[derive(Clone)]
 pub struct TcpConnector {
     tls: tokio_rustls::TlsConnector,
+    roots: RootCounts,
 }
 
 impl std::fmt::Debug for TcpConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpConnector").finish_non_exhaustive()
+        f.debug_struct("TcpConnector")
+            .field("roots", &self.roots)
+            .finish_non_exhaustive()
     }
 }
 
 impl TcpConnector {
-    /// A connector trusting the webpki root certificates.
+    /// A connector trusting the system and webpki roots (the `[tls]` defaults); an
+    /// empty or unreadable system store leaves the webpki roots.
     pub fn new() -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let (roots, counts) = tls::root_store(&TlsSettings::default(), tls::load_system)
+            .unwrap_or_else(|_| unreachable!("only roots = \"system\" can fail"));
+        Self::from_roots(roots, counts)
+    }
+
+    /// A connector trusting what `settings` says. Fails when `roots = "system"` and
+    /// the system store has no usable certificate.
+    pub fn with_settings(settings: &TlsSettings) -> Result<Self, TlsError> {
+        let (roots, counts) = tls::root_store(settings, tls::load_system)?;
+        tracing::info!(
+            target: "steadfast",
+            roots = settings.roots.as_str(),
+            system = counts.system,
+            system_skipped = counts.system_skipped,
+            system_errors = counts.system_errors,
+            webpki = counts.webpki,
+            ca_files = counts.ca_files,
+            "tls roots loaded"
+        );
+        Ok(Self::from_roots(roots, counts))
+    }
+
+    /// Where the trusted roots came from.
+    pub fn roots(&self) -> RootCounts {
+        self.roots
+    }
+
+    fn from_roots(roots: rustls::RootCertStore, counts: RootCounts) -> Self {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -117,6 +150,7 @@ impl TcpConnector {
             .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"));
         Self {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            roots: counts,
         }
     }
 }
