@@ -163,6 +163,8 @@ struct BreakerCore {
     until: DateTime<Utc>,
     /// A half-open probe permit is outstanding.
     probe_in_flight: bool,
+    /// When it left closed, for the episode that has not closed since.
+    opened_at: Option<DateTime<Utc>>,
     /// Bumped on every state change, so permits from an earlier state are ignored.
     generation: u64,
 }
@@ -177,6 +179,7 @@ impl BreakerCore {
             recent_failures: 0,
             until: now,
             probe_in_flight: false,
+            opened_at: None,
             generation: 0,
         }
     }
@@ -204,6 +207,9 @@ struct SavedBreaker {
     state: BreakerState,
     until: DateTime<Utc>,
     trips: u32,
+    /// Absent in files written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    opened_at: Option<DateTime<Utc>>,
 }
 
 /// The breakers of all services.
@@ -285,6 +291,7 @@ impl<E: Env> Breakers<E> {
             }
             let latest = now + to_chrono(longest_open(cfg));
             core.until = entry.until.min(latest);
+            core.opened_at = Some(entry.opened_at.map_or(now, |t| t.min(now)));
             // A probe in flight at the crash died with it: back to open, due now.
             core.enter(BreakerState::Open);
             let remaining = (core.until - now).to_std().unwrap_or(Duration::ZERO);
@@ -375,6 +382,19 @@ impl<E: Env> Breakers<E> {
             .collect()
     }
 
+    /// Services whose breaker has not been closed since the given time (open or
+    /// half-open, through any number of failed probes), by service.
+    pub fn open_since(&self) -> BTreeMap<String, DateTime<Utc>> {
+        if !self.enabled {
+            return BTreeMap::new();
+        }
+        lock(&self.cores)
+            .iter()
+            .filter(|(_, core)| core.state != BreakerState::Closed)
+            .filter_map(|(name, core)| Some((name.clone(), core.opened_at?)))
+            .collect()
+    }
+
     /// Applies one outcome; `true` when the state changed.
     fn apply(&self, permit: &Permit, success: bool) -> bool {
         let Some(cfg) = self.configs.get(&permit.service) else {
@@ -424,6 +444,7 @@ impl<E: Env> Breakers<E> {
             }
             (BreakerState::HalfOpen, true) if success => {
                 core.trips = 0;
+                core.opened_at = None;
                 core.enter(BreakerState::Closed);
                 self.emit_transition(
                     &permit.service,
@@ -458,6 +479,9 @@ impl<E: Env> Breakers<E> {
         reason: &str,
     ) {
         core.trips = core.trips.saturating_add(1);
+        if from == BreakerState::Closed {
+            core.opened_at = Some(self.env.now());
+        }
         let period = open_period(cfg, core.trips, self.env.rng());
         core.until = self.env.now() + to_chrono(period);
         core.enter(BreakerState::Open);
@@ -496,6 +520,7 @@ impl<E: Env> Breakers<E> {
                             state: core.state,
                             until: core.until,
                             trips: core.trips,
+                            opened_at: core.opened_at,
                         };
                         (name.clone(), saved)
                     })
@@ -639,6 +664,37 @@ mod tests {
         assert_eq!(open_periods(&env, "youtube"), vec![period]);
         assert_eq!(transitions(&env), vec![("closed", "open")]);
         assert!(b.try_acquire("blog").is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_since_spans_failed_probes_and_ends_when_a_probe_succeeds() {
+        let (env, b) = setup(BreakerConfig::default(), true);
+        assert!(b.open_since().is_empty());
+        for _ in 0..3 {
+            call(&b, "youtube", false).await.unwrap();
+        }
+        let opened = env.now();
+        assert_eq!(
+            b.open_since(),
+            BTreeMap::from([("youtube".to_string(), opened)])
+        );
+        // A failed probe re-opens: still the same episode.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(call(&b, "youtube", false).await.unwrap(), "the probe");
+        assert_eq!(state(&b, "youtube"), BreakerState::Open);
+        assert_eq!(b.open_since()["youtube"], opened);
+        // A restart keeps the episode's start.
+        let restored = Breakers::new(
+            env.clone(),
+            &dir(),
+            &services(BreakerConfig::default()),
+            true,
+        );
+        restored.restore().await.unwrap();
+        assert_eq!(restored.open_since()["youtube"], opened);
+        tokio::time::advance(Duration::from_secs(7200)).await;
+        assert!(call(&b, "youtube", true).await.unwrap(), "the probe");
+        assert!(b.open_since().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -864,6 +920,7 @@ mod tests {
                     state: BreakerState::Open,
                     until: t0() + chrono::Duration::days(365),
                     trips: 3,
+                    opened_at: None,
                 },
             )]),
         };

@@ -261,6 +261,11 @@ impl<E: Env> Runner<E> {
                 AlertForward(self.alerts.clone()),
                 self.started,
             );
+            let svc = self.svc.clone();
+            let monitor = monitor.watch_breakers(
+                Box::new(move || svc.breakers.open_since()),
+                self.svc.config.runner.breaker_alert_after,
+            );
             tasks.spawn(monitor.run(self.svc.config.runner.monitor_interval, halt_rx.clone()));
         }
         drop(stop_tx);

@@ -130,6 +130,7 @@ fn config(patterns: Patterns, jobs: Vec<JobConfig>, services: &[&str]) -> Config
             memory_warn_bytes: 1 << 30,
             memory_fatal_bytes: 2 << 30,
             shutdown_grace: Duration::from_secs(5),
+            breaker_alert_after: Duration::from_secs(3600),
         },
         patterns,
         retry: RetryPolicy::default(),
@@ -305,6 +306,38 @@ async fn a_down_service_degrades_the_run_and_other_steps_continue() {
         .collect();
     assert_eq!(outcome, ["failed"]);
     assert_eq!(good.lock().unwrap().requests.len(), 0);
+}
+
+/// A service down for hours keeps its breaker open through failed probes; past
+/// `breaker_alert_after` a human hears of it once, while the other services' work goes
+/// on. Without the breaker pattern there is no breaker to be stuck and no alert.
+#[tokio::test(start_paused = true)]
+async fn a_breaker_stuck_open_past_the_limit_raises_one_alert() {
+    async fn scenario(patterns: Patterns) -> Vec<AlertKind> {
+        let env = TestEnv::new(start(), 5);
+        let good = Arc::new(Mutex::new(Api::default()));
+        api(&env, "good.test", good);
+        let steps = vec![
+            http_step("social", "POST", "http://down.test/post", "down"),
+            http_step("email", "GET", "http://good.test/inbox", "good"),
+        ];
+        let cfg = config(patterns, vec![job("daily", 15, steps)], &["down", "good"]);
+        let (_, alerts) = run_for(&env, cfg, Duration::from_secs(4 * 3600)).await;
+        let kinds = alerts.0.lock().unwrap().iter().map(|a| a.kind).collect();
+        kinds
+    }
+    let kinds = scenario(Patterns::ALL).await;
+    let stuck = kinds
+        .iter()
+        .filter(|k| **k == AlertKind::BreakerStuck)
+        .count();
+    assert_eq!(stuck, 1, "{kinds:?}");
+    let without = scenario(Patterns {
+        breakers: false,
+        ..Patterns::ALL
+    })
+    .await;
+    assert!(!without.contains(&AlertKind::BreakerStuck), "{without:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -95,6 +95,8 @@ pub struct RunnerSettings {
     pub memory_fatal_bytes: u64,
     /// Shutdown waits this long for running steps (default 30 s).
     pub shutdown_grace: Duration,
+    /// A circuit breaker that has not closed for this long raises an alert (default 1 h).
+    pub breaker_alert_after: Duration,
 }
 
 /// Pattern switches. Production keeps them all on; the simulator's profiles turn

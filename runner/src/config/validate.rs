@@ -22,6 +22,7 @@
 //! memory_warn_mb = 1024          # default 1024
 //! memory_fatal_mb = 2048         # default 2048, at least memory_warn_mb
 //! shutdown_grace = "30s"         # default 30 s
+//! breaker_alert_after = "1h"     # a breaker open this long alerts, default 1 h
 //!
 //! [patterns]                     # default: every pattern on (Patterns::ALL)
 //! retry = "backoff"              # off | immediate | backoff
@@ -129,6 +130,7 @@ const RUNNER_KEYS: &[&str] = &[
     "memory_warn_mb",
     "memory_fatal_mb",
     "shutdown_grace",
+    "breaker_alert_after",
 ];
 const PATTERN_KEYS: &[&str] = &[
     "retry",
@@ -752,6 +754,7 @@ impl Validator<'_> {
             memory_warn_bytes: 1024 * MIB,
             memory_fatal_bytes: 2048 * MIB,
             shutdown_grace: Duration::from_secs(30),
+            breaker_alert_after: Duration::from_secs(3600),
         };
         let Some(t) = self.table(doc, "", "runner") else {
             return s;
@@ -788,6 +791,9 @@ impl Validator<'_> {
         }
         if let Some((d, _)) = self.duration(t, p, "shutdown_grace") {
             s.shutdown_grace = d;
+        }
+        if let Some((d, _)) = self.positive_duration(t, p, "breaker_alert_after") {
+            s.breaker_alert_after = d;
         }
         let warn = self.integer(t, p, "memory_warn_mb", 1, MAX_MEMORY_MB);
         let fatal = self.integer(t, p, "memory_fatal_mb", 1, MAX_MEMORY_MB);

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::env::Env;
 use crate::store::{self, StoreError};
 
-pub use monitor::{HealthProbe, Monitor};
+pub use monitor::{HealthProbe, Monitor, OpenBreakers};
 
 /// The state file: unix seconds, exactly the field report's shape.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +55,16 @@ pub enum Finding {
         service: String,
         /// What failed.
         detail: String,
+    },
+    /// A service's circuit breaker has not closed for longer than the limit: the
+    /// runner keeps probing, but an outage this long wants a human to look.
+    BreakerStuck {
+        /// The service.
+        service: String,
+        /// When it opened (the episode's first trip).
+        since: DateTime<Utc>,
+        /// The limit.
+        limit: Duration,
     },
 }
 

@@ -2,7 +2,7 @@
 //! memory over its warning threshold and services failing their health probe, and
 //! alerts a human once per episode.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,7 +53,11 @@ enum EpisodeKey {
     Overdue(String),
     Memory,
     Service(String),
+    Breaker(String),
 }
+
+/// Where the monitor reads breakers that have not closed, and since when.
+pub type OpenBreakers = Box<dyn Fn() -> BTreeMap<String, DateTime<Utc>> + Send + Sync>;
 
 /// The heartbeat monitor (pattern 3).
 pub struct Monitor<E: Env, A: AlertSink> {
@@ -67,6 +71,8 @@ pub struct Monitor<E: Env, A: AlertSink> {
     since: DateTime<Utc>,
     /// Findings of the previous check; an alert is raised only for keys not in it.
     open_episodes: Mutex<BTreeSet<EpisodeKey>>,
+    /// Breakers to watch, and how long one may stay open before it is a finding.
+    breakers: Option<(OpenBreakers, Duration)>,
 }
 
 impl<E: Env, A: AlertSink> std::fmt::Debug for Monitor<E, A> {
@@ -99,7 +105,15 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             alerts,
             since,
             open_episodes: Mutex::new(BTreeSet::new()),
+            breakers: None,
         }
+    }
+
+    /// Also reports every breaker that has stayed open (through failed probes) for
+    /// longer than `limit`.
+    pub fn watch_breakers(mut self, open: OpenBreakers, limit: Duration) -> Self {
+        self.breakers = Some((open, limit));
+        self
     }
 
     /// One look: overdue jobs, memory, then services in probe order. Every finding is an
@@ -115,6 +129,18 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             });
         }
         findings.extend(self.probe_all().await);
+        if let Some((open, limit)) = &self.breakers {
+            let limit_c = chrono::Duration::from_std(*limit).unwrap_or(chrono::Duration::MAX);
+            for (service, since) in open() {
+                if now - since >= limit_c {
+                    findings.push(Finding::BreakerStuck {
+                        service,
+                        since,
+                        limit: *limit,
+                    });
+                }
+            }
+        }
         self.report(&findings);
         findings
     }
@@ -270,6 +296,21 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
                 None,
                 Some(service.clone()),
                 detail.clone(),
+            ),
+            Finding::BreakerStuck {
+                service,
+                since,
+                limit,
+            } => (
+                EpisodeKey::Breaker(service.clone()),
+                AlertKind::BreakerStuck,
+                None,
+                Some(service.clone()),
+                format!(
+                    "circuit breaker has not closed since {} (limit {}s): calls to the service keep failing",
+                    since.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    limit.as_secs()
+                ),
             ),
         }
     }

@@ -1,5 +1,6 @@
 //! Heartbeat store and monitor tests.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -515,4 +516,54 @@ async fn run_stops_when_the_shutdown_sender_is_dropped_even_mid_check() {
         .await
         .expect("the monitor stops when its shutdown sender is gone")
         .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_open_past_the_limit_alerts_once_per_episode() {
+    let env = TestEnv::new(start(), 1);
+    let (_hb, sink, mon) = monitor(&env, Vec::new()).await;
+    // What the breakers report: the youtube breaker opened at the start.
+    let open: Arc<std::sync::Mutex<BTreeMap<String, DateTime<Utc>>>> = Arc::default();
+    open.lock()
+        .unwrap()
+        .insert("youtube".to_string(), env.now());
+    let reader = open.clone();
+    let mon = mon.watch_breakers(
+        Box::new(move || reader.lock().unwrap().clone()),
+        Duration::from_secs(3600),
+    );
+    let stuck = |findings: &[Finding]| {
+        findings
+            .iter()
+            .filter(|f| matches!(f, Finding::BreakerStuck { service, .. } if service == "youtube"))
+            .count()
+    };
+    let breaker_alerts = |sink: &CollectAlerts| {
+        alerts(sink)
+            .iter()
+            .filter(|a| a.kind == AlertKind::BreakerStuck)
+            .count()
+    };
+    tokio::time::sleep(30 * MINUTE).await;
+    assert_eq!(stuck(&mon.check_once().await), 0, "under the limit");
+    for _ in 0..4 {
+        tokio::time::sleep(30 * MINUTE).await;
+        assert_eq!(stuck(&mon.check_once().await), 1);
+    }
+    assert_eq!(breaker_alerts(&sink), 1, "one alert for one episode");
+    let alert = alerts(&sink)
+        .into_iter()
+        .find(|a| a.kind == AlertKind::BreakerStuck)
+        .unwrap();
+    assert_eq!(alert.service.as_deref(), Some("youtube"));
+    assert!(alert.message.contains("limit 3600s"), "{}", alert.message);
+    // It closes; a later episode that lasts is a new alert.
+    open.lock().unwrap().clear();
+    assert_eq!(stuck(&mon.check_once().await), 0);
+    open.lock()
+        .unwrap()
+        .insert("youtube".to_string(), env.now());
+    tokio::time::sleep(2 * HOUR).await;
+    assert_eq!(stuck(&mon.check_once().await), 1);
+    assert_eq!(breaker_alerts(&sink), 2);
 }
