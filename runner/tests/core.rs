@@ -323,8 +323,7 @@ async fn a_breaker_stuck_open_past_the_limit_raises_one_alert() {
         ];
         let cfg = config(patterns, vec![job("daily", 15, steps)], &["down", "good"]);
         let (_, alerts) = run_for(&env, cfg, Duration::from_secs(4 * 3600)).await;
-        let kinds = alerts.0.lock().unwrap().iter().map(|a| a.kind).collect();
-        kinds
+        alerts.0.lock().unwrap().iter().map(|a| a.kind).collect()
     }
     let kinds = scenario(Patterns::ALL).await;
     let stuck = kinds
