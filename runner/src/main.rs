@@ -20,6 +20,26 @@ use runner::daemon::status_file;
 use runner::env::tokio::TcpConnector;
 use runner::scheduler::{Exit, Runner};
 
+/// `println!` that ends the program quietly when stdout is a closed pipe (`| head`)
+/// instead of panicking, with the status of a process killed by SIGPIPE (128 + 13),
+/// as a C tool would end. Rust ignores SIGPIPE, and restoring it would take `unsafe`,
+/// which this workspace forbids.
+macro_rules! say {
+    () => {
+        say!("")
+    };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(141);
+            }
+            panic!("failed printing to stdout: {e}");
+        }
+    }};
+}
+
 /// Exit codes, documented in `--help`.
 mod exit {
     /// Clean shutdown, or a run-once that succeeded.
@@ -42,6 +62,7 @@ Exit codes:
   2   bad configuration or usage
   3   another runner is using the same state directory
   75  memory over its fatal threshold: restart me (launchd/systemd do)
+  141 stdout was closed early (a reader such as `head` exited)
 
 Examples:
   runner check --config examples/offline.toml
@@ -319,7 +340,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(code) => return Ok(code),
             };
-            println!(
+            say!(
                 "{}: ok ({} job(s), {} service(s), {} credential(s))",
                 config.display(),
                 cfg.jobs.len(),
@@ -356,7 +377,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let files = StateFiles::read(&cfg.runner.state_dir);
             let status = Status::compute(&cfg, files, chrono::Utc::now());
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                say!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print!("{}", status.table());
             }
@@ -501,7 +522,7 @@ fn install(config: &Path, launchd: bool, dry_run: bool) -> anyhow::Result<ExitCo
         )
     };
     if dry_run {
-        println!("# would write {}\n{text}", path.display());
+        say!("# would write {}\n{text}", path.display());
         eprintln!("{how}");
         return Ok(ExitCode::from(exit::OK));
     }
@@ -511,12 +532,12 @@ fn install(config: &Path, launchd: bool, dry_run: bool) -> anyhow::Result<ExitCo
     }
     let existed = path.exists();
     std::fs::write(&path, text).with_context(|| format!("failed to write {}", path.display()))?;
-    println!(
+    say!(
         "{} {}",
         if existed { "replaced" } else { "wrote" },
         path.display()
     );
-    println!("{how}");
+    say!("{how}");
     Ok(ExitCode::from(exit::OK))
 }
 
@@ -570,7 +591,7 @@ fn bench_idle(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .and_then(|l| l.split_whitespace().next().map(str::to_string));
     let report = rt.block_on(runner::daemon::bench::run(&opts))?;
     let _ = std::fs::remove_dir_all(&dir);
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    say!("{}", serde_json::to_string_pretty(&report)?);
     if let Some(path) = &args.report {
         let how = format!(
             "Taken with `runner bench-idle --jobs {} --every-secs {} --busy-secs {} --idle-secs {}` \

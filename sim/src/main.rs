@@ -12,6 +12,26 @@ use sim::metrics::evaluate;
 use sim::report::Report;
 use sim::scenario::{Profile, Scenario, profile, swarm};
 
+/// `println!` that ends the program quietly when stdout is a closed pipe (`| head`)
+/// instead of panicking, with the status of a process killed by SIGPIPE (128 + 13),
+/// as a C tool would end. Rust ignores SIGPIPE, and restoring it would take `unsafe`,
+/// which this workspace forbids.
+macro_rules! say {
+    () => {
+        say!("")
+    };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(141);
+            }
+            panic!("failed printing to stdout: {e}");
+        }
+    }};
+}
+
 /// Exit codes (documented in `--help` and the README).
 mod exit {
     /// Every invariant held.
@@ -26,10 +46,11 @@ mod exit {
 
 const AFTER_HELP: &str = "\
 Exit codes:
-  0  every invariant held
-  1  an invariant was violated (the report says which; the replay command reproduces it)
-  2  bad input or usage (every problem in a scenario file is listed with file:line, key, hint)
-  3  liveness failure: after the faults healed, a job did not recover within its bound
+  0    every invariant held
+  1    an invariant was violated (the report says which; the replay command reproduces it)
+  2    bad input or usage (every problem in a scenario file is listed with file:line, key, hint)
+  3    liveness failure: after the faults healed, a job did not recover within its bound
+  141  stdout was closed early (a reader such as `head` exited); the rest was not printed
 
 Examples:
   sim run                                      # the embedded default scenario, seed 1
@@ -251,8 +272,8 @@ fn run(scenario: &Scenario, seed: Option<u64>, common: &Common, twice: bool) -> 
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("out/{}-{}-{seed}", scenario.name, profile.name)));
-    println!("seed: {seed}");
-    println!(
+    say!("seed: {seed}");
+    say!(
         "scenario: {} ({})",
         scenario.name,
         scenario
@@ -260,8 +281,8 @@ fn run(scenario: &Scenario, seed: Option<u64>, common: &Common, twice: bool) -> 
             .as_ref()
             .map_or("embedded".to_string(), |f| f.display().to_string())
     );
-    println!("profile: {}", profile.name);
-    println!(
+    say!("profile: {}", profile.name);
+    say!(
         "world: {} from {} ({}), tick {}s, {} job(s), {} fault(s)",
         humanize(scenario.world.duration.as_secs()),
         scenario
@@ -276,10 +297,10 @@ fn run(scenario: &Scenario, seed: Option<u64>, common: &Common, twice: bool) -> 
     );
     if scenario.name == "swarm" {
         for line in swarm::describe(scenario) {
-            println!("  fault: {line}");
+            say!("  fault: {line}");
         }
     }
-    println!("out: {}", out.display());
+    say!("out: {}", out.display());
     let bar = progress_bar(common.quiet);
     let started = Instant::now();
     let result = simulate(scenario, seed, profile, &mut |done| {
@@ -320,14 +341,14 @@ fn run(scenario: &Scenario, seed: Option<u64>, common: &Common, twice: bool) -> 
             );
             return exit::VIOLATED;
         }
-        println!("determinism: ok (two runs, trace hash {hash})");
+        say!("determinism: ok (two runs, trace hash {hash})");
     }
     report.exit_code
 }
 
 fn summary(r: &Report) {
     let m = &r.metrics;
-    println!(
+    say!(
         "result: {} runs: {} ok, {} degraded, {} failed, {} lost ({:.2}% lost); uptime {:.2}%; {} intervention(s)",
         m.scheduled_runs,
         m.succeeded_runs,
@@ -338,7 +359,7 @@ fn summary(r: &Report) {
         m.uptime_ratio * 100.0,
         m.manual_interventions
     );
-    println!(
+    say!(
         "  rate-limit violations {}, expired-token calls {}, duplicates {}, window violations {}, calls to open breakers {}, silent deaths {} ({} detected)",
         m.rate_limit_violations,
         m.token_expired_errors,
@@ -349,14 +370,14 @@ fn summary(r: &Report) {
         m.silent_deaths_detected
     );
     for i in &r.invariants {
-        println!(
+        say!(
             "  invariant {}: {} ({})",
             i.name,
             if i.holds { "holds" } else { "VIOLATED" },
             i.detail
         );
     }
-    println!(
+    say!(
         "trace: {} events, sha256 {}; {:.1} simulated days in {:.2}s wall",
         r.trace_events,
         r.trace_hash,
@@ -364,7 +385,7 @@ fn summary(r: &Report) {
         r.wall_seconds
     );
     if r.exit_code != exit::OK {
-        println!("reproduce: {}", r.replay);
+        say!("reproduce: {}", r.replay);
     }
 }
 
@@ -393,7 +414,7 @@ fn sweep(
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1)
         .max(1);
-    println!(
+    say!(
         "sweep: {} seeds of {} with profile {} on {jobs} thread(s)",
         seeds,
         if use_swarm {
@@ -451,12 +472,12 @@ fn sweep(
         } else {
             "invariant"
         };
-        println!(
+        say!(
             "seed {seed}: {what} failed: sim replay {seed}{file} --profile {}",
             profile.name
         );
     }
-    println!(
+    say!(
         "sweep: {} of {seeds} seed(s) passed",
         seeds as usize - failing.len()
     );
@@ -476,13 +497,13 @@ fn bench(scenario: &Scenario) -> u8 {
     let wall = started.elapsed().as_secs_f64();
     let verdict = evaluate(scenario, &run);
     let calls = verdict.metrics.calls as f64;
-    println!(
+    say!(
         "bench: {} ({} jobs), {:.1} simulated days in {wall:.3}s wall",
         scenario.name,
         scenario.config.jobs.len(),
         run.simulated_seconds / 86_400.0
     );
-    println!(
+    say!(
         "  {:.0} simulated seconds per wall second; {:.0} calls ({:.0} per wall second); {} runs",
         run.simulated_seconds / wall.max(1e-9),
         calls,
