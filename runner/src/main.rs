@@ -465,6 +465,7 @@ async fn daemon_main(
     let state_dir = cfg.runner.state_dir.clone();
     let runner = Runner::new(p.env.clone(), cfg, p.notifier).await?;
     let board = runner.board();
+    p.metrics.attach(board.clone());
     if let Some(previous) = status_file::load(&p.env, &state_dir).await {
         board.restore_failures(&previous.failure_streaks());
     }

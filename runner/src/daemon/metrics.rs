@@ -1,14 +1,14 @@
 //! Counters fed by the core's events, and the optional HTTP endpoint serving them:
 //! `/healthz` and `/metrics` (Prometheus text format).
 //!
-//! The runner is consumed by `Runner::run`, so the endpoint does not ask it; it keeps
-//! its own view from the events (every outcome, retry, breaker transition and token
-//! refresh is one), seeded at start from the state files.
+//! Counters come from the events (every outcome, retry, breaker transition and token
+//! refresh is one), seeded at start from the state files; per-job state and failure
+//! streaks come from the runner's [`StatusBoard`] once it is attached.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +22,8 @@ use tokio::sync::{Semaphore, watch};
 use crate::breaker::BreakerState;
 use crate::env::EventSink;
 use crate::event::{Event, EventKind};
+use crate::job_status::StatusBoard;
+use crate::state_machine::TaskState;
 
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 16;
@@ -45,6 +47,7 @@ struct Counters {
 #[derive(Debug, Default)]
 pub struct Metrics {
     counters: Mutex<Counters>,
+    board: OnceLock<Arc<StatusBoard>>,
 }
 
 fn breaker_value(s: BreakerState) -> u8 {
@@ -100,6 +103,12 @@ impl Metrics {
             .breakers
             .entry(name.to_string())
             .or_insert(BreakerState::Closed);
+    }
+
+    /// Reads jobs' live state and failure streaks from the runner's board from now on
+    /// (a second board is ignored).
+    pub fn attach(&self, board: Arc<StatusBoard>) {
+        let _ = self.board.set(board);
     }
 
     /// Runs finished so far by (job, outcome).
@@ -231,6 +240,51 @@ impl Metrics {
             "Alerts raised.",
         );
         let _ = writeln!(out, "steadfast_alerts_total {}", c.alerts);
+        if let Some(board) = self.board.get() {
+            let jobs = board.snapshot();
+            family(
+                &mut out,
+                "steadfast_job_consecutive_failures",
+                "gauge",
+                "Failed runs in a row by job (0 after a success).",
+            );
+            for (job, s) in &jobs {
+                let _ = writeln!(
+                    out,
+                    "steadfast_job_consecutive_failures{{job=\"{}\"}} {}",
+                    label(job),
+                    s.consecutive_failures
+                );
+            }
+            family(
+                &mut out,
+                "steadfast_job_running",
+                "gauge",
+                "1 while a run of the job is in progress.",
+            );
+            for (job, s) in &jobs {
+                let _ = writeln!(
+                    out,
+                    "steadfast_job_running{{job=\"{}\"}} {}",
+                    label(job),
+                    u8::from(s.state == TaskState::Running)
+                );
+            }
+            family(
+                &mut out,
+                "steadfast_job_stopped",
+                "gauge",
+                "1 when the job stopped on a fatal error and waits for a human.",
+            );
+            for (job, s) in &jobs {
+                let _ = writeln!(
+                    out,
+                    "steadfast_job_stopped{{job=\"{}\"}} {}",
+                    label(job),
+                    u8::from(s.state == TaskState::Stopped)
+                );
+            }
+        }
         out
     }
 }
@@ -375,6 +429,40 @@ mod tests {
             "steadfast_token_refreshes_total{credential=\"google\",reason=\"proactive\"} 1",
             "steadfast_heartbeat_age_seconds{job=\"a\"} 90",
             "steadfast_uptime_seconds 90",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn an_attached_board_adds_live_job_gauges() {
+        use crate::job_status::JobStatus;
+        let m = Metrics::new();
+        let t = Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap();
+        assert!(
+            !m.render(t).contains("steadfast_job_"),
+            "no board, no job gauges"
+        );
+        let status = |state, failures| JobStatus {
+            state,
+            last_outcome: None,
+            last_success: None,
+            next_run: None,
+            consecutive_failures: failures,
+        };
+        let board = Arc::new(StatusBoard::new(BTreeMap::from([
+            ("a".to_string(), status(TaskState::Running, 0)),
+            ("b\"x".to_string(), status(TaskState::Stopped, 4)),
+        ])));
+        m.attach(board.clone());
+        board.update("a", |s| s.consecutive_failures = 2);
+        let text = m.render(t);
+        for line in [
+            "steadfast_job_consecutive_failures{job=\"a\"} 2",
+            "steadfast_job_consecutive_failures{job=\"b\\\"x\"} 4",
+            "steadfast_job_running{job=\"a\"} 1",
+            "steadfast_job_running{job=\"b\\\"x\"} 0",
+            "steadfast_job_stopped{job=\"b\\\"x\"} 1",
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }
