@@ -25,6 +25,7 @@
 pub mod alert;
 pub mod breaker;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod env;

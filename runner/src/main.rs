@@ -18,27 +18,8 @@ use runner::daemon::settings::{self, DaemonSettings};
 use runner::daemon::status::{StateFiles, Status};
 use runner::daemon::status_file;
 use runner::env::tokio::TcpConnector;
+use runner::say;
 use runner::scheduler::{Exit, Runner};
-
-/// `println!` that ends the program quietly when stdout is a closed pipe (`| head`)
-/// instead of panicking, with the status of a process killed by SIGPIPE (128 + 13),
-/// as a C tool would end. Rust ignores SIGPIPE, and restoring it would take `unsafe`,
-/// which this workspace forbids.
-macro_rules! say {
-    () => {
-        say!("")
-    };
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = writeln!(out, $($arg)*) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(141);
-            }
-            panic!("failed printing to stdout: {e}");
-        }
-    }};
-}
 
 /// Exit codes, documented in `--help`.
 mod exit {

@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::breaker::BreakerState;
 use crate::env::EventSink;
 use crate::event::{Event, EventKind};
-use crate::job_status::StatusBoard;
+use crate::job_status::{JobStatus, StatusBoard};
 use crate::state_machine::TaskState;
 
 /// Connections served at once; more wait in the kernel's backlog.
@@ -42,6 +42,9 @@ struct Counters {
     alerts: u64,
     started: Option<DateTime<Utc>>,
 }
+
+/// A per-job gauge: name, help text, and its value from a job's status.
+type JobGauge = (&'static str, &'static str, fn(&JobStatus) -> u32);
 
 /// The daemon's counters (an [`EventSink`]).
 #[derive(Debug, Default)]
@@ -242,47 +245,28 @@ impl Metrics {
         let _ = writeln!(out, "steadfast_alerts_total {}", c.alerts);
         if let Some(board) = self.board.get() {
             let jobs = board.snapshot();
-            family(
-                &mut out,
-                "steadfast_job_consecutive_failures",
-                "gauge",
-                "Failed runs in a row by job (0 after a success).",
-            );
-            for (job, s) in &jobs {
-                let _ = writeln!(
-                    out,
-                    "steadfast_job_consecutive_failures{{job=\"{}\"}} {}",
-                    label(job),
-                    s.consecutive_failures
-                );
-            }
-            family(
-                &mut out,
-                "steadfast_job_running",
-                "gauge",
-                "1 while a run of the job is in progress.",
-            );
-            for (job, s) in &jobs {
-                let _ = writeln!(
-                    out,
-                    "steadfast_job_running{{job=\"{}\"}} {}",
-                    label(job),
-                    u8::from(s.state == TaskState::Running)
-                );
-            }
-            family(
-                &mut out,
-                "steadfast_job_stopped",
-                "gauge",
-                "1 when the job stopped on a fatal error and waits for a human.",
-            );
-            for (job, s) in &jobs {
-                let _ = writeln!(
-                    out,
-                    "steadfast_job_stopped{{job=\"{}\"}} {}",
-                    label(job),
-                    u8::from(s.state == TaskState::Stopped)
-                );
+            let gauges: [JobGauge; 3] = [
+                (
+                    "steadfast_job_consecutive_failures",
+                    "Failed runs in a row by job (0 after a success).",
+                    |s| s.consecutive_failures,
+                ),
+                (
+                    "steadfast_job_running",
+                    "1 while a run of the job is in progress.",
+                    |s| u32::from(s.state == TaskState::Running),
+                ),
+                (
+                    "steadfast_job_stopped",
+                    "1 when the job stopped on a fatal error and waits for a human.",
+                    |s| u32::from(s.state == TaskState::Stopped),
+                ),
+            ];
+            for (name, help, value) in gauges {
+                family(&mut out, name, "gauge", help);
+                for (job, s) in &jobs {
+                    let _ = writeln!(out, "{name}{{job=\"{}\"}} {}", label(job), value(s));
+                }
             }
         }
         out
@@ -436,7 +420,6 @@ mod tests {
 
     #[test]
     fn an_attached_board_adds_live_job_gauges() {
-        use crate::job_status::JobStatus;
         let m = Metrics::new();
         let t = Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap();
         assert!(
