@@ -16,6 +16,7 @@ use secrecy::ExposeSecret;
 
 use crate::World;
 use crate::faults::{Fault, FaultKind, MemoryModel};
+use crate::metrics::OutputTimes;
 use crate::operator::{Intervention, OperatorSink};
 use crate::scenario::{FaultSpec, FaultSpecKind, Profile, Scenario};
 use crate::services::{ApiService, OAuthConfig, OAuthServer};
@@ -243,6 +244,8 @@ struct Driver<'a> {
     revoked: Vec<String>,
     /// How far the operator has read the trace for rejected credentials.
     trace_cursor: usize,
+    /// Each job's output so far, as the operator sees it.
+    outputs: OutputTimes,
     leak: u64,
     faults_since_fix: Vec<String>,
 }
@@ -371,16 +374,18 @@ impl Driver<'_> {
     }
 
     /// What a human looking at the system would see is wrong, if anything.
-    fn visible_problem(&self, sim: &mut turmoil::Sim<'_>, now: DateTime<Utc>) -> Option<String> {
+    fn visible_problem(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
         if !sim.is_host_running(RUNNER_HOST) && self.restart_at.is_none() {
             return Some("the runner is not running".into());
         }
-        let stale = crate::metrics::stale_jobs(
-            &self.world.trace().snapshot(),
-            &self.config_snapshot(),
-            self.scenario.world.start,
-            now,
-        );
+        self.outputs.update(self.world.trace());
+        let stale =
+            self.outputs
+                .stale_jobs(&self.config_snapshot(), self.scenario.world.start, now);
         if stale.is_empty() {
             None
         } else {
@@ -546,6 +551,7 @@ pub fn simulate(
         was_running: true,
         revoked: Vec::new(),
         trace_cursor: 0,
+        outputs: OutputTimes::default(),
         leak: 0,
         faults_since_fix: Vec::new(),
     };

@@ -316,6 +316,16 @@ impl TraceSink {
             .unwrap_or_default()
     }
 
+    /// Shows `visit` the events from index `start` on without copying them; returns the
+    /// index after the last one (the next call's `start`).
+    pub fn visit_since(&self, start: usize, mut visit: impl FnMut(&Event)) -> usize {
+        let events = self.lock();
+        for e in events.get(start..).unwrap_or_default() {
+            visit(e);
+        }
+        events.len()
+    }
+
     /// Events kept so far.
     pub fn len(&self) -> usize {
         self.lock().len()

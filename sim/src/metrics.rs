@@ -25,6 +25,7 @@ use runner::schedule::Schedule;
 use runner::window::Windows;
 
 use crate::driver::SimRun;
+use crate::env::TraceSink;
 use crate::scenario::Scenario;
 
 /// The report's `metrics` object.
@@ -165,36 +166,66 @@ fn slots(
 fn good_times(trace: &[Event], job: &str) -> Vec<DateTime<Utc>> {
     trace
         .iter()
-        .filter(|e| e.job.as_deref() == Some(job))
-        .filter(|e| match e.event {
-            EventKind::RunFinished => matches!(e.to, Some("succeeded" | "degraded" | "deferred")),
-            EventKind::RunSkipped => e.detail.as_deref().is_some_and(|d| d.contains("window")),
-            _ => false,
-        })
+        .filter(|e| e.job.as_deref() == Some(job) && is_output(e))
         .map(|e| e.at)
         .collect()
 }
 
-/// Jobs with no output within their heartbeat threshold at `now` (what a human sees).
-pub fn stale_jobs(
-    trace: &[Event],
-    config: &Config,
-    start: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Vec<String> {
-    config
-        .jobs
-        .iter()
-        .filter(|job| {
-            let last = good_times(trace, &job.name)
-                .into_iter()
-                .filter(|t| *t <= now)
-                .max()
-                .unwrap_or(start);
-            now - last > to_chrono(job.heartbeat_threshold)
-        })
-        .map(|job| job.name.clone())
-        .collect()
+/// Whether the event shows a job doing what it should: a run that produced its output
+/// (or saved its progress), or a slot skipped because its window was closed.
+fn is_output(e: &Event) -> bool {
+    match e.event {
+        EventKind::RunFinished => matches!(e.to, Some("succeeded" | "degraded" | "deferred")),
+        EventKind::RunSkipped => e.detail.as_deref().is_some_and(|d| d.contains("window")),
+        _ => false,
+    }
+}
+
+/// Each job's output times, kept up to date from the trace incrementally, so the
+/// operator's looks cost the new events rather than the whole trace.
+#[derive(Debug, Default)]
+pub struct OutputTimes {
+    cursor: usize,
+    times: BTreeMap<String, Vec<DateTime<Utc>>>,
+}
+
+impl OutputTimes {
+    /// Reads the events added to `trace` since the last call.
+    pub fn update(&mut self, trace: &TraceSink) {
+        let times = &mut self.times;
+        self.cursor = trace.visit_since(self.cursor, |e| {
+            if let Some(job) = e.job.as_deref().filter(|_| is_output(e)) {
+                times.entry(job.to_string()).or_default().push(e.at);
+            }
+        });
+    }
+
+    /// Jobs with no output within their heartbeat threshold at `now` (what a human
+    /// sees).
+    pub fn stale_jobs(
+        &self,
+        config: &Config,
+        start: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Vec<String> {
+        config
+            .jobs
+            .iter()
+            .filter(|job| {
+                let last = self
+                    .times
+                    .get(&job.name)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|t| *t <= now)
+                    .max()
+                    .unwrap_or(start);
+                now - last > to_chrono(job.heartbeat_threshold)
+            })
+            .map(|job| job.name.clone())
+            .collect()
+    }
 }
 
 /// Computes every measure and invariant of a finished run.
@@ -600,5 +631,48 @@ fn humanize(d: chrono::Duration) -> String {
         format!("{}h", mins / 60)
     } else {
         format!("{mins}m")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use runner::config::parse_config;
+    use runner::env::EventSink;
+
+    use super::*;
+
+    #[test]
+    fn output_times_read_only_new_events_and_judge_staleness_per_job() {
+        let text = "[[jobs]]\nname = \"a\"\nevery = \"15m\"\n[[jobs.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"true\"]\n[[jobs]]\nname = \"b\"\nevery = \"15m\"\n[[jobs.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"true\"]\n";
+        let config = parse_config(
+            text,
+            std::path::Path::new("/x.toml"),
+            &runner::config::OsSecrets,
+        )
+        .unwrap();
+        let t0 = Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap();
+        let min = |m: i64| t0 + chrono::Duration::minutes(m);
+        let trace = TraceSink::default();
+        let finished = |job: &str, outcome: &'static str, at| {
+            Event::new(EventKind::RunFinished)
+                .job(job)
+                .outcome(outcome)
+                .at(at)
+        };
+        trace.emit(finished("a", "succeeded", min(15)));
+        trace.emit(finished("b", "failed", min(15)));
+        let mut outputs = OutputTimes::default();
+        outputs.update(&trace);
+        // Threshold is twice the interval (30 min): b has had no output since the start.
+        assert_eq!(outputs.stale_jobs(&config, t0, min(40)), ["b"]);
+        trace.emit(finished("b", "degraded", min(45)));
+        outputs.update(&trace);
+        assert_eq!(outputs.stale_jobs(&config, t0, min(50)), ["a"]);
+        // A second update with nothing new changes nothing.
+        outputs.update(&trace);
+        assert_eq!(outputs.times["b"], vec![min(45)]);
+        // A look back in time ignores later output.
+        assert_eq!(outputs.stale_jobs(&config, t0, min(40)), ["b"]);
     }
 }
