@@ -302,6 +302,12 @@ impl TraceSink {
         self.inner.events.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Lends the events so far to `f` without copying them (emitting inside `f` would
+    /// deadlock: it is for readers).
+    pub fn with_events<R>(&self, f: impl FnOnce(&[Event]) -> R) -> R {
+        f(&self.lock())
+    }
+
     /// A copy of the events so far.
     pub fn snapshot(&self) -> Vec<Event> {
         self.lock().clone()

@@ -230,7 +230,12 @@ impl OutputTimes {
 
 /// Computes every measure and invariant of a finished run.
 pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
-    let trace = run.world.trace().snapshot();
+    run.world
+        .trace()
+        .with_events(|trace| evaluate_trace(scenario, run, trace))
+}
+
+fn evaluate_trace(scenario: &Scenario, run: &SimRun, trace: &[Event]) -> Verdict {
     let config = &run.config;
     let alerts: Vec<_> = if run.profile.alerts_delivered() {
         run.operator.alerts()
@@ -265,7 +270,7 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
             good.entry(key).or_insert(o);
         }
         let threshold = to_chrono(job.heartbeat_threshold);
-        let mut alive = good_times(&trace, &job.name);
+        let mut alive = good_times(trace, &job.name);
         alive.sort();
         for slot in &slots {
             let next = *slot + interval;
@@ -304,7 +309,7 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
     } else {
         m.lost_runs as f64 / m.scheduled_runs as f64
     };
-    m.uptime_ratio = uptime(&trace, config, run.start, run.end);
+    m.uptime_ratio = uptime(trace, config, run.start, run.end);
     m.manual_interventions = run.interventions.len() as u64;
     let hours = run.simulated_seconds / 3600.0;
     m.hours_between_interventions = if run.interventions.is_empty() {
@@ -318,15 +323,15 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
         m.token_expired_errors += c.token_expired_errors;
         m.calls += c.calls;
     }
-    m.retries = count(&trace, EventKind::RetryScheduled);
-    m.token_refreshes = count(&trace, EventKind::TokenRefreshed);
-    m.runner_starts = count(&trace, EventKind::RunnerStarted);
-    let (deaths, detected) = silent_deaths(&trace, config, run, &alerts);
+    m.retries = count(trace, EventKind::RetryScheduled);
+    m.token_refreshes = count(trace, EventKind::TokenRefreshed);
+    m.runner_starts = count(trace, EventKind::RunnerStarted);
+    let (deaths, detected) = silent_deaths(trace, config, run, &alerts);
     m.silent_deaths = deaths;
     m.silent_deaths_detected = detected;
     m.duplicate_side_effects = duplicates(run);
-    m.window_violations = window_violations(&trace, config);
-    m.calls_to_open_breaker = calls_to_open_breaker(&trace, run);
+    m.window_violations = window_violations(trace, config);
+    m.calls_to_open_breaker = calls_to_open_breaker(trace, run);
 
     let inv = &scenario.invariants;
     let le = |name: &str, value: u64, max: u64| Invariant {
@@ -366,7 +371,7 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
             inv.max_calls_to_open_breaker,
         ),
     ];
-    let liveness = liveness(scenario, &trace, config, run);
+    let liveness = liveness(scenario, trace, config, run);
     Verdict {
         metrics: m,
         invariants,
