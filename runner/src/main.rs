@@ -259,6 +259,23 @@ fn connector(daemon: &DaemonSettings) -> Result<TcpConnector, ExitCode> {
     })
 }
 
+/// Names shown at most when a job name is unknown.
+const JOBS_LISTED: usize = 8;
+
+/// A near miss, then the configured jobs (the first few of a long list).
+fn job_hint(cfg: &Config, given: &str) -> String {
+    let names: Vec<&str> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
+    let listed = names[..names.len().min(JOBS_LISTED)].join(", ");
+    let more = match names.len().saturating_sub(JOBS_LISTED) {
+        0 => String::new(),
+        n => format!(" and {n} more (`runner status` lists them all)"),
+    };
+    format!(
+        "{}the jobs are {listed}{more}",
+        runner::config::did_you_mean(given, names.iter().copied())
+    )
+}
+
 fn lock(config: &Config) -> Result<StateLock, ExitCode> {
     StateLock::acquire(&config.runner.state_dir).map_err(|e| {
         eprintln!("error: {e}");
@@ -379,10 +396,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             if !cfg.jobs.iter().any(|j| j.name == job) {
-                let names: Vec<&str> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
                 eprintln!(
-                    "error: no job named `{job}` (hint: the jobs are {})",
-                    names.join(", ")
+                    "error: no job named `{job}` (hint: {})",
+                    job_hint(&cfg, &job)
                 );
                 return Ok(ExitCode::from(exit::USAGE));
             }

@@ -19,7 +19,7 @@ use chrono_tz::Tz;
 use secrecy::SecretString;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
-pub use validate::{parse_config, parse_config_value};
+pub use validate::{did_you_mean, parse_config, parse_config_value};
 
 /// Resolves `{ env = "NAME" }` and `{ file = "path" }` secret references while a
 /// configuration is validated. The daemon passes [`OsSecrets`]; the simulator passes

@@ -371,7 +371,7 @@ fn closest<'c>(given: &str, candidates: impl IntoIterator<Item = &'c str>) -> Op
 }
 
 /// "did you mean `x`? " or nothing.
-fn did_you_mean<'c>(given: &str, candidates: impl IntoIterator<Item = &'c str>) -> String {
+pub fn did_you_mean<'c>(given: &str, candidates: impl IntoIterator<Item = &'c str>) -> String {
     match closest(given, candidates) {
         Some(c) => format!("did you mean `{c}`? "),
         None => String::new(),

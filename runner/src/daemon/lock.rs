@@ -26,7 +26,9 @@ pub enum LockError {
         pid: String,
     },
     /// The file could not be created or locked.
-    #[error("failed to lock {path}: {source}")]
+    #[error(
+        "failed to lock {path}: {source} (hint: the state directory must be creatable and writable by this user; set [runner] state_dir)"
+    )]
     Io {
         /// The lock file.
         path: PathBuf,
