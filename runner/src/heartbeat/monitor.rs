@@ -2,7 +2,7 @@
 //! memory over its warning threshold and services failing their health probe, and
 //! alerts a human once per episode.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +56,27 @@ enum EpisodeKey {
     Breaker(String),
 }
 
+/// Failed health probes in a row before a service's episode becomes an alert: one
+/// failed probe is a blip the runner's retries absorb, not something for a human.
+pub const UNHEALTHY_LOOKS_BEFORE_ALERT: u32 = 3;
+
+/// An open episode: how many looks in a row have seen it, and whether it alerted.
+#[derive(Debug, Clone, Copy, Default)]
+struct Episode {
+    looks: u32,
+    alerted: bool,
+}
+
+impl EpisodeKey {
+    /// Looks in a row before the episode is an alert.
+    fn looks_before_alert(&self) -> u32 {
+        match self {
+            Self::Service(_) => UNHEALTHY_LOOKS_BEFORE_ALERT,
+            Self::Overdue(_) | Self::Memory | Self::Breaker(_) => 1,
+        }
+    }
+}
+
 /// Where the monitor reads breakers that have not closed, and since when.
 pub type OpenBreakers = Box<dyn Fn() -> BTreeMap<String, DateTime<Utc>> + Send + Sync>;
 
@@ -69,8 +90,9 @@ pub struct Monitor<E: Env, A: AlertSink> {
     alerts: A,
     /// The runner's start: jobs never seen are measured from here.
     since: DateTime<Utc>,
-    /// Findings of the previous check; an alert is raised only for keys not in it.
-    open_episodes: Mutex<BTreeSet<EpisodeKey>>,
+    /// Findings of the previous check and how long each has lasted; an episode alerts
+    /// once, when it has lasted long enough.
+    open_episodes: Mutex<BTreeMap<EpisodeKey, Episode>>,
     /// Breakers to watch, and how long one may stay open before it is a finding.
     breakers: Option<(OpenBreakers, Duration)>,
 }
@@ -104,7 +126,7 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             memory_warn_bytes,
             alerts,
             since,
-            open_episodes: Mutex::new(BTreeSet::new()),
+            open_episodes: Mutex::new(BTreeMap::new()),
             breakers: None,
         }
     }
@@ -209,13 +231,18 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             .collect()
     }
 
-    /// Emits each finding and raises an alert for each new episode.
+    /// Emits each new episode's finding, and raises an alert for each episode that
+    /// has lasted its number of looks.
     fn report(&self, findings: &[Finding]) {
         let now = self.env.now();
         let mut open = self.open_episodes.lock().unwrap_or_else(|p| p.into_inner());
-        let mut current = BTreeSet::new();
+        let mut current: BTreeMap<EpisodeKey, Episode> = BTreeMap::new();
         for finding in findings {
             let (key, kind, job, service, message) = self.describe(finding);
+            if current.contains_key(&key) {
+                continue;
+            }
+            let mut episode = open.get(&key).copied().unwrap_or_default();
             let mut event = Event::new(EventKind::HeartbeatFinding).detail(message.clone());
             if let Some(job) = &job {
                 event = event.job(job.clone());
@@ -225,8 +252,12 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             }
             // One finding event per episode, not per look: a job overdue for a day
             // must not write a line a minute.
-            if !open.contains(&key) && !current.contains(&key) {
+            if episode.looks == 0 {
                 self.env.emit(event.clone());
+            }
+            episode.looks = episode.looks.saturating_add(1);
+            if !episode.alerted && episode.looks >= key.looks_before_alert() {
+                episode.alerted = true;
                 self.env.emit(Event {
                     event: EventKind::Alert,
                     ..event
@@ -239,7 +270,7 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
                     message,
                 });
             }
-            current.insert(key);
+            current.insert(key, episode);
         }
         // Keys absent now have cleared: their next appearance is a new episode.
         *open = current;

@@ -394,6 +394,11 @@ async fn a_service_answering_503_is_unhealthy_and_a_200_one_is_not() {
     );
     // An unresolvable host is unhealthy too.
     assert!(matches!(&findings[1], Finding::ServiceUnhealthy { service, .. } if service == "mail"));
+    // One failed probe is a blip: no alert until it has failed three looks in a row.
+    assert!(alerts(&sink).is_empty());
+    for _ in 1..super::monitor::UNHEALTHY_LOOKS_BEFORE_ALERT {
+        assert_eq!(mon.check_once().await.len(), 2);
+    }
     let raised = alerts(&sink);
     assert_eq!(raised.len(), 2);
     assert!(raised.iter().all(|a| a.kind == AlertKind::ServiceUnhealthy));
@@ -405,9 +410,39 @@ async fn a_service_answering_503_is_unhealthy_and_a_200_one_is_not() {
         .unwrap();
     assert_eq!(event.service.as_deref(), Some("youtube"));
 
+    // Still down: no second alert for the same episode.
+    mon.check_once().await;
+    assert_eq!(alerts(&sink).len(), 2);
+    let finding_events = env
+        .events_so_far()
+        .iter()
+        .filter(|e| e.event == EventKind::HeartbeatFinding)
+        .count();
+    assert_eq!(
+        finding_events, 2,
+        "one finding event per episode, not per look"
+    );
+
     youtube.store(204, Ordering::SeqCst);
     let findings = mon.check_once().await;
     assert_eq!(findings.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_that_fails_one_probe_in_a_few_never_alerts() {
+    let env = TestEnv::new(start(), 1);
+    let flaky = health_server(&env, "flaky.test");
+    let (_hb, sink, mon) = monitor(&env, vec![probe("flaky", "http://flaky.test/health")]).await;
+    // Fails two looks, recovers, fails two more: never three in a row.
+    for status in [503, 503, 200, 503, 503, 200, 503] {
+        flaky.store(status, Ordering::SeqCst);
+        mon.check_once().await;
+    }
+    assert!(alerts(&sink).is_empty(), "{:?}", alerts(&sink));
+    flaky.store(503, Ordering::SeqCst);
+    mon.check_once().await;
+    mon.check_once().await;
+    assert_eq!(alerts(&sink).len(), 1, "three in a row is an outage");
 }
 
 #[tokio::test(start_paused = true)]
