@@ -243,12 +243,15 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     bar
 }
 
-fn run(scenario: &Scenario, seed: Option<u64>, common: &Common, twice: bool) -> u8 {
-    let profile = match resolve_profile(scenario, common.profile.as_deref()) {
+fn run(base: &Scenario, seed: Option<u64>, common: &Common, twice: bool) -> u8 {
+    let profile = match resolve_profile(base, common.profile.as_deref()) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let seed = seed.unwrap_or(scenario.world.seed);
+    let seed = seed.unwrap_or(base.world.seed);
+    // A `[swarm]` section adds the faults this seed draws to the timeline.
+    let (scenario, drawn) = swarm::with_seed(base, seed);
+    let scenario = &scenario;
     let out = common
         .out
         .clone()
@@ -277,9 +280,12 @@ fn run(scenario: &Scenario, seed: Option<u64>, common: &Common, twice: bool) -> 
         scenario.faults.len()
     );
     if scenario.name == "swarm" {
-        for line in swarm::describe(scenario) {
+        for line in swarm::describe(&scenario.faults) {
             say!("  fault: {line}");
         }
+    }
+    for line in swarm::describe(&drawn) {
+        say!("  drawn by the seed: {line}");
     }
     say!("out: {}", out.display());
     let bar = progress_bar(common.quiet);
@@ -423,7 +429,7 @@ fn sweep(
                     let scenario = if use_swarm {
                         swarm::swarm(base, seed)
                     } else {
-                        base.clone()
+                        swarm::with_seed(base, seed).0
                     };
                     let code = match simulate(&scenario, seed, profile, &mut |_| {}) {
                         Ok(run) => evaluate(&scenario, &run).exit_code(),

@@ -63,15 +63,17 @@ use runner::config::{Config, Diagnostic, Diagnostics, NoSecretSources, parse_con
 
 pub use profile::Profile;
 use reader::Section;
+pub use swarm::SwarmSpec;
 
 /// The sections the simulator reads itself.
-const SIM_SECTIONS: [&str; 7] = [
+const SIM_SECTIONS: [&str; 8] = [
     "world",
     "operator",
     "oauth",
     "apis",
     "profile",
     "faults",
+    "swarm",
     "invariants",
 ];
 
@@ -99,6 +101,8 @@ pub struct Scenario {
     pub profile: Profile,
     /// The fault timeline.
     pub faults: Vec<FaultSpec>,
+    /// Faults the seed draws on top of the timeline (`[swarm]`), if any.
+    pub swarm: Option<SwarmSpec>,
     /// What must hold.
     pub invariants: InvariantSpec,
     /// The runner's configuration (its patterns are replaced by the profile's).
@@ -404,6 +408,9 @@ impl Scenario {
                 )
             })
             .collect();
+        let swarm = top
+            .table("swarm", &mut diags)
+            .map(|t| read_swarm(Section::new(file, text, "swarm", t), &mut diags));
         let invariants = top
             .table("invariants", &mut diags)
             .map(|t| read_invariants(Section::new(file, text, "invariants", t), &mut diags))
@@ -436,6 +443,7 @@ impl Scenario {
             apis,
             profile,
             faults,
+            swarm,
             invariants,
             config,
         })
@@ -682,6 +690,33 @@ fn read_fault(mut s: Section<'_>, diags: &mut Diagnostics) -> Option<FaultSpec> 
 fn kinds_hint() -> String {
     let names: Vec<&str> = FaultSpecKind::ALL.iter().map(|(n, _)| *n).collect();
     format!("one of: {}", names.join(", "))
+}
+
+fn read_swarm(mut s: Section<'_>, diags: &mut Diagnostics) -> SwarmSpec {
+    let d = SwarmSpec::default();
+    let kinds = match s.strings("kinds", diags) {
+        None => d.kinds,
+        Some(names) => names
+            .into_iter()
+            .filter_map(|(name, at)| {
+                let kind = swarm::SWARM_KINDS
+                    .iter()
+                    .copied()
+                    .find(|k| k.as_str() == name);
+                if kind.is_none() {
+                    let names: Vec<&str> = swarm::SWARM_KINDS.iter().map(|k| k.as_str()).collect();
+                    diags.push(
+                        s.diag(at, "kinds", format!("`{name}` cannot be drawn by a swarm"))
+                            .hint(format!("one of: {}", names.join(", "))),
+                    );
+                }
+                kind
+            })
+            .collect(),
+    };
+    let presence = s.float("presence", (0.0, 1.0), diags).unwrap_or(d.presence);
+    s.finish(diags);
+    SwarmSpec { kinds, presence }
 }
 
 fn read_invariants(mut s: Section<'_>, diags: &mut Diagnostics) -> InvariantSpec {

@@ -1,5 +1,15 @@
-//! Swarm worlds: the seed draws every fault (which kinds, where, when, how often), so
-//! each seed explores a different mix and a failing seed alone reproduces its world.
+//! Swarm worlds: the seed draws faults (which kinds, where, when, how often), so each
+//! seed explores a different mix and a failing seed alone reproduces its world.
+//!
+//! Two uses: `sim replay <seed>` / `sim sweep --swarm` replace the default world's
+//! faults with drawn ones; a scenario file with a `[swarm]` section keeps its explicit
+//! timeline and the seed draws more faults on top of it:
+//!
+//! ```toml
+//! [swarm]
+//! kinds = ["reset", "stall", "dns"]   # what may be drawn (default: every kind below)
+//! presence = 0.5                      # the chance each kind is drawn (default 0.5)
+//! ```
 
 use std::time::Duration;
 
@@ -7,8 +17,65 @@ use runner::env::{Rng, SeededRng};
 
 use super::{FaultSpec, FaultSpecKind, Scenario};
 
+/// The kinds a swarm may draw, in drawing order (the order is part of what a seed
+/// means: reordering it changes every swarm world).
+pub const SWARM_KINDS: [FaultSpecKind; 11] = [
+    FaultSpecKind::Reset,
+    FaultSpecKind::Stall,
+    FaultSpecKind::ServerError,
+    FaultSpecKind::Dns,
+    FaultSpecKind::Slow,
+    FaultSpecKind::RateLimitStorm,
+    FaultSpecKind::Down,
+    FaultSpecKind::Partition,
+    FaultSpecKind::TokenRevoke,
+    FaultSpecKind::Crash,
+    FaultSpecKind::MemoryLeak,
+];
+
+/// `[swarm]`: what the seed may draw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwarmSpec {
+    /// The kinds that may be drawn.
+    pub kinds: Vec<FaultSpecKind>,
+    /// The chance each of them is drawn.
+    pub presence: f64,
+}
+
+impl Default for SwarmSpec {
+    fn default() -> Self {
+        Self {
+            kinds: SWARM_KINDS.to_vec(),
+            presence: 0.5,
+        }
+    }
+}
+
 /// Replaces the faults of `base` with ones drawn from `seed`, and names it `swarm`.
 pub fn swarm(base: &Scenario, seed: u64) -> Scenario {
+    Scenario {
+        name: "swarm".to_string(),
+        file: None,
+        faults: draw(base, &SwarmSpec::default(), seed),
+        swarm: None,
+        ..base.clone()
+    }
+}
+
+/// The scenario as run with `seed`: its timeline plus, when it has a `[swarm]`
+/// section, the faults the seed draws (the second value; empty without one).
+pub fn with_seed(base: &Scenario, seed: u64) -> (Scenario, Vec<FaultSpec>) {
+    let Some(spec) = &base.swarm else {
+        return (base.clone(), Vec::new());
+    };
+    let drawn = draw(base, spec, seed);
+    let mut s = base.clone();
+    s.faults.extend(drawn.iter().cloned());
+    (s, drawn)
+}
+
+/// Faults drawn from `seed` for the world of `base`.
+pub fn draw(base: &Scenario, spec: &SwarmSpec, seed: u64) -> Vec<FaultSpec> {
     // A stream apart from the world's own, so the faults do not shift its draws.
     let rng = SeededRng::from_seed(seed ^ 0x5741_524d_5741_524d);
     let hours = (base.world.duration.as_secs() / 3600).max(2);
@@ -23,22 +90,11 @@ pub fn swarm(base: &Scenario, seed: u64) -> Scenario {
     };
     let hour = |h: u64| Duration::from_secs(h * 3600);
     let mut faults = Vec::new();
-    let kinds = [
-        FaultSpecKind::Reset,
-        FaultSpecKind::Stall,
-        FaultSpecKind::ServerError,
-        FaultSpecKind::Dns,
-        FaultSpecKind::Slow,
-        FaultSpecKind::RateLimitStorm,
-        FaultSpecKind::Down,
-        FaultSpecKind::Partition,
-        FaultSpecKind::TokenRevoke,
-        FaultSpecKind::Crash,
-        FaultSpecKind::MemoryLeak,
-    ];
-    for kind in kinds {
-        // Each kind is present with probability one half.
-        if rng.unit() < 0.5 {
+    for kind in SWARM_KINDS {
+        // Written so the default spec (0.5) draws exactly what `sim replay <seed>` has
+        // always drawn: a kind is present when the draw lands in the top `presence`.
+        let present = rng.unit() >= 1.0 - spec.presence;
+        if !present || !spec.kinds.contains(&kind) {
             continue;
         }
         let target = match kind {
@@ -67,17 +123,12 @@ pub fn swarm(base: &Scenario, seed: u64) -> Scenario {
             leak_bytes_per_hour: rng.between(1, 40) * 1024 * 1024,
         });
     }
-    Scenario {
-        name: "swarm".to_string(),
-        file: None,
-        faults,
-        ..base.clone()
-    }
+    faults
 }
 
 /// One line per drawn fault, for the run's header.
-pub fn describe(s: &Scenario) -> Vec<String> {
-    s.faults
+pub fn describe(faults: &[FaultSpec]) -> Vec<String> {
+    faults
         .iter()
         .map(|f| {
             let mut line = format!(
@@ -116,5 +167,87 @@ mod tests {
         assert_eq!(a.faults, b.faults);
         let differs = (8..40).any(|s| swarm(&base, s).faults != a.faults);
         assert!(differs);
+    }
+}
+
+#[cfg(test)]
+mod section_tests {
+    use std::path::Path;
+
+    use super::super::DEFAULT_TEXT;
+    use super::*;
+
+    fn parse(extra: &str) -> Result<Scenario, String> {
+        let text = format!("{DEFAULT_TEXT}\n{extra}");
+        Scenario::parse(&text, Path::new("scenarios/x.toml"), None).map_err(|d| d.to_string())
+    }
+
+    #[test]
+    fn a_swarm_section_adds_the_seeds_faults_to_the_timeline() {
+        let plain = parse("").unwrap();
+        assert!(plain.swarm.is_none());
+        let (same, drawn) = with_seed(&plain, 3);
+        assert!(drawn.is_empty());
+        assert_eq!(same.faults, plain.faults, "no [swarm], no drawn faults");
+
+        let s = parse("[swarm]\npresence = 1.0\n").unwrap();
+        let (a, drawn_a) = with_seed(&s, 3);
+        assert!(!drawn_a.is_empty());
+        assert_eq!(a.faults.len(), plain.faults.len() + drawn_a.len());
+        assert_eq!(
+            &a.faults[..plain.faults.len()],
+            &plain.faults[..],
+            "timeline first"
+        );
+        assert_eq!(with_seed(&s, 3).1, drawn_a, "the seed alone decides");
+        assert!((4..20).any(|seed| with_seed(&s, seed).1 != drawn_a));
+    }
+
+    /// Published seeds must keep their worlds: `sim replay 42` drew these before
+    /// `[swarm]` existed, and must still.
+    #[test]
+    fn the_swarm_world_of_a_seed_does_not_change() {
+        let lines = describe(&swarm(&Scenario::default_scenario(), 42).faults);
+        assert_eq!(
+            lines,
+            [
+                "reset on mail at +4h for 20m, every 37h, p=0.30",
+                "stall on youtube at +11h for 12m, every 31h, p=0.16, 50s",
+                "dns on blog at +21h for 74m, every 13h",
+                "slow on youtube at +16h for 117m, every 26h",
+                "rate_limit_storm on mail at +46h for 178m, every 48h",
+                "down on blog at +57h for 174m",
+                "crash on runner at +28h for 74m",
+            ]
+        );
+    }
+
+    #[test]
+    fn kinds_narrow_what_is_drawn() {
+        let s = parse("[swarm]\nkinds = [\"reset\", \"dns\"]\npresence = 1.0\n").unwrap();
+        for seed in 1..20 {
+            let (_, drawn) = with_seed(&s, seed);
+            assert_eq!(drawn.len(), 2, "seed {seed}: {drawn:?}");
+            assert!(
+                drawn
+                    .iter()
+                    .all(|f| matches!(f.kind, FaultSpecKind::Reset | FaultSpecKind::Dns))
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_swarm_section_is_reported_with_key_and_hint() {
+        let err = parse("[swarm]\nkinds = [\"reset\", \"disk_full\"]\npresence = 2.0\nrate = 1\n")
+            .unwrap_err();
+        assert!(err.contains("swarm.kinds"), "{err}");
+        assert!(
+            err.contains("`disk_full` cannot be drawn by a swarm"),
+            "{err}"
+        );
+        assert!(err.contains("one of: reset, stall"), "{err}");
+        assert!(err.contains("swarm.presence"), "{err}");
+        assert!(err.contains("swarm.rate"), "{err}");
+        assert!(err.contains("scenarios/x.toml:"), "{err}");
     }
 }

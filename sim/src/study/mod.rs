@@ -173,6 +173,9 @@ pub fn run(options: StudyOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<St
     let done = AtomicUsize::new(0);
     let results = parallel(&tasks, options.threads, |(profile, seed)| {
         let t = Instant::now();
+        // A `[swarm]` section adds the faults each seed draws to the timeline.
+        let (scenario, _) = crate::scenario::swarm::with_seed(scenario, *seed);
+        let scenario = &scenario;
         let out = simulate(scenario, *seed, *profile, &mut |_| {}).map(|run| {
             let simulated = t.elapsed().as_secs_f64();
             let mut summary = summarize(scenario, &run);
