@@ -377,7 +377,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 say!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", status.table());
+                say!("{}", status.table().trim_end_matches('\n'));
             }
             Ok(ExitCode::from(exit::OK))
         }

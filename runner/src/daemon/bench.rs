@@ -189,12 +189,23 @@ pub const TARGET_RSS_MIB: f64 = 30.0;
 pub const TARGET_DRIFT_P99_MS: f64 = 50.0;
 
 impl BenchReport {
-    /// Whether every target is met (an unknown CPU figure is not a pass).
+    /// Whether every target is met.
     pub fn meets_targets(&self) -> bool {
+        self.cpu_met() && self.rss_met() && self.drift_met()
+    }
+
+    /// Idle CPU under its target (an unknown CPU figure is not a pass).
+    fn cpu_met(&self) -> bool {
         self.idle_cpu_percent
             .is_some_and(|c| c < TARGET_IDLE_CPU_PERCENT)
-            && self.idle_rss_mib < TARGET_RSS_MIB
-            && self.drift_p99_ms < TARGET_DRIFT_P99_MS
+    }
+
+    fn rss_met(&self) -> bool {
+        self.idle_rss_mib < TARGET_RSS_MIB
+    }
+
+    fn drift_met(&self) -> bool {
+        self.drift_p99_ms < TARGET_DRIFT_P99_MS
     }
 
     /// A Markdown summary: figures against targets, and how they were taken.
@@ -221,21 +232,18 @@ impl BenchReport {
         out.push_str(&format!(
             "| idle CPU | {} | < {TARGET_IDLE_CPU_PERCENT} % | {} |\n",
             cpu(self.idle_cpu_percent),
-            verdict(
-                self.idle_cpu_percent
-                    .is_some_and(|c| c < TARGET_IDLE_CPU_PERCENT)
-            )
+            verdict(self.cpu_met())
         ));
         out.push_str(&format!(
             "| idle RSS | {:.1} MiB | < {TARGET_RSS_MIB} MB | {} |\n",
             self.idle_rss_mib,
-            verdict(self.idle_rss_mib < TARGET_RSS_MIB)
+            verdict(self.rss_met())
         ));
         out.push_str(&format!(
             "| drift p99 ({} runs) | {:.1} ms | < {TARGET_DRIFT_P99_MS} ms | {} |\n",
             self.runs,
             self.drift_p99_ms,
-            verdict(self.drift_p99_ms < TARGET_DRIFT_P99_MS)
+            verdict(self.drift_met())
         ));
         out.push_str(&format!(
             "| drift p50 / max | {:.1} / {:.1} ms | | |\n",

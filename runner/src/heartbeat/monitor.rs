@@ -60,13 +60,6 @@ enum EpisodeKey {
 /// failed probe is a blip the runner's retries absorb, not something for a human.
 pub const UNHEALTHY_LOOKS_BEFORE_ALERT: u32 = 3;
 
-/// An open episode: how many looks in a row have seen it, and whether it alerted.
-#[derive(Debug, Clone, Copy, Default)]
-struct Episode {
-    looks: u32,
-    alerted: bool,
-}
-
 impl EpisodeKey {
     /// Looks in a row before the episode is an alert.
     fn looks_before_alert(&self) -> u32 {
@@ -90,9 +83,9 @@ pub struct Monitor<E: Env, A: AlertSink> {
     alerts: A,
     /// The runner's start: jobs never seen are measured from here.
     since: DateTime<Utc>,
-    /// Findings of the previous check and how long each has lasted; an episode alerts
-    /// once, when it has lasted long enough.
-    open_episodes: Mutex<BTreeMap<EpisodeKey, Episode>>,
+    /// Findings of the previous check and how many looks in a row have seen each; an
+    /// episode alerts once, on the look that reaches its count.
+    open_episodes: Mutex<BTreeMap<EpisodeKey, u32>>,
     /// Breakers to watch, and how long one may stay open before it is a finding.
     breakers: Option<(OpenBreakers, Duration)>,
 }
@@ -236,13 +229,13 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
     fn report(&self, findings: &[Finding]) {
         let now = self.env.now();
         let mut open = self.open_episodes.lock().unwrap_or_else(|p| p.into_inner());
-        let mut current: BTreeMap<EpisodeKey, Episode> = BTreeMap::new();
+        let mut current: BTreeMap<EpisodeKey, u32> = BTreeMap::new();
         for finding in findings {
             let (key, kind, job, service, message) = self.describe(finding);
             if current.contains_key(&key) {
                 continue;
             }
-            let mut episode = open.get(&key).copied().unwrap_or_default();
+            let looks = open.get(&key).copied().unwrap_or(0).saturating_add(1);
             let mut event = Event::new(EventKind::HeartbeatFinding).detail(message.clone());
             if let Some(job) = &job {
                 event = event.job(job.clone());
@@ -252,12 +245,10 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             }
             // One finding event per episode, not per look: a job overdue for a day
             // must not write a line a minute.
-            if episode.looks == 0 {
+            if looks == 1 {
                 self.env.emit(event.clone());
             }
-            episode.looks = episode.looks.saturating_add(1);
-            if !episode.alerted && episode.looks >= key.looks_before_alert() {
-                episode.alerted = true;
+            if looks == key.looks_before_alert() {
                 self.env.emit(Event {
                     event: EventKind::Alert,
                     ..event
@@ -270,7 +261,7 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
                     message,
                 });
             }
-            current.insert(key, episode);
+            current.insert(key, looks);
         }
         // Keys absent now have cleared: their next appearance is a new episode.
         *open = current;

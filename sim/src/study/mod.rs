@@ -217,7 +217,6 @@ pub fn run(options: StudyOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<St
 /// What the report keeps of a finished run.
 pub fn summarize(scenario: &Scenario, run: &SimRun) -> RunSummary {
     let verdict = evaluate(scenario, run);
-    let trace = run.world.trace().snapshot();
     let days = run.simulated_seconds / 86_400.0;
     let n_days = (days.ceil() as usize).max(1);
     let mut per_day = vec![DayCounts::default(); n_days];
@@ -247,7 +246,10 @@ pub fn summarize(scenario: &Scenario, run: &SimRun) -> RunSummary {
         metrics: verdict.metrics.clone(),
         days,
         per_day,
-        health: health_bands(run, &trace),
+        health: run
+            .world
+            .trace()
+            .with_events(|trace| health_bands(run, trace)),
         exit_code: verdict.exit_code(),
         simulate_seconds: 0.0,
         measure_seconds: 0.0,
