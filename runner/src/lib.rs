@@ -1,44 +1,18 @@
-//! Steadfast's runner core: schedules jobs and keeps them working for weeks.
+//! Steadfast's daemon: the production environment and everything `runner run` adds to
+//! the core to make it a tool a person leaves running for weeks.
 //!
-//! The same core runs in the production daemon and, unchanged, inside the simulator.
-//! It touches the outside world only through the [`env::Env`] seam.
+//! The scheduling, the patterns and the config types are `steadfast-core`'s; this crate
+//! only supplies what touches the real machine.
 //!
 //! # Layout
-//! - [`env`]: the seam (clock, rng, connector, fs, memory, spawner, events) and the
-//!   production and test implementations.
-//! - [`config`]: TOML configuration, parsed in two stages with every error at once.
-//! - [`event`]: structured events, one per transition, attempt and decision.
-//! - [`taxonomy`]: error classes (critical, recoverable, degraded, fatal).
-//! - [`state_machine`]: the task state machine, transitions as types.
-//! - [`http`]: the HTTP/1.1 client over the connector.
-//! - [`store`]: atomic, durable state files.
-//! - The seven patterns: [`retry`] (1), [`token`] (2), [`heartbeat`] (3), isolation
-//!   in [`scheduler`] (4), [`checkpoint`] (5), [`window`] (6), [`breaker`] (7).
-//! - [`schedule`]: interval and cron schedules.
-//! - [`job`]: one run of one job, step by step, through every pattern.
-//! - [`scheduler`]: the runner: one task per job behind its own error boundary, plus
-//!   the heartbeat monitor.
-//! - [`alert`]: what needs a human.
+//! - [`env`]: the production [`steadfast_core::env::Env`]: system clock, TCP + rustls
+//!   connector, the disk, process memory, process spawner.
+//! - [`daemon`]: lock file, rotating logs, notifiers, `/metrics`, `status`, `install`,
+//!   the daemon's own settings and the idle benchmark.
+//! - [`secrets`]: secret references resolved from the process environment and the disk.
 
 #![warn(missing_docs)]
 
-pub mod alert;
-pub mod breaker;
-pub mod checkpoint;
-pub mod cli;
-pub mod config;
 pub mod daemon;
 pub mod env;
-pub mod event;
-pub mod heartbeat;
-pub mod http;
-pub mod job;
-pub mod job_status;
-pub mod retry;
-pub mod schedule;
-pub mod scheduler;
-pub mod state_machine;
-pub mod store;
-pub mod taxonomy;
-pub mod token;
-pub mod window;
+pub mod secrets;

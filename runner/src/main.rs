@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use runner::config::{Config, OsSecrets, SecretResolver, parse_config_value};
 use runner::daemon::env::{DaemonEnv, Fanout};
 use runner::daemon::install::Service;
 use runner::daemon::lock::StateLock;
@@ -18,8 +17,10 @@ use runner::daemon::settings::{self, DaemonSettings};
 use runner::daemon::status::{StateFiles, Status};
 use runner::daemon::status_file;
 use runner::env::tokio::TcpConnector;
-use runner::say;
-use runner::scheduler::{Exit, Runner};
+use runner::secrets::OsSecrets;
+use steadfast_core::config::{Config, SecretResolver, parse_config_value};
+use steadfast_core::say;
+use steadfast_core::scheduler::{Exit, Runner};
 
 /// Exit codes, documented in `--help`.
 mod exit {
@@ -272,7 +273,7 @@ fn job_hint(cfg: &Config, given: &str) -> String {
     };
     format!(
         "{}the jobs are {listed}{more}",
-        runner::config::did_you_mean(given, names.iter().copied())
+        steadfast_core::config::did_you_mean(given, names.iter().copied())
     )
 }
 
@@ -422,8 +423,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Some(outcome) => {
                         eprintln!("{job}: {}", outcome.label());
                         match outcome {
-                            runner::job::RunOutcome::Succeeded
-                            | runner::job::RunOutcome::Degraded { .. } => ExitCode::from(exit::OK),
+                            steadfast_core::job::RunOutcome::Succeeded
+                            | steadfast_core::job::RunOutcome::Degraded { .. } => {
+                                ExitCode::from(exit::OK)
+                            }
                             _ => ExitCode::from(exit::FAILURE),
                         }
                     }

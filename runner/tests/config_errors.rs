@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use runner::config::{SecretResolver, parse_config};
+use steadfast_core::config::{SecretResolver, parse_config};
 
 /// Secrets the fixtures may refer to; everything else is missing.
 struct FakeSecrets;

@@ -13,12 +13,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use runner::alert::CollectAlerts;
-use runner::config::{Config, OsSecrets, parse_config};
 use runner::daemon::env::{DaemonEnv, Fanout};
-use runner::event::{Event, EventKind, MemorySink};
-use runner::job::RunOutcome;
-use runner::scheduler::Runner;
+use runner::secrets::OsSecrets;
+use steadfast_core::alert::CollectAlerts;
+use steadfast_core::config::{Config, parse_config};
+use steadfast_core::event::{Event, EventKind, MemorySink};
+use steadfast_core::job::RunOutcome;
+use steadfast_core::scheduler::Runner;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -9,16 +9,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use runner::alert::CollectAlerts;
-use runner::config::{OsSecrets, Url, parse_config_value};
 use runner::daemon::env::{DaemonEnv, Fanout};
 use runner::daemon::settings::{self, DaemonSettings};
-use runner::env::NetErrorKind;
 use runner::env::tokio::TcpConnector;
-use runner::event::{EventKind, MemorySink};
-use runner::http::{HttpError, Method, Request};
-use runner::scheduler::Runner;
+use runner::secrets::OsSecrets;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use steadfast_core::alert::CollectAlerts;
+use steadfast_core::config::{Url, parse_config_value};
+use steadfast_core::env::NetErrorKind;
+use steadfast_core::event::{EventKind, MemorySink};
+use steadfast_core::http::{HttpError, Method, Request};
+use steadfast_core::scheduler::Runner;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -99,7 +100,7 @@ async fn serve(config: rustls::ServerConfig) -> (u16, Arc<AtomicUsize>) {
 }
 
 /// The daemon settings of `body` in `dir/runner.toml`, read the way `runner run` does.
-fn daemon_settings(dir: &Path, body: &str) -> (runner::config::Config, DaemonSettings) {
+fn daemon_settings(dir: &Path, body: &str) -> (steadfast_core::config::Config, DaemonSettings) {
     let file = dir.join("runner.toml");
     let text = format!("[runner]\nstate_dir = \"state\"\nmonitor_interval = \"1h\"\n{body}");
     std::fs::write(&file, &text).unwrap();
@@ -128,7 +129,7 @@ async fn a_configured_ca_file_is_trusted_and_the_default_roots_are_not() {
     let trusting = TcpConnector::with_settings(&daemon.tls).unwrap();
     assert_eq!(trusting.roots().ca_files, 1);
 
-    let resp = runner::http::send(&trusting, &get(port), Duration::from_secs(10))
+    let resp = steadfast_core::http::send(&trusting, &get(port), Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(resp.status, 200);
@@ -136,7 +137,7 @@ async fn a_configured_ca_file_is_trusted_and_the_default_roots_are_not() {
     assert_eq!(handshakes.load(Ordering::SeqCst), 1);
 
     // System and webpki roots, no CA file: the private CA is unknown.
-    let err = runner::http::send(&TcpConnector::new(), &get(port), Duration::from_secs(10))
+    let err = steadfast_core::http::send(&TcpConnector::new(), &get(port), Duration::from_secs(10))
         .await
         .unwrap_err();
     let HttpError::Connect(net) = &err else {

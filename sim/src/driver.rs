@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveTime, TimeZone, Utc};
-use runner::config::Config;
-use runner::scheduler::Runner;
 use secrecy::ExposeSecret;
+use steadfast_core::config::Config;
+use steadfast_core::scheduler::Runner;
 
 use crate::World;
 use crate::faults::{Fault, FaultKind, MemoryModel};
@@ -406,7 +406,7 @@ impl Driver<'_> {
         self.trace_cursor += events.len();
         let mut names: Vec<String> = events
             .iter()
-            .filter(|e| e.event == runner::event::EventKind::TokenRefreshFailed)
+            .filter(|e| e.event == steadfast_core::event::EventKind::TokenRefreshFailed)
             .filter(|e| {
                 e.detail
                     .as_deref()

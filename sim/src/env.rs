@@ -1,5 +1,5 @@
 //! The runner's environment inside a turmoil world: [`SimEnv`] implements
-//! `runner::env::Env` with simulated parts.
+//! `steadfast_core::env::Env` with simulated parts.
 //!
 //! - Clock: `UNIX_EPOCH + turmoil::since_epoch()`, exact within a tick.
 //! - Network: [`SimConnector`] to in-host services.
@@ -21,12 +21,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use runner::env::{
+use sha2::{Digest, Sha256};
+use steadfast_core::env::{
     CommandOutput, CommandSpec, Env, EventSink, FileSystem, MemoryProbe, SeededRng, Spawner,
     WallClock,
 };
-use runner::event::Event;
-use sha2::{Digest, Sha256};
+use steadfast_core::event::Event;
 use turmoil::fs::shim::std::fs as simfs;
 
 use crate::faults::FaultState;

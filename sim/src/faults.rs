@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use runner::env::{Rng, SeededRng};
+use steadfast_core::env::{Rng, SeededRng};
 
 /// One fault switch for one host. Setting a fault replaces the previous one of its kind.
 #[derive(Debug, Clone, PartialEq)]

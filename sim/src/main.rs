@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use runner::say;
 use sim::driver::simulate;
 use sim::metrics::evaluate;
 use sim::report::Report;
 use sim::scenario::{Profile, Scenario, profile, swarm};
+use steadfast_core::say;
 
 /// Exit codes (documented in `--help` and the README).
 mod exit {

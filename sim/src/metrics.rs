@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use runner::config::{Config, JobConfig, StepKind};
-use runner::event::{Event, EventKind};
-use runner::schedule::Schedule;
-use runner::window::Windows;
+use steadfast_core::config::{Config, JobConfig, StepKind};
+use steadfast_core::event::{Event, EventKind};
+use steadfast_core::schedule::Schedule;
+use steadfast_core::window::Windows;
 
 use crate::driver::SimRun;
 use crate::env::TraceSink;
@@ -426,7 +426,7 @@ fn silent_deaths(
     trace: &[Event],
     config: &Config,
     run: &SimRun,
-    alerts: &[runner::alert::Alert],
+    alerts: &[steadfast_core::alert::Alert],
 ) -> (u64, u64) {
     let max_threshold = config
         .jobs
@@ -642,8 +642,8 @@ fn humanize(d: chrono::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
-    use runner::config::parse_config;
-    use runner::env::EventSink;
+    use steadfast_core::config::parse_config;
+    use steadfast_core::env::EventSink;
 
     use super::*;
 
@@ -653,7 +653,7 @@ mod tests {
         let config = parse_config(
             text,
             std::path::Path::new("/x.toml"),
-            &runner::config::OsSecrets,
+            &steadfast_core::config::NoSecretSources,
         )
         .unwrap();
         let t0 = Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap();

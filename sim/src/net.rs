@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use runner::env::{Connector, NetError, NetErrorKind, Target, WallClock};
 use serde::Serialize;
+use steadfast_core::env::{Connector, NetError, NetErrorKind, Target, WallClock};
 use tokio::io::DuplexStream;
 
 use crate::env::SimClock;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use runner::alert::{Alert, AlertSink};
+use steadfast_core::alert::{Alert, AlertSink};
 
 /// Alerts kept for the report (bounded).
 const MAX_ALERTS: usize = 10_000;

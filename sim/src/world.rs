@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use runner::env::{SeededRng, WallClock};
+use steadfast_core::env::{SeededRng, WallClock};
 
 use crate::env::{SimClock, SimEnv, SimFs, SimMemory, SimParts, SimSpawner, TraceSink};
 use crate::faults::FaultState;

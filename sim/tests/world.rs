@@ -1,5 +1,5 @@
 //! The simulated world end to end: a client on the runner host talks through
-//! `runner::http::send` and the `SimEnv` to the in-host services, under faults.
+//! `steadfast_core::http::send` and the `SimEnv` to the in-host services, under faults.
 
 use std::future::Future;
 use std::path::Path;
@@ -8,15 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use runner::config::Url;
-use runner::env::{Env, FileSystem, MemoryProbe, Rng};
-use runner::event::{Event, EventKind};
-use runner::http::{HttpError, Request, Response, send};
-use runner::taxonomy::FailureKind;
 use sim::World;
 use sim::env::SimEnv;
 use sim::faults::{Fault, MemoryModel};
 use sim::services::{ApiService, OAuthConfig, OAuthServer};
+use steadfast_core::config::Url;
+use steadfast_core::env::{Env, FileSystem, MemoryProbe, Rng};
+use steadfast_core::event::{Event, EventKind};
+use steadfast_core::http::{HttpError, Request, Response, send};
+use steadfast_core::taxonomy::FailureKind;
 
 const TICK: Duration = Duration::from_secs(60);
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -361,14 +361,14 @@ fn memory_and_processes_follow_the_world_script() {
         let base = env.memory().resident_bytes();
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert_eq!(env.memory().resident_bytes() - base, 10 << 20);
-        let spec = |program: &str| runner::env::CommandSpec {
+        let spec = |program: &str| steadfast_core::env::CommandSpec {
             argv: vec![program.to_string()],
             cwd: None,
             env: Vec::new(),
             timeout: Duration::from_secs(60),
             capture_limit_bytes: 2,
         };
-        use runner::env::Spawner as _;
+        use steadfast_core::env::Spawner as _;
         let out = env.spawner().run(&spec("render")).await.expect("scripted");
         assert_eq!((out.code, out.stdout), (Some(0), b"do".to_vec()));
         let missing = env.spawner().run(&spec("nope")).await.expect_err("unknown");

@@ -6,11 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use runner::alert::NoAlerts;
-use runner::config::{NoSecretSources, parse_config};
-use runner::event::EventKind;
-use runner::scheduler::Runner;
 use sim::World;
+use steadfast_core::alert::NoAlerts;
+use steadfast_core::config::{NoSecretSources, parse_config};
+use steadfast_core::event::EventKind;
+use steadfast_core::scheduler::Runner;
 
 const CONFIG: &str = r#"
 [runner]

@@ -16,11 +16,11 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::env::{DaemonEnv, Fanout};
-use crate::alert::NoAlerts;
-use crate::config::{NoSecretSources, parse_config};
-use crate::env::{Env, EventSink, MemoryProbe};
-use crate::event::{Event, EventKind};
-use crate::scheduler::Runner;
+use steadfast_core::alert::NoAlerts;
+use steadfast_core::config::{NoSecretSources, parse_config};
+use steadfast_core::env::{Env, EventSink, MemoryProbe};
+use steadfast_core::event::{Event, EventKind};
+use steadfast_core::scheduler::Runner;
 
 /// Start events kept at most.
 const MAX_SAMPLES: usize = 1_000_000;

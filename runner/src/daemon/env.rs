@@ -6,8 +6,8 @@ use std::sync::Arc;
 use crate::env::tokio::{
     DiskFs, ProcessMemory, ProcessSpawner, SystemClock, TcpConnector, TokioEnv,
 };
-use crate::env::{Env, EventSink, SeededRng};
-use crate::event::{Event, TracingSink};
+use steadfast_core::env::{Env, EventSink, SeededRng};
+use steadfast_core::event::{Event, TracingSink};
 
 /// Hands each event to every sink in turn. Sinks must not block (the core calls
 /// `emit` inline); the slow ones (pings) queue.
@@ -116,7 +116,7 @@ impl Env for DaemonEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventKind, MemorySink};
+    use steadfast_core::event::{EventKind, MemorySink};
 
     #[test]
     fn every_sink_sees_every_event() {

@@ -144,7 +144,7 @@ impl Redactor {
     }
 
     /// The secret values of a configuration: client secrets and refresh tokens.
-    pub fn from_config(config: &crate::config::Config) -> Self {
+    pub fn from_config(config: &steadfast_core::config::Config) -> Self {
         use secrecy::ExposeSecret;
         let mut values = Vec::new();
         for cred in config.credentials.values() {

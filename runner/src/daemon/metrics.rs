@@ -19,11 +19,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::breaker::BreakerState;
-use crate::env::EventSink;
-use crate::event::{Event, EventKind};
-use crate::job_status::{JobStatus, StatusBoard};
-use crate::state_machine::TaskState;
+use steadfast_core::breaker::BreakerState;
+use steadfast_core::env::EventSink;
+use steadfast_core::event::{Event, EventKind};
+use steadfast_core::job_status::{JobStatus, StatusBoard};
+use steadfast_core::state_machine::TaskState;
 
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 16;
@@ -366,8 +366,8 @@ fn respond(metrics: &Metrics, path: &str) -> hyper::Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::taxonomy::ErrorClass;
     use chrono::TimeZone;
+    use steadfast_core::taxonomy::ErrorClass;
 
     #[test]
     fn events_become_prometheus_series() {
@@ -460,10 +460,10 @@ mod tests {
         let (tx, rx) = watch::channel(false);
         let server = tokio::spawn(serve(listener, m, rx));
         let get = |path: &'static str| async move {
-            let url = crate::config::Url::parse(&format!("http://{addr}{path}")).unwrap();
-            crate::http::send(
+            let url = steadfast_core::config::Url::parse(&format!("http://{addr}{path}")).unwrap();
+            steadfast_core::http::send(
                 &crate::env::tokio::TcpConnector::new(),
-                &crate::http::Request::new(crate::http::Method::GET, url),
+                &steadfast_core::http::Request::new(steadfast_core::http::Method::GET, url),
                 Duration::from_secs(5),
             )
             .await

@@ -18,12 +18,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::settings::{NotifySettings, SecretUrl, Webhook, WebhookFormat};
-use crate::alert::{Alert, AlertKind, AlertSink};
-use crate::config::Url;
-use crate::env::EventSink;
 use crate::env::tokio::TcpConnector;
-use crate::event::{Event, EventKind};
-use crate::http::{Method, Request};
+use steadfast_core::alert::{Alert, AlertKind, AlertSink};
+use steadfast_core::config::Url;
+use steadfast_core::env::EventSink;
+use steadfast_core::event::{Event, EventKind};
+use steadfast_core::http::{Method, Request};
 
 /// Deliveries waiting at most; more are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 64;
@@ -63,7 +63,7 @@ impl Outbox {
         let (tx, mut rx) = mpsc::channel::<Delivery>(capacity.max(1));
         let task = tokio::spawn(async move {
             while let Some(d) = rx.recv().await {
-                match crate::http::send(&connector, &d.request, DELIVERY_TIMEOUT).await {
+                match steadfast_core::http::send(&connector, &d.request, DELIVERY_TIMEOUT).await {
                     Ok(resp) if (200..300).contains(&resp.status) => {
                         tracing::debug!(target: "steadfast::notify", delivery = %d.label, status = resp.status, "delivered");
                     }

@@ -1,7 +1,7 @@
 //! The daemon's own configuration sections, kept in the same file as the core's.
 //!
 //! The core's parser rejects unknown keys, so the daemon asks it to hand back
-//! `[notify]`, `[http]`, `[logs]` and `[tls]` raw ([`crate::config::parse_config_value`])
+//! `[notify]`, `[http]`, `[logs]` and `[tls]` raw ([`steadfast_core::config::parse_config_value`])
 //! and validates them here, with the same diagnostics: every problem at once, each with
 //! file, line (of the section), key path and hint.
 //!
@@ -38,8 +38,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{Config, Diagnostic, Diagnostics, SecretResolver, Url, duration};
 use crate::env::tls::{CaFile, CaFileError, Roots, TlsSettings};
+use steadfast_core::config::{Config, Diagnostic, Diagnostics, SecretResolver, Url, duration};
 
 /// The top-level sections the daemon reads itself.
 pub const SECTIONS: &[&str] = &["notify", "http", "logs", "tls"];
@@ -520,7 +520,8 @@ fn find_section(text: &str, section: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{OsSecrets, parse_config_value};
+    use crate::secrets::OsSecrets;
+    use steadfast_core::config::parse_config_value;
 
     const BASE: &str = "[[jobs]]\nname = \"a\"\nevery = \"1m\"\n[[jobs.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"true\"]\n";
 

@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use super::lock::StateLock;
 use super::status_file::{self, StatusFile};
-use crate::breaker::BreakerState;
-use crate::checkpoint::Checkpoint;
-use crate::config::Config;
-use crate::heartbeat::HeartbeatState;
-use crate::schedule::Schedule;
-use crate::state_machine::TaskState;
-use crate::store::file_stem;
+use steadfast_core::breaker::BreakerState;
+use steadfast_core::checkpoint::Checkpoint;
+use steadfast_core::config::Config;
+use steadfast_core::heartbeat::HeartbeatState;
+use steadfast_core::schedule::Schedule;
+use steadfast_core::state_machine::TaskState;
+use steadfast_core::store::file_stem;
 
 /// What the state files hold.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -100,7 +100,7 @@ impl StateFiles {
     pub fn read(state_dir: &Path) -> Self {
         let mut s = Self::default();
         if let Some(hb) = read::<HeartbeatState>(
-            &state_dir.join(crate::heartbeat::STATE_FILE),
+            &state_dir.join(steadfast_core::heartbeat::STATE_FILE),
             &mut s.problems,
         ) {
             s.last_success = hb
@@ -109,9 +109,10 @@ impl StateFiles {
                 .filter_map(|(job, secs)| Some((job.clone(), DateTime::from_timestamp(*secs, 0)?)))
                 .collect();
         }
-        if let Some(b) =
-            read::<BreakersFile>(&state_dir.join(crate::breaker::STATE_FILE), &mut s.problems)
-        {
+        if let Some(b) = read::<BreakersFile>(
+            &state_dir.join(steadfast_core::breaker::STATE_FILE),
+            &mut s.problems,
+        ) {
             s.breakers = b.services;
         }
         for (stem, path) in json_files(&state_dir.join("tokens")) {
@@ -350,8 +351,9 @@ fn push_table<const N: usize>(out: &mut String, rows: &[[String; N]]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{OsSecrets, parse_config};
+    use crate::secrets::OsSecrets;
     use chrono::TimeZone;
+    use steadfast_core::config::parse_config;
 
     #[test]
     fn status_reads_every_state_file_and_never_a_token() {

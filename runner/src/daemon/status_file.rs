@@ -2,7 +2,7 @@
 //! `runner status` (another process) can show each job's state machine state and
 //! failure streak, and so a restarted daemon carries the streaks over.
 //!
-//! Written atomically (the shared [`crate::store`] path) after changes, at most once
+//! Written atomically (the shared [`steadfast_core::store`] path) after changes, at most once
 //! per [`MIN_GAP`], and once more when the daemon stops. It is a report, not a source
 //! of truth for scheduling: a corrupt file is moved aside and the streaks start at 0.
 
@@ -15,11 +15,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::env::Env;
-use crate::event::{Event, EventKind};
-use crate::job_status::StatusBoard;
-use crate::state_machine::TaskState;
-use crate::store::{StoreError, read_json, write_json};
+use steadfast_core::env::Env;
+use steadfast_core::event::{Event, EventKind};
+use steadfast_core::job_status::StatusBoard;
+use steadfast_core::state_machine::TaskState;
+use steadfast_core::store::{StoreError, read_json, write_json};
 
 /// The file's name under the state directory.
 pub const FILE: &str = "job-status.json";

@@ -12,11 +12,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::tls::{self, RootCounts, TlsError, TlsSettings};
-use super::{
+use steadfast_core::env::{
     CommandOutput, CommandSpec, Connector, Env, FileSystem, MemoryProbe, NetError, NetErrorKind,
     SeededRng, Spawner, Target, WallClock,
 };
-use crate::event::TracingSink;
+use steadfast_core::event::TracingSink;
 
 /// The production environment.
 #[derive(Debug, Clone)]

@@ -59,7 +59,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use runner::config::{Config, Diagnostic, Diagnostics, NoSecretSources, parse_config_value};
+use steadfast_core::config::{
+    Config, Diagnostic, Diagnostics, NoSecretSources, parse_config_value,
+};
 
 pub use profile::Profile;
 use reader::Section;
@@ -329,7 +331,7 @@ impl Scenario {
                 None
             }
         };
-        let raw = match runner::config::raw::parse(text) {
+        let raw = match steadfast_core::config::raw::parse(text) {
             Ok(raw) => raw,
             Err(_) => {
                 // The runner's parser already reported the syntax error.

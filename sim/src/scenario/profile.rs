@@ -6,7 +6,7 @@
 //! windows, no breakers, no call timeouts and no supervisor to restart a dead process.
 //! `no-<pattern>` is self-healing with one pattern off, for ablation.
 
-use runner::config::{Jitter, Patterns, RetryMode};
+use steadfast_core::config::{Jitter, Patterns, RetryMode};
 
 /// A named set of pattern switches plus the process-level habits that go with them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

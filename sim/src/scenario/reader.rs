@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use runner::config::raw::{RawEntry, RawKind, RawTable};
-use runner::config::{Diagnostic, Diagnostics, duration};
+use steadfast_core::config::raw::{RawEntry, RawKind, RawTable};
+use steadfast_core::config::{Diagnostic, Diagnostics, duration};
 
 /// Reads one table; call [`Section::finish`] to report keys nobody asked for.
 pub(crate) struct Section<'a> {

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use runner::env::{Rng, SeededRng};
+use steadfast_core::env::{Rng, SeededRng};
 
 use super::{FaultSpec, FaultSpecKind, Scenario};
 

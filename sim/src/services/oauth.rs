@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use runner::env::{Rng, SeededRng};
 use serde::Serialize;
+use steadfast_core::env::{Rng, SeededRng};
 
 use super::{Service, SimRequest, SimResponse};
 

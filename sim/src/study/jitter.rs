@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use runner::config::{Jitter, Patterns};
-use runner::event::EventKind;
+use steadfast_core::config::{Jitter, Patterns};
+use steadfast_core::event::EventKind;
 
 use super::parallel;
 use super::stats::Summary;

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use runner::event::{Event, EventKind};
+use steadfast_core::event::{Event, EventKind};
 
 use crate::driver::{SimError, SimRun, simulate};
 use crate::metrics::{Metrics, evaluate};

@@ -13,13 +13,13 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use proptest::prelude::*;
 
-use super::{Finding, HealthProbe, HeartbeatState, Heartbeats, Monitor};
-use crate::alert::{Alert, AlertKind, CollectAlerts};
-use crate::config::Url;
-use crate::env::testkit::{TestEnv, serve};
-use crate::env::{Env, FileSystem};
-use crate::event::EventKind;
-use crate::store::StoreError;
+use steadfast_core::alert::{Alert, AlertKind, CollectAlerts};
+use steadfast_core::config::Url;
+use steadfast_core::env::{Env, FileSystem};
+use steadfast_core::event::EventKind;
+use steadfast_core::heartbeat::{Finding, HealthProbe, HeartbeatState, Heartbeats, Monitor};
+use steadfast_core::store::StoreError;
+use steadfast_testkit::{TestEnv, serve};
 
 const STATE_DIR: &str = "/state";
 const HOUR: Duration = Duration::from_secs(3600);
@@ -200,8 +200,9 @@ async fn a_full_disk_fails_the_write_but_the_success_still_counts_in_memory() {
         .await
         .unwrap_err();
     assert_eq!(
-        err.io_error().map(crate::taxonomy::FailureKind::from),
-        Some(crate::taxonomy::FailureKind::DiskFull)
+        err.io_error()
+            .map(steadfast_core::taxonomy::FailureKind::from),
+        Some(steadfast_core::taxonomy::FailureKind::DiskFull)
     );
     assert_eq!(hb.last_success("email-monitor"), Some(env.now()));
     let on_disk: HeartbeatState =
@@ -396,7 +397,7 @@ async fn a_service_answering_503_is_unhealthy_and_a_200_one_is_not() {
     assert!(matches!(&findings[1], Finding::ServiceUnhealthy { service, .. } if service == "mail"));
     // One failed probe is a blip: no alert until it has failed three looks in a row.
     assert!(alerts(&sink).is_empty());
-    for _ in 1..super::monitor::UNHEALTHY_LOOKS_BEFORE_ALERT {
+    for _ in 1..steadfast_core::heartbeat::monitor::UNHEALTHY_LOOKS_BEFORE_ALERT {
         assert_eq!(mon.check_once().await.len(), 2);
     }
     let raised = alerts(&sink);

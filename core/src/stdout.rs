@@ -1,4 +1,5 @@
-//! Small helpers the `runner` and `sim` binaries share.
+//! Printing for the binaries built on the core (`runner`, `sim`): the core itself never
+//! prints, it emits events.
 
 /// `println!` that ends the program quietly when stdout is a closed pipe (`| head`)
 /// instead of panicking, with the status of a process killed by SIGPIPE (128 + 13),

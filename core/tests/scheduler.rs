@@ -11,14 +11,14 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
-use runner::alert::{AlertKind, CollectAlerts};
-use runner::config::{
+use steadfast_core::alert::{AlertKind, CollectAlerts};
+use steadfast_core::config::{
     Config, HttpStep, JobConfig, Overlap, Patterns, RetryPolicy, RunnerSettings, ScheduleConfig,
     ServiceConfig, StepConfig, StepKind,
 };
-use runner::env::testkit::{TestEnv, serve};
-use runner::event::{Event, EventKind};
-use runner::scheduler::{Exit, Runner};
+use steadfast_core::event::{Event, EventKind};
+use steadfast_core::scheduler::{Exit, Runner};
+use steadfast_testkit::{TestEnv, serve};
 
 fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap()
@@ -439,8 +439,8 @@ async fn a_crash_mid_run_resumes_from_the_checkpoint_without_repeating_side_effe
 
 #[tokio::test(start_paused = true)]
 async fn command_steps_get_their_environment_and_their_outputs_feed_later_steps() {
-    use runner::config::CommandStep;
-    use runner::env::CommandOutput;
+    use steadfast_core::config::CommandStep;
+    use steadfast_core::env::CommandOutput;
     let env = TestEnv::new(start(), 9);
     let out = |code: i32, stdout: &str| CommandOutput {
         code: Some(code),

@@ -11,13 +11,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::form::tests::decode;
-use super::{TokenError, TokenManager};
-use crate::config::{CredentialConfig, Url};
-use crate::env::testkit::{TestEnv, serve};
-use crate::env::{Env, FileSystem};
-use crate::event::EventKind;
-use crate::taxonomy::{ErrorClass, FailureKind};
+use steadfast_core::config::{CredentialConfig, Url};
+use steadfast_core::env::{Env, FileSystem};
+use steadfast_core::event::EventKind;
+use steadfast_core::taxonomy::{ErrorClass, FailureKind};
+use steadfast_core::token::{TokenError, TokenManager};
+use steadfast_testkit::{TestEnv, serve};
 
 /// Every secret in these tests contains this, so a scan for it finds any leak.
 const MARK: &str = "sekrit";
@@ -90,7 +89,7 @@ async fn token_endpoint(
     let body = req.into_body().collect().await.unwrap().to_bytes();
     // A token endpoint takes a moment: concurrent callers pile up behind the first.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let form = decode(std::str::from_utf8(&body).unwrap());
+    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     let mut s = lock(server);
     s.requests.push((content_type, form.clone()));
     if let Some((status, body)) = s.fail_with.clone() {
@@ -206,12 +205,12 @@ fn token_file() -> PathBuf {
 }
 
 async fn call_api(env: &TestEnv, token: &SecretString) -> u16 {
-    let req = crate::http::Request::new(
+    let req = steadfast_core::http::Request::new(
         ::http::Method::GET,
         Url::parse("http://api.test/upload").unwrap(),
     )
     .header("authorization", format!("Bearer {}", token.expose_secret()));
-    crate::http::send(env.connector(), &req, TIMEOUT)
+    steadfast_core::http::send(env.connector(), &req, TIMEOUT)
         .await
         .unwrap()
         .status
@@ -439,7 +438,7 @@ async fn unreachable_endpoint_is_classified_by_the_network_error() {
     let (env, server, mgr) = setup(true);
     env.parts()
         .net
-        .fail("auth.test", crate::env::NetErrorKind::Reset);
+        .fail("auth.test", steadfast_core::env::NetErrorKind::Reset);
     let err = mgr.access_token().await.unwrap_err();
     assert_eq!(err.kind(), FailureKind::ConnectionReset);
     assert_eq!(requests(&server), 0);

@@ -22,27 +22,13 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use validate::{did_you_mean, parse_config, parse_config_value};
 
 /// Resolves `{ env = "NAME" }` and `{ file = "path" }` secret references while a
-/// configuration is validated. The daemon passes [`OsSecrets`]; the simulator passes
+/// configuration is validated. The daemon passes its `OsSecrets`; the simulator passes
 /// [`NoSecretSources`] (scenario secrets are inline).
 pub trait SecretResolver {
     /// The value of environment variable `name`.
     fn env(&self, name: &str) -> Option<String>;
     /// The contents of `path` (already made absolute), trimmed by the caller.
     fn file(&self, path: &std::path::Path) -> std::io::Result<String>;
-}
-
-/// Resolves secrets from the process environment and the disk (the daemon only:
-/// configuration is read once at start, before the core runs).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct OsSecrets;
-
-impl SecretResolver for OsSecrets {
-    fn env(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-    fn file(&self, path: &std::path::Path) -> std::io::Result<String> {
-        std::fs::read_to_string(path)
-    }
 }
 
 /// Resolves nothing: every `env`/`file` reference is reported as an error.

@@ -1,8 +1,8 @@
-//! An in-process environment for tests: paused-time wall clock, in-memory disk,
-//! in-memory network routed to hyper services, settable memory, scripted processes.
+//! Steadfast's fakes: one in-process environment for the core's tests and the simulator.
 //!
-//! It mirrors the production seams one to one, so core tests exercise the same code
-//! paths the daemon runs. The simulator has its own turmoil-backed environment.
+//! Paused-time wall clock, in-memory disk with a crash model, in-memory network routed
+//! to hyper services, settable memory, scripted processes, an event sink. It mirrors the
+//! production seams one to one, so tests exercise the same code paths the daemon runs.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use tokio::io::DuplexStream;
 
-use super::{
+use steadfast_core::env::{
     CommandOutput, CommandSpec, Connector, Env, FileSystem, MemoryProbe, NetError, NetErrorKind,
     SeededRng, Spawner, Target, WallClock,
 };
-use crate::event::{Event, MemorySink};
+use steadfast_core::event::{Event, MemorySink};
 
 /// A wall clock that follows tokio's (possibly paused) clock from a fixed start.
 #[derive(Debug, Clone)]

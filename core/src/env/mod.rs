@@ -1,0 +1,200 @@
+//! The environment seam: everything the core needs from the outside world.
+//!
+//! The core never reads the OS clock, OS randomness, the network, the disk or memory
+//! directly. It asks an [`Env`] for them. Production uses the `runner` crate's `TokioEnv`;
+//! tests and the simulator use `steadfast-testkit`'s fakes.
+//!
+//! Monotonic time and sleeping are tokio's (`tokio::time`), so a paused or simulated
+//! runtime drives them; the wall clock is a separate seam because schedules, windows,
+//! token expiry and the heartbeat file are all in wall time.
+
+pub mod rng;
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use ::tokio::io::{AsyncRead, AsyncWrite};
+use chrono::{DateTime, Utc};
+
+use crate::event::Event;
+
+pub use rng::{Rng, SeededRng};
+
+/// The single environment the core runs in.
+///
+/// Each accessor returns one seam. The trait is implemented once for production and
+/// once for the simulator; tests may build their own from the parts.
+pub trait Env: Clone + Send + Sync + 'static {
+    /// The wall clock.
+    type Clock: WallClock;
+    /// The byte-stream connector under the HTTP client.
+    type Connector: Connector;
+    /// The durable file system.
+    type Fs: FileSystem;
+    /// The memory probe.
+    type Memory: MemoryProbe;
+    /// The process spawner for command steps.
+    type Spawner: Spawner;
+    /// Where structured events go.
+    type Events: EventSink;
+
+    /// The wall clock (UTC).
+    fn clock(&self) -> &Self::Clock;
+    /// The seeded random source; every random choice of the core comes from it.
+    fn rng(&self) -> &SeededRng;
+    /// The network connector.
+    fn connector(&self) -> &Self::Connector;
+    /// The file system.
+    fn fs(&self) -> &Self::Fs;
+    /// The memory probe.
+    fn memory(&self) -> &Self::Memory;
+    /// The process spawner.
+    fn spawner(&self) -> &Self::Spawner;
+    /// The event sink.
+    fn events(&self) -> &Self::Events;
+
+    /// The current wall-clock instant, shorthand for `self.clock().now()`.
+    fn now(&self) -> DateTime<Utc> {
+        self.clock().now()
+    }
+
+    /// Stamps and emits one event.
+    fn emit(&self, event: Event) {
+        self.events().emit(event.at(self.now()));
+    }
+}
+
+/// A wall clock returning UTC instants.
+pub trait WallClock: Send + Sync + 'static {
+    /// Now, in UTC.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// Why a connection could not be opened. The kind drives the error taxonomy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetErrorKind {
+    /// The host name did not resolve.
+    Dns,
+    /// The peer refused the connection.
+    Refused,
+    /// The peer reset the connection.
+    Reset,
+    /// No answer in time.
+    TimedOut,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// Any other I/O failure.
+    Other,
+}
+
+/// A failure to open a stream.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("failed to connect to {target}: {kind:?}: {detail}")]
+pub struct NetError {
+    /// What went wrong.
+    pub kind: NetErrorKind,
+    /// `host:port` that was dialled.
+    pub target: String,
+    /// A human-readable detail (never contains secrets).
+    pub detail: String,
+}
+
+/// Where to connect: the parts of a URL the connector needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Host name or IP literal.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Wrap the stream in TLS (https).
+    pub tls: bool,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Opens byte streams for the HTTP client.
+pub trait Connector: Send + Sync + 'static {
+    /// The stream type.
+    type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
+
+    /// Opens a stream to `target`, including TLS when `target.tls` is set.
+    fn connect(
+        &self,
+        target: &Target,
+    ) -> impl Future<Output = Result<Self::Stream, NetError>> + Send;
+}
+
+/// A small file-system API with explicit durability.
+///
+/// `write` alone is not durable: a crash may lose it. A durable replace is
+/// `write(tmp)`, `sync(tmp)`, `rename(tmp, path)`, `sync_dir(parent)`; see
+/// [`crate::store::write_atomic`].
+pub trait FileSystem: Send + Sync + 'static {
+    /// Reads a whole file.
+    fn read(&self, path: &Path) -> impl Future<Output = io::Result<Vec<u8>>> + Send;
+    /// Creates or truncates `path` and writes `data` (owner-only permissions).
+    fn write(&self, path: &Path, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Flushes a file's data and metadata to stable storage.
+    fn sync(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send;
+    /// Atomically renames `from` to `to`, replacing `to`.
+    fn rename(&self, from: &Path, to: &Path) -> impl Future<Output = io::Result<()>> + Send;
+    /// Flushes a directory's entries (so a create or rename survives a crash).
+    fn sync_dir(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send;
+    /// Removes a file; a missing file is not an error.
+    fn remove(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send;
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// Reports the process's resident memory.
+pub trait MemoryProbe: Send + Sync + 'static {
+    /// Current resident set size in bytes.
+    fn resident_bytes(&self) -> u64;
+}
+
+/// What to run for a command step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Program and arguments (no shell).
+    pub argv: Vec<String>,
+    /// Working directory, if any.
+    pub cwd: Option<std::path::PathBuf>,
+    /// Extra environment variables, in order.
+    pub env: Vec<(String, String)>,
+    /// Kill the whole process group after this long.
+    pub timeout: Duration,
+    /// Keep at most this many bytes of stdout and of stderr.
+    pub capture_limit_bytes: usize,
+}
+
+/// What a finished command produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// Exit code; `None` when killed by a signal.
+    pub code: Option<i32>,
+    /// Captured stdout (truncated to the limit).
+    pub stdout: Vec<u8>,
+    /// Captured stderr (truncated to the limit).
+    pub stderr: Vec<u8>,
+    /// The command ran past its timeout and was killed.
+    pub timed_out: bool,
+}
+
+/// Spawns processes for command steps.
+pub trait Spawner: Send + Sync + 'static {
+    /// Runs a command to completion or timeout.
+    fn run(&self, spec: &CommandSpec) -> impl Future<Output = io::Result<CommandOutput>> + Send;
+}
+
+/// Receives every structured event the core emits.
+pub trait EventSink: Send + Sync + 'static {
+    /// Records one event.
+    fn emit(&self, event: Event);
+}
