@@ -298,7 +298,7 @@ impl<E: Env> Breakers<E> {
             self.env.emit(
                 Event::new(EventKind::BreakerTransition)
                     .service(&name)
-                    .transition(BreakerState::Closed.as_str(), BreakerState::Open.as_str())
+                    .transition(BreakerState::Closed, BreakerState::Open)
                     .delay(remaining)
                     .detail("restored from the state file"),
             );
@@ -498,7 +498,7 @@ impl<E: Env> Breakers<E> {
     ) {
         let mut event = Event::new(EventKind::BreakerTransition)
             .service(service)
-            .transition(from.as_str(), core.state.as_str())
+            .transition(from, core.state)
             .detail(reason);
         if let Some(period) = period {
             event = event.delay(period);

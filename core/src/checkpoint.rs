@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::env::{Env, FileSystem};
+use crate::job::RunId;
 use crate::store::{self, StoreError};
 
 /// One completed step.
@@ -32,7 +33,7 @@ pub struct Checkpoint {
     /// The job.
     pub job: String,
     /// The run (kept when resumed).
-    pub run_id: String,
+    pub run_id: RunId,
     /// When the run first started.
     pub started_at: DateTime<Utc>,
     /// Steps done, in order.
@@ -41,10 +42,10 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// A fresh run with nothing done.
-    pub fn new(job: &str, run_id: &str, started_at: DateTime<Utc>) -> Self {
+    pub fn new(run_id: &RunId, started_at: DateTime<Utc>) -> Self {
         Self {
-            job: job.to_string(),
-            run_id: run_id.to_string(),
+            job: run_id.job().to_string(),
+            run_id: run_id.clone(),
             started_at,
             completed: Vec::new(),
         }
@@ -57,9 +58,9 @@ impl Checkpoint {
 }
 
 /// The stable idempotency key of one step of one run.
-pub fn idempotency_key(job: &str, run_id: &str, step: &str) -> String {
+pub fn idempotency_key(run: &RunId, step: &str) -> String {
     let mut h = Sha256::new();
-    for part in [job, run_id, step] {
+    for part in [run.job(), &run.to_string(), step] {
         h.update(part.as_bytes());
         h.update([0]);
     }

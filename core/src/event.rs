@@ -7,6 +7,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::breaker::BreakerState;
+use crate::job::RunId;
+use crate::state_machine::TaskState;
 use crate::taxonomy::ErrorClass;
 
 /// What happened.
@@ -95,6 +98,98 @@ impl EventKind {
     }
 }
 
+/// A state named by a transition event: a task's or a breaker's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum StateName {
+    /// A job's task state.
+    Task(TaskState),
+    /// A circuit breaker's state.
+    Breaker(BreakerState),
+}
+
+impl StateName {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Task(s) => s.as_str(),
+            Self::Breaker(s) => s.as_str(),
+        }
+    }
+}
+
+impl From<TaskState> for StateName {
+    fn from(s: TaskState) -> Self {
+        Self::Task(s)
+    }
+}
+
+impl From<BreakerState> for StateName {
+    fn from(s: BreakerState) -> Self {
+        Self::Breaker(s)
+    }
+}
+
+/// How a run ended, as events, status and metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every step completed.
+    Succeeded,
+    /// Some steps were skipped because their service was down; the rest completed.
+    Degraded,
+    /// A step waits for a window that opens after the run's deadline.
+    Deferred,
+    /// The run failed; a later run may resume it.
+    Failed,
+    /// The run failed in a way that needs a human; the job stops.
+    Fatal,
+}
+
+impl Outcome {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Degraded => "degraded",
+            Self::Deferred => "deferred",
+            Self::Failed => "failed",
+            Self::Fatal => "fatal",
+        }
+    }
+
+    /// Whether the run did what it could: succeeded, degraded or deferred by a window.
+    pub fn is_ok(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Degraded | Self::Deferred)
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a due run did not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Its first step's time window is closed.
+    Window,
+    /// The previous run of the job was still in progress.
+    Overlap,
+}
+
+impl SkipReason {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Window => "window",
+            Self::Overlap => "overlap",
+        }
+    }
+}
+
 /// One structured event. Optional fields are omitted from the JSON when absent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
@@ -107,7 +202,7 @@ pub struct Event {
     pub job: Option<String>,
     /// The run concerned (stable across a resume).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     /// The step concerned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
@@ -125,10 +220,16 @@ pub struct Event {
     pub delay_ms: Option<u64>,
     /// State before a transition.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<&'static str>,
-    /// State after a transition, or the outcome of a run.
+    pub from: Option<StateName>,
+    /// State after a transition.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<&'static str>,
+    pub to: Option<StateName>,
+    /// How a run ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Why a due run did not start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<SkipReason>,
     /// A short human-readable detail (never a secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -149,6 +250,8 @@ impl Event {
             delay_ms: None,
             from: None,
             to: None,
+            outcome: None,
+            reason: None,
             detail: None,
         }
     }
@@ -166,8 +269,8 @@ impl Event {
     }
 
     /// Sets the run id.
-    pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
-        self.run_id = Some(run_id.into());
+    pub fn run_id(mut self, run_id: &RunId) -> Self {
+        self.run_id = Some(run_id.clone());
         self
     }
 
@@ -202,15 +305,21 @@ impl Event {
     }
 
     /// Sets the from/to states of a transition.
-    pub fn transition(mut self, from: &'static str, to: &'static str) -> Self {
-        self.from = Some(from);
-        self.to = Some(to);
+    pub fn transition(mut self, from: impl Into<StateName>, to: impl Into<StateName>) -> Self {
+        self.from = Some(from.into());
+        self.to = Some(to.into());
         self
     }
 
-    /// Sets the outcome (stored in `to`).
-    pub fn outcome(mut self, outcome: &'static str) -> Self {
-        self.to = Some(outcome);
+    /// Sets the outcome of a run.
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = Some(outcome);
+        self
+    }
+
+    /// Sets why a due run did not start.
+    pub fn reason(mut self, reason: SkipReason) -> Self {
+        self.reason = Some(reason);
         self
     }
 
@@ -243,14 +352,16 @@ impl crate::env::EventSink for TracingSink {
                     at = %at,
                     event = e.event.as_str(),
                     job = e.job.as_deref(),
-                    run_id = e.run_id.as_deref(),
+                    run_id = e.run_id.as_ref().map(tracing::field::display),
                     step = e.step.as_deref(),
                     attempt = e.attempt,
                     service = e.service.as_deref(),
                     class = class,
                     delay_ms = e.delay_ms,
-                    from = e.from,
-                    to = e.to,
+                    from = e.from.map(StateName::as_str),
+                    to = e.to.map(StateName::as_str),
+                    outcome = e.outcome.map(Outcome::as_str),
+                    reason = e.reason.map(SkipReason::as_str),
                     detail = e.detail.as_deref(),
                 )
             };

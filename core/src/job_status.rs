@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+use crate::event::Outcome;
 use crate::state_machine::TaskState;
 
 /// The live status of one job.
@@ -15,7 +16,7 @@ pub struct JobStatus {
     /// State machine state.
     pub state: TaskState,
     /// Outcome of the last run.
-    pub last_outcome: Option<&'static str>,
+    pub last_outcome: Option<Outcome>,
     /// Last success (from the heartbeat file).
     pub last_success: Option<DateTime<Utc>>,
     /// When the next run is due.

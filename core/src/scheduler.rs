@@ -20,10 +20,10 @@ use crate::breaker::{BreakerState, Breakers};
 use crate::checkpoint::Checkpoints;
 use crate::config::{Config, JobConfig, Overlap};
 use crate::env::{Env, MemoryProbe, Rng};
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, SkipReason};
 use crate::heartbeat::Heartbeats;
 use crate::heartbeat::{HealthProbe, Monitor};
-use crate::job::{RunContext, RunOutcome, Services, execute, sleep_until_wall};
+use crate::job::{RunContext, RunId, RunOutcome, Services, execute, sleep_until_wall};
 pub use crate::job_status::{JobStatus, StatusBoard};
 use crate::retry::RetryBudgets;
 use crate::schedule::{Schedule, ScheduleError};
@@ -224,7 +224,7 @@ impl<E: Env> Runner<E> {
     pub async fn run_once(&self, job: &str) -> Option<RunOutcome> {
         let (job, schedule) = self.schedules.iter().find(|(j, _)| j.name == job)?;
         let now = self.svc.env.now();
-        let outcome = run_guarded(&self.svc, job, schedule, now, next_run_id(job, now)).await;
+        let outcome = run_guarded(&self.svc, job, schedule, now, RunId::new(&job.name, now)).await;
         Some(outcome)
     }
 
@@ -325,12 +325,6 @@ async fn wait_true(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-/// The id of the run of `job` due at `due`: stable, readable, and the key the simulator
-/// uses to match runs to schedule slots.
-pub fn next_run_id(job: &JobConfig, due: DateTime<Utc>) -> String {
-    format!("{}-{}", job.name, due.format("%Y%m%dT%H%M%SZ"))
-}
-
 /// One job's task.
 struct JobLoop<E: Env> {
     svc: Arc<Services<E>>,
@@ -386,6 +380,7 @@ impl<E: Env> JobLoop<E> {
                 env.emit(
                     Event::new(EventKind::RunSkipped)
                         .job(&name)
+                        .reason(SkipReason::Window)
                         .detail("outside the time window of its first step"),
                 );
                 let _ = self.heartbeats.record_success(&name, env.now()).await;
@@ -403,7 +398,7 @@ impl<E: Env> JobLoop<E> {
                 let _ = self.stop.send(Stop::Memory).await;
                 return;
             }
-            let run_id = next_run_id(&self.job, due);
+            let run_id = RunId::new(&self.job.name, due);
             let running = task.start(run_id.clone());
             self.update(|s| s.state = TaskState::Running);
             env.emit(Event::new(EventKind::RunStarted).job(&name).run_id(&run_id));
@@ -412,7 +407,7 @@ impl<E: Env> JobLoop<E> {
             let mut event = Event::new(EventKind::RunFinished)
                 .job(&name)
                 .run_id(&run_id)
-                .outcome(outcome.label());
+                .outcome(outcome.kind());
             if let RunOutcome::Failed(e) | RunOutcome::Fatal(e) = &outcome {
                 event = event.class(e.class).detail(e.detail.clone());
             }
@@ -435,7 +430,7 @@ impl<E: Env> JobLoop<E> {
                     }
                     let success = running.succeed(degraded);
                     self.update(|s| {
-                        s.last_outcome = Some(outcome.label());
+                        s.last_outcome = Some(outcome.kind());
                         s.last_success = Some(env.now());
                         s.consecutive_failures = 0;
                     });
@@ -445,18 +440,18 @@ impl<E: Env> JobLoop<E> {
                     // The job did all its windows allow and saved its progress: it is
                     // alive and behaving as configured, which is what a heartbeat says.
                     let _ = self.heartbeats.record_success(&name, env.now()).await;
-                    self.update(|s| s.last_outcome = Some(outcome.label()));
+                    self.update(|s| s.last_outcome = Some(outcome.kind()));
                     running.defer().cool_down()
                 }
                 RunOutcome::Failed(ref e) => {
                     self.update(|s| {
-                        s.last_outcome = Some(outcome.label());
+                        s.last_outcome = Some(outcome.kind());
                         s.consecutive_failures += 1;
                     });
                     running.fail(&e.detail).cool_down()
                 }
                 RunOutcome::Fatal(ref e) => {
-                    self.update(|s| s.last_outcome = Some(outcome.label()));
+                    self.update(|s| s.last_outcome = Some(outcome.kind()));
                     let failed = running.fail(&e.detail);
                     self.fatal(failed.stop(&e.detail), &e.detail).await;
                     return;
@@ -467,9 +462,14 @@ impl<E: Env> JobLoop<E> {
             let next = self.schedule.next_after(now.max(due));
             let missed = self.count_missed(due, now);
             if missed > 0 {
-                env.emit(Event::new(EventKind::RunSkipped).job(&name).detail(format!(
-                    "{missed} slot(s) passed while the run was in progress"
-                )));
+                env.emit(
+                    Event::new(EventKind::RunSkipped)
+                        .job(&name)
+                        .reason(SkipReason::Overlap)
+                        .detail(format!(
+                            "{missed} slot(s) passed while the run was in progress"
+                        )),
+                );
             }
             due = if missed > 0 && self.job.overlap == Overlap::Queue {
                 now
@@ -543,7 +543,7 @@ async fn run_guarded<E: Env>(
     job: &JobConfig,
     schedule: &Schedule,
     due: DateTime<Utc>,
-    run_id: String,
+    run_id: RunId,
 ) -> RunOutcome {
     let _ = schedule;
     let env = svc.env.clone();

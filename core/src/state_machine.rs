@@ -9,6 +9,7 @@ use std::marker::PhantomData;
 
 use crate::env::Env;
 use crate::event::{Event, EventKind};
+use crate::job::RunId;
 
 /// The runtime view of a task's state, for status and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,7 +67,7 @@ pub struct Cooldown;
 pub struct Task<E: Env, S> {
     env: E,
     job: String,
-    run_id: Option<String>,
+    run_id: Option<RunId>,
     state: S,
     _marker: PhantomData<S>,
 }
@@ -84,8 +85,7 @@ impl<E: Env> Task<E, Idle> {
     }
 
     /// `idle -> running` for run `run_id`.
-    pub fn start(self, run_id: impl Into<String>) -> Task<E, Running> {
-        let run_id = run_id.into();
+    pub fn start(self, run_id: RunId) -> Task<E, Running> {
         let mut next = self.move_to(Running, TaskState::Idle, TaskState::Running, None);
         next.run_id = Some(run_id);
         next.emit_transition(TaskState::Idle, TaskState::Running, None);
@@ -132,9 +132,9 @@ impl<E: Env> Task<E, Running> {
         )
     }
 
-    /// The run id of this run.
-    pub fn run_id(&self) -> &str {
-        self.run_id.as_deref().unwrap_or_default()
+    /// The run id of this run (set by `start`, the only way into `Running`).
+    pub fn run_id(&self) -> Option<&RunId> {
+        self.run_id.as_ref()
     }
 }
 
@@ -202,9 +202,9 @@ impl<E: Env, S> Task<E, S> {
     fn emit_transition(&self, from: TaskState, to: TaskState, detail: Option<&str>) {
         let mut event = Event::new(EventKind::Transition)
             .job(self.job.clone())
-            .transition(from.as_str(), to.as_str());
+            .transition(from, to);
         if let Some(run_id) = &self.run_id {
-            event = event.run_id(run_id.clone());
+            event = event.run_id(run_id);
         }
         if let Some(detail) = detail {
             event = event.detail(detail);

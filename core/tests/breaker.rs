@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use steadfast_core::breaker::*;
 use steadfast_core::config::{BreakerConfig, ServiceConfig};
 use steadfast_core::env::Env;
-use steadfast_core::event::EventKind;
+use steadfast_core::event::{EventKind, StateName};
 use steadfast_core::store::StoreError;
 use steadfast_testkit::TestEnv;
 
@@ -55,7 +55,10 @@ async fn call(b: &Breakers<TestEnv>, service: &str, success: bool) -> Result<boo
 fn open_periods(env: &TestEnv, service: &str) -> Vec<Duration> {
     env.events_so_far()
         .into_iter()
-        .filter(|e| e.event == EventKind::BreakerTransition && e.to == Some("open"))
+        .filter(|e| {
+            e.event == EventKind::BreakerTransition
+                && e.to == Some(StateName::Breaker(BreakerState::Open))
+        })
         .filter(|e| e.service.as_deref() == Some(service))
         .map(|e| Duration::from_millis(e.delay_ms.unwrap()))
         .collect()
@@ -65,7 +68,7 @@ fn transitions(env: &TestEnv) -> Vec<(&'static str, &'static str)> {
     env.events_so_far()
         .into_iter()
         .filter(|e| e.event == EventKind::BreakerTransition)
-        .map(|e| (e.from.unwrap(), e.to.unwrap()))
+        .map(|e| (e.from.unwrap().as_str(), e.to.unwrap().as_str()))
         .collect()
 }
 

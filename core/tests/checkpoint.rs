@@ -3,33 +3,35 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use chrono::{TimeZone, Utc};
 use steadfast_core::checkpoint::*;
 use steadfast_core::env::{Env, FileSystem};
+use steadfast_core::job::RunId;
 use steadfast_core::store::StoreError;
 use steadfast_testkit::TestEnv;
 
+fn run(job: &str, minute: u32) -> RunId {
+    RunId::new(job, Utc.with_ymd_and_hms(2026, 3, 2, 6, minute, 0).unwrap())
+}
+
 #[test]
 fn keys_are_stable_and_distinct() {
-    let a = idempotency_key("blog", "r1", "publish");
-    assert_eq!(a, idempotency_key("blog", "r1", "publish"));
+    let a = idempotency_key(&run("blog", 0), "publish");
+    assert_eq!(a, idempotency_key(&run("blog", 0), "publish"));
     assert_eq!(a.len(), 32);
-    assert_ne!(a, idempotency_key("blog", "r2", "publish"));
-    assert_ne!(a, idempotency_key("blog", "r1", "draft"));
-    // The separator keeps ("ab","c") and ("a","bc") apart.
-    assert_ne!(
-        idempotency_key("ab", "c", "s"),
-        idempotency_key("a", "bc", "s")
-    );
+    assert_ne!(a, idempotency_key(&run("blog", 15), "publish"));
+    assert_ne!(a, idempotency_key(&run("blog", 0), "draft"));
+    assert_ne!(a, idempotency_key(&run("mail", 0), "publish"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn saved_progress_survives_a_crash_and_clear_forgets_it() {
     let env = TestEnv::new(chrono::DateTime::UNIX_EPOCH, 1);
     let cps = Checkpoints::new(env.clone(), Path::new("/state"));
-    let mut cp = Checkpoint::new("blog", "r1", env.now());
+    let mut cp = Checkpoint::new(&run("blog", 0), env.now());
     cp.completed.push(CompletedStep {
         name: "draft".into(),
-        idempotency_key: idempotency_key("blog", "r1", "draft"),
+        idempotency_key: idempotency_key(&run("blog", 0), "draft"),
         outputs: BTreeMap::from([("id".into(), "42".into())]),
         completed_at: env.now(),
     });

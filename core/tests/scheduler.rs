@@ -16,7 +16,7 @@ use steadfast_core::config::{
     Config, HttpStep, JobConfig, Overlap, Patterns, RetryPolicy, RunnerSettings, ScheduleConfig,
     ServiceConfig, StepConfig, StepKind,
 };
-use steadfast_core::event::{Event, EventKind};
+use steadfast_core::event::{Event, EventKind, Outcome, StateName};
 use steadfast_core::scheduler::{Exit, Runner};
 use steadfast_testkit::{TestEnv, serve};
 
@@ -163,7 +163,13 @@ fn transitions(events: &[Event], job: &str) -> Vec<String> {
     events
         .iter()
         .filter(|e| e.event == EventKind::Transition && e.job.as_deref() == Some(job))
-        .map(|e| format!("{}->{}", e.from.unwrap_or("?"), e.to.unwrap_or("?")))
+        .map(|e| {
+            format!(
+                "{}->{}",
+                e.from.map_or("?", StateName::as_str),
+                e.to.map_or("?", StateName::as_str)
+            )
+        })
         .collect()
 }
 
@@ -247,7 +253,7 @@ async fn retries_with_backoff_turn_transient_failures_into_success() {
     let finished: Vec<_> = events
         .iter()
         .filter(|e| e.event == EventKind::RunFinished)
-        .map(|e| e.to.unwrap_or_default())
+        .map(|e| e.outcome.map_or("none", Outcome::as_str))
         .collect();
     assert_eq!(finished, ["succeeded"]);
     // Every retry carries its chosen delay.
@@ -279,7 +285,7 @@ async fn a_down_service_degrades_the_run_and_other_steps_continue() {
     let outcome: Vec<_> = events
         .iter()
         .filter(|e| e.event == EventKind::RunFinished)
-        .map(|e| e.to.unwrap_or_default())
+        .map(|e| e.outcome.map_or("none", Outcome::as_str))
         .collect();
     assert_eq!(outcome, ["degraded"]);
     assert_eq!(good.lock().unwrap().requests.len(), 1);
@@ -302,7 +308,7 @@ async fn a_down_service_degrades_the_run_and_other_steps_continue() {
         .events_so_far()
         .iter()
         .filter(|e| e.event == EventKind::RunFinished)
-        .map(|e| e.to.unwrap_or_default())
+        .map(|e| e.outcome.map_or("none", Outcome::as_str))
         .collect();
     assert_eq!(outcome, ["failed"]);
     assert_eq!(good.lock().unwrap().requests.len(), 0);

@@ -421,7 +421,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(match outcome {
                     None => ExitCode::from(exit::USAGE),
                     Some(outcome) => {
-                        eprintln!("{job}: {}", outcome.label());
+                        eprintln!("{job}: {}", outcome.kind());
                         match outcome {
                             steadfast_core::job::RunOutcome::Succeeded
                             | steadfast_core::job::RunOutcome::Degraded { .. } => {

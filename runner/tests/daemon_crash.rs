@@ -166,7 +166,9 @@ async fn kill_9_mid_run_then_restart_resumes_without_repeating_a_side_effect() {
     let mut second = Daemon::start(&config);
     wait_for("the interrupted run to finish", async || {
         log_lines(&state).iter().any(|l| {
-            l["event"] == "run_finished" && l["run_id"] == run_id.as_str() && l["to"] == "succeeded"
+            l["event"] == "run_finished"
+                && l["run_id"] == run_id.as_str()
+                && l["outcome"] == "succeeded"
         })
     })
     .await;

@@ -17,7 +17,7 @@ use runner::daemon::env::{DaemonEnv, Fanout};
 use runner::secrets::OsSecrets;
 use steadfast_core::alert::CollectAlerts;
 use steadfast_core::config::{Config, parse_config};
-use steadfast_core::event::{Event, EventKind, MemorySink};
+use steadfast_core::event::{Event, EventKind, MemorySink, Outcome};
 use steadfast_core::job::RunOutcome;
 use steadfast_core::scheduler::Runner;
 use wiremock::matchers::{header, method, path};
@@ -94,7 +94,7 @@ async fn wiremock_429_retry_after_is_honoured() {
         ),
     );
     let (outcome, events) = run_once(cfg, "poll").await;
-    assert_eq!(outcome.label(), "succeeded", "{events:#?}");
+    assert_eq!(outcome.kind(), Outcome::Succeeded, "{events:#?}");
     let retries = of(&events, EventKind::RetryScheduled);
     assert_eq!(retries.len(), 1, "{events:#?}");
     assert!(
@@ -144,7 +144,7 @@ async fn wiremock_401_then_success_after_a_reactive_refresh() {
         ),
     );
     let (outcome, events) = run_once(cfg, "me").await;
-    assert_eq!(outcome.label(), "succeeded", "{events:#?}");
+    assert_eq!(outcome.kind(), Outcome::Succeeded, "{events:#?}");
     let refreshes: Vec<_> = of(&events, EventKind::TokenRefreshed)
         .iter()
         .map(|e| e.detail.clone().unwrap_or_default())
@@ -192,7 +192,7 @@ async fn wiremock_connection_reset_is_recoverable_and_retried() {
         ),
     );
     let (outcome, events) = run_once(cfg, "flaky").await;
-    assert_eq!(outcome.label(), "succeeded", "{events:#?}");
+    assert_eq!(outcome.kind(), Outcome::Succeeded, "{events:#?}");
     let failed = of(&events, EventKind::AttemptFailed);
     assert_eq!(failed.len(), 2, "{events:#?}");
     for e in failed {
@@ -215,7 +215,7 @@ async fn wiremock_slow_response_times_out_as_recoverable() {
         ),
     );
     let (outcome, events) = run_once(cfg, "slow").await;
-    assert_eq!(outcome.label(), "failed", "{events:#?}");
+    assert_eq!(outcome.kind(), Outcome::Failed, "{events:#?}");
     let failed = of(&events, EventKind::AttemptFailed);
     assert_eq!(failed.len(), 2, "{events:#?}");
     for e in &failed {
@@ -305,10 +305,16 @@ async fn oauth2_mock_server_short_lived_tokens_are_refreshed_before_they_expire(
         ),
     );
     let (runner, events) = runner_for(cfg).await;
-    assert_eq!(runner.run_once("inbox").await.unwrap().label(), "succeeded");
+    assert_eq!(
+        runner.run_once("inbox").await.unwrap().kind(),
+        Outcome::Succeeded
+    );
     // Real time: the real server's token must age into its refresh window.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(runner.run_once("inbox").await.unwrap().label(), "succeeded");
+    assert_eq!(
+        runner.run_once("inbox").await.unwrap().kind(),
+        Outcome::Succeeded
+    );
     let events = events.drain();
     let refreshes: Vec<_> = of(&events, EventKind::TokenRefreshed)
         .iter()
@@ -409,7 +415,10 @@ async fn nginx_limit_req_429s_are_backed_off_until_admitted() {
     // Three runs back to back exceed 2 r/s (no burst): the limiter answers 429 and
     // each run must back off until it is let through.
     for _ in 0..3 {
-        assert_eq!(runner.run_once("hit").await.unwrap().label(), "succeeded");
+        assert_eq!(
+            runner.run_once("hit").await.unwrap().kind(),
+            Outcome::Succeeded
+        );
     }
     let events = events.drain();
     let limited: Vec<_> = of(&events, EventKind::AttemptFailed)

@@ -17,7 +17,7 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use steadfast_core::alert::CollectAlerts;
 use steadfast_core::config::{Url, parse_config_value};
 use steadfast_core::env::NetErrorKind;
-use steadfast_core::event::{EventKind, MemorySink};
+use steadfast_core::event::{EventKind, MemorySink, Outcome};
 use steadfast_core::http::{HttpError, Method, Request};
 use steadfast_core::scheduler::Runner;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -170,7 +170,7 @@ async fn an_https_step_runs_through_the_configured_roots() {
     let events = Arc::new(MemorySink::default());
     let env = DaemonEnv::with_connector(connector, Fanout::default().with(events.clone()));
     let outcome = run(config, env).await;
-    assert_eq!(outcome.label(), "succeeded", "{:#?}", events.drain());
+    assert_eq!(outcome.kind(), Outcome::Succeeded, "{:#?}", events.drain());
     assert_eq!(handshakes.load(Ordering::SeqCst), 1);
 
     let (config, _) = daemon_settings(&dir, &jobs);
@@ -178,7 +178,7 @@ async fn an_https_step_runs_through_the_configured_roots() {
     let env = DaemonEnv::new(Fanout::default().with(events.clone()));
     let outcome = run(config, env).await;
     let events = events.drain();
-    assert_ne!(outcome.label(), "succeeded", "{events:#?}");
+    assert_ne!(outcome.kind(), Outcome::Succeeded, "{events:#?}");
     let failed: Vec<_> = events
         .iter()
         .filter(|e| e.event == EventKind::AttemptFailed)

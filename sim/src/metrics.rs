@@ -19,8 +19,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use steadfast_core::breaker::BreakerState;
 use steadfast_core::config::{Config, JobConfig, StepKind};
-use steadfast_core::event::{Event, EventKind};
+use steadfast_core::event::{Event, EventKind, Outcome, SkipReason, StateName};
+use steadfast_core::job::RunId;
 use steadfast_core::schedule::Schedule;
 use steadfast_core::window::Windows;
 
@@ -120,14 +122,6 @@ fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// The due time encoded in a run id (`<job>-YYYYmmddTHHMMSSZ`).
-fn due_of(run_id: &str) -> Option<DateTime<Utc>> {
-    let stamp = run_id.rsplit('-').next()?;
-    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
-        .ok()
-        .map(|n| n.and_utc())
-}
-
 /// Whether every step of `job` may run at `at` (the whole job's work is wanted then).
 fn all_open(job: &JobConfig, windows: &Windows, at: DateTime<Utc>) -> bool {
     job.steps
@@ -175,8 +169,8 @@ fn good_times(trace: &[Event], job: &str) -> Vec<DateTime<Utc>> {
 /// (or saved its progress), or a slot skipped because its window was closed.
 fn is_output(e: &Event) -> bool {
     match e.event {
-        EventKind::RunFinished => matches!(e.to, Some("succeeded" | "degraded" | "deferred")),
-        EventKind::RunSkipped => e.detail.as_deref().is_some_and(|d| d.contains("window")),
+        EventKind::RunFinished => e.outcome.is_some_and(Outcome::is_ok),
+        EventKind::RunSkipped => e.reason == Some(SkipReason::Window),
         _ => false,
     }
 }
@@ -257,12 +251,12 @@ fn evaluate_trace(scenario: &Scenario, run: &SimRun, trace: &[Event]) -> Verdict
         };
         // Each good run counts for the slot it was due in; a run due while its work was
         // not wanted (it waited for its window) counts for the slot it finished in.
-        let mut good: BTreeMap<DateTime<Utc>, &'static str> = BTreeMap::new();
+        let mut good: BTreeMap<DateTime<Utc>, Outcome> = BTreeMap::new();
         for e in trace.iter().filter(|e| {
             e.event == EventKind::RunFinished && e.job.as_deref() == Some(job.name.as_str())
         }) {
-            let (Some(due), Some(o @ ("succeeded" | "degraded"))) =
-                (e.run_id.as_deref().and_then(due_of), e.to)
+            let (Some(due), Some(o @ (Outcome::Succeeded | Outcome::Degraded))) =
+                (e.run_id.as_ref().map(RunId::due), e.outcome)
             else {
                 continue;
             };
@@ -276,7 +270,7 @@ fn evaluate_trace(scenario: &Scenario, run: &SimRun, trace: &[Event]) -> Verdict
             let next = *slot + interval;
             m.scheduled_runs += 1;
             match good.range(*slot..next).next().map(|(_, o)| *o) {
-                Some("succeeded") => m.succeeded_runs += 1,
+                Some(Outcome::Succeeded) => m.succeeded_runs += 1,
                 Some(_) => m.degraded_runs += 1,
                 None => {
                     // Told: since the job last worked, an alert about it (or the whole
@@ -455,18 +449,17 @@ fn silent_deaths(
         .filter(|e| e.event == EventKind::RunnerStarted)
         .map(|e| e.at)
         .collect();
-    let finished: std::collections::BTreeSet<(&str, &str)> = trace
+    let finished: std::collections::BTreeSet<&RunId> = trace
         .iter()
         .filter(|e| e.event == EventKind::RunFinished)
-        .filter_map(|e| Some((e.job.as_deref()?, e.run_id.as_deref()?)))
+        .filter_map(|e| e.run_id.as_ref())
         .collect();
     for job in &config.jobs {
         let limit = to_chrono(job.deadline) * 2;
         for e in trace.iter().filter(|e| {
             e.event == EventKind::RunStarted && e.job.as_deref() == Some(job.name.as_str())
         }) {
-            let key = (job.name.as_str(), e.run_id.as_deref().unwrap_or_default());
-            if finished.contains(&key) {
+            if e.run_id.as_ref().is_some_and(|id| finished.contains(id)) {
                 continue;
             }
             let restarted = starts.iter().any(|s| *s > e.at && *s - e.at <= limit);
@@ -546,7 +539,7 @@ fn calls_to_open_breaker(trace: &[Event], run: &SimRun) -> u64 {
             e.event == EventKind::BreakerTransition && e.service.as_deref() == Some(name.as_str())
         }) {
             match e.to {
-                Some("open") => {
+                Some(StateName::Breaker(BreakerState::Open)) => {
                     if opened.is_none() {
                         opened = Some(e.at);
                     }
@@ -659,19 +652,19 @@ mod tests {
         let t0 = Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap();
         let min = |m: i64| t0 + chrono::Duration::minutes(m);
         let trace = TraceSink::default();
-        let finished = |job: &str, outcome: &'static str, at| {
+        let finished = |job: &str, outcome: Outcome, at| {
             Event::new(EventKind::RunFinished)
                 .job(job)
                 .outcome(outcome)
                 .at(at)
         };
-        trace.emit(finished("a", "succeeded", min(15)));
-        trace.emit(finished("b", "failed", min(15)));
+        trace.emit(finished("a", Outcome::Succeeded, min(15)));
+        trace.emit(finished("b", Outcome::Failed, min(15)));
         let mut outputs = OutputTimes::default();
         outputs.update(&trace);
         // Threshold is twice the interval (30 min): b has had no output since the start.
         assert_eq!(outputs.stale_jobs(&config, t0, min(40)), ["b"]);
-        trace.emit(finished("b", "degraded", min(45)));
+        trace.emit(finished("b", Outcome::Degraded, min(45)));
         outputs.update(&trace);
         assert_eq!(outputs.stale_jobs(&config, t0, min(50)), ["a"]);
         // A second update with nothing new changes nothing.

@@ -79,7 +79,11 @@ fn a_job_runs_through_the_core_inside_turmoil() {
         .collect();
     // Due every 15 minutes for 6 hours (the last may still be in its jitter).
     assert!(finished.len() >= 23, "{} runs finished", finished.len());
-    assert!(finished.iter().all(|l| l.contains(r#""to":"succeeded""#)));
+    assert!(
+        finished
+            .iter()
+            .all(|l| l.contains(r#""outcome":"succeeded""#))
+    );
     assert_eq!(posts, finished.len(), "one post per run, no more");
     // The state machine spoke for every run.
     let transitions = trace

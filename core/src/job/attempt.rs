@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::RunId;
 use super::Services;
 use super::template::{self, Vars};
 use crate::checkpoint::idempotency_key;
@@ -46,7 +47,7 @@ pub(crate) fn credential_of<'a, E: Env>(
 pub(crate) async fn attempt_step<E: Env>(
     svc: &Services<E>,
     job: &str,
-    run_id: &str,
+    run_id: &RunId,
     step: &StepConfig,
     vars: &Vars,
     attempt: u32,
@@ -69,7 +70,7 @@ fn template_error(e: template::TemplateError) -> StepError {
 async fn attempt_http<E: Env>(
     svc: &Services<E>,
     job: &str,
-    run_id: &str,
+    run_id: &RunId,
     step: &str,
     http_step: &HttpStep,
     vars: &Vars,
@@ -95,7 +96,7 @@ async fn attempt_http<E: Env>(
             },
         },
     };
-    let request = match build_request(svc, job, run_id, step, http_step, vars, token.as_ref()) {
+    let request = match build_request(svc, run_id, step, http_step, vars, token.as_ref()) {
         Ok(r) => r,
         Err(e) => return (Err(e), token),
     };
@@ -154,8 +155,7 @@ async fn attempt_http<E: Env>(
 
 fn build_request<E: Env>(
     svc: &Services<E>,
-    job: &str,
-    run_id: &str,
+    run_id: &RunId,
     step: &str,
     http_step: &HttpStep,
     vars: &Vars,
@@ -174,7 +174,7 @@ fn build_request<E: Env>(
         request = request.header("authorization", format!("Bearer {}", token.expose_secret()));
     }
     if svc.config.patterns.checkpoints {
-        request = request.header("idempotency-key", idempotency_key(job, run_id, step));
+        request = request.header("idempotency-key", idempotency_key(run_id, step));
     }
     if let Some(body) = &http_step.body {
         request = request.body(template::fill(body, vars).map_err(template_error)?);
@@ -195,7 +195,7 @@ pub mod exit_codes {
 async fn attempt_command<E: Env>(
     svc: &Services<E>,
     job: &str,
-    run_id: &str,
+    run_id: &RunId,
     step: &str,
     cmd: &CommandStep,
     vars: &Vars,
@@ -210,7 +210,7 @@ async fn attempt_command<E: Env>(
     vars_env.push(("STEADFAST_RUN_ID".into(), run_id.to_string()));
     vars_env.push((
         "STEADFAST_IDEMPOTENCY_KEY".into(),
-        idempotency_key(job, run_id, step),
+        idempotency_key(run_id, step),
     ));
     // The script's own progress file, stable across retries and resumes of this run's
     // step, so a long script can pick up where it stopped.
@@ -223,7 +223,7 @@ async fn attempt_command<E: Env>(
             "{}.{}.{}.script",
             crate::store::file_stem(job),
             crate::store::file_stem(step),
-            crate::store::file_stem(run_id)
+            crate::store::file_stem(&run_id.to_string())
         ));
     vars_env.push((
         "STEADFAST_CHECKPOINT".into(),

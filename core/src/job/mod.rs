@@ -11,6 +11,7 @@
 //! - [`template`]: `{{step.output}}` placeholders and JSON-pointer extraction.
 
 pub mod attempt;
+pub mod run_id;
 pub mod template;
 
 use std::collections::BTreeMap;
@@ -23,13 +24,14 @@ use crate::breaker::Breakers;
 use crate::checkpoint::{Checkpoint, Checkpoints, CompletedStep, idempotency_key};
 use crate::config::{Config, JobConfig, RetryMode, RetryPolicy, StepConfig};
 use crate::env::Env;
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, Outcome};
 use crate::retry::{GiveUp, RetryBudgets, RetryDecision, RetryInput, plan};
 use crate::store::StoreError;
 use crate::taxonomy::{ErrorClass, FailureKind, StepError};
 use crate::token::TokenManager;
 use crate::window::Windows;
 
+pub use run_id::{ParseRunIdError, RunId};
 use template::Vars;
 
 /// Everything a run needs that outlives it, shared by all jobs.
@@ -76,14 +78,14 @@ pub enum RunOutcome {
 }
 
 impl RunOutcome {
-    /// The snake_case outcome used in events.
-    pub fn label(&self) -> &'static str {
+    /// The outcome as events, status and metrics name it.
+    pub fn kind(&self) -> Outcome {
         match self {
-            Self::Succeeded => "succeeded",
-            Self::Degraded { .. } => "degraded",
-            Self::Deferred { .. } => "deferred",
-            Self::Failed(_) => "failed",
-            Self::Fatal(_) => "fatal",
+            Self::Succeeded => Outcome::Succeeded,
+            Self::Degraded { .. } => Outcome::Degraded,
+            Self::Deferred { .. } => Outcome::Deferred,
+            Self::Failed(_) => Outcome::Failed,
+            Self::Fatal(_) => Outcome::Fatal,
         }
     }
 }
@@ -102,7 +104,7 @@ pub struct RunContext<'a> {
     /// The job.
     pub job: &'a JobConfig,
     /// The id a fresh run gets (a resumed run keeps its own).
-    pub fresh_run_id: String,
+    pub fresh_run_id: RunId,
     /// The due time that started it.
     pub due: DateTime<Utc>,
     /// No retry is scheduled past this.
@@ -120,7 +122,7 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
     };
     let run_id = checkpoint.run_id.clone();
     let mut vars = Vars::new();
-    vars.insert("run.id".into(), run_id.clone());
+    vars.insert("run.id".into(), run_id.to_string());
     vars.insert("run.due".into(), ctx.due.to_rfc3339());
     vars.insert("job.name".into(), job.name.clone());
     for done in &checkpoint.completed {
@@ -167,7 +169,7 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
                 if patterns.checkpoints && !last {
                     checkpoint.completed.push(CompletedStep {
                         name: step.name.clone(),
-                        idempotency_key: idempotency_key(&job.name, &run_id, &step.name),
+                        idempotency_key: idempotency_key(&run_id, &step.name),
                         outputs,
                         completed_at: env.now(),
                     });
@@ -235,7 +237,7 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
 async fn resume<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> Result<Checkpoint, RunOutcome> {
     let env = &svc.env;
     let job = &ctx.job.name;
-    let fresh = Checkpoint::new(job, &ctx.fresh_run_id, env.now());
+    let fresh = Checkpoint::new(&ctx.fresh_run_id, env.now());
     if !svc.config.patterns.checkpoints {
         return Ok(fresh);
     }
@@ -301,7 +303,7 @@ async fn run_step<E: Env>(
     svc: &Services<E>,
     ctx: &RunContext<'_>,
     step: &StepConfig,
-    run_id: &str,
+    run_id: &RunId,
     vars: &Vars,
 ) -> StepResult {
     let env = &svc.env;

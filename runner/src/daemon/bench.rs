@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 
 use super::env::{DaemonEnv, Fanout};
 use steadfast_core::alert::NoAlerts;
 use steadfast_core::config::{NoSecretSources, parse_config};
 use steadfast_core::env::{Env, EventSink, MemoryProbe};
 use steadfast_core::event::{Event, EventKind};
+use steadfast_core::job::RunId;
 use steadfast_core::scheduler::Runner;
 
 /// Start events kept at most.
@@ -90,7 +91,7 @@ impl EventSink for StartTap {
         if e.event != EventKind::RunStarted {
             return;
         }
-        let Some(due) = e.run_id.as_deref().and_then(due_of_run_id) else {
+        let Some(due) = e.run_id.as_ref().map(RunId::due) else {
             return;
         };
         let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -98,14 +99,6 @@ impl EventSink for StartTap {
             v.push((e.at, due));
         }
     }
-}
-
-/// The due time a run id encodes (`<job>-YYYYmmddTHHMMSSZ`).
-pub fn due_of_run_id(run_id: &str) -> Option<DateTime<Utc>> {
-    let stamp = run_id.get(run_id.len().checked_sub(16)?..)?;
-    NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
-        .ok()
-        .map(|n| n.and_utc())
 }
 
 fn config_text(state_dir: &Path, jobs: usize, every: Duration) -> String {
@@ -309,13 +302,6 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn run_ids_encode_their_due_time() {
-        let due = due_of_run_id("job-007-20260302T100005Z").unwrap();
-        assert_eq!(due.to_rfc3339(), "2026-03-02T10:00:05+00:00");
-        assert!(due_of_run_id("short").is_none());
-    }
 
     #[test]
     fn a_missed_target_is_named_in_the_report() {

@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, watch};
 
 use steadfast_core::breaker::BreakerState;
 use steadfast_core::env::EventSink;
-use steadfast_core::event::{Event, EventKind};
+use steadfast_core::event::{Event, EventKind, Outcome, StateName};
 use steadfast_core::job_status::{JobStatus, StatusBoard};
 use steadfast_core::state_machine::TaskState;
 
@@ -32,7 +32,7 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 struct Counters {
-    runs: BTreeMap<(String, &'static str), u64>,
+    runs: BTreeMap<(String, Outcome), u64>,
     retries: BTreeMap<String, u64>,
     attempt_failures: BTreeMap<(String, &'static str), u64>,
     token_refreshes: BTreeMap<(String, String), u64>,
@@ -58,15 +58,6 @@ fn breaker_value(s: BreakerState) -> u8 {
         BreakerState::Closed => 0,
         BreakerState::HalfOpen => 1,
         BreakerState::Open => 2,
-    }
-}
-
-fn breaker_from(name: &str) -> Option<BreakerState> {
-    match name {
-        "closed" => Some(BreakerState::Closed),
-        "half_open" => Some(BreakerState::HalfOpen),
-        "open" => Some(BreakerState::Open),
-        _ => None,
     }
 }
 
@@ -115,7 +106,7 @@ impl Metrics {
     }
 
     /// Runs finished so far by (job, outcome).
-    pub fn runs(&self) -> BTreeMap<(String, &'static str), u64> {
+    pub fn runs(&self) -> BTreeMap<(String, Outcome), u64> {
         self.lock().runs.clone()
     }
 
@@ -280,10 +271,11 @@ impl EventSink for Metrics {
         match e.event {
             EventKind::RunnerStarted => c.started = Some(e.at),
             EventKind::RunFinished => {
-                let outcome = e.to.unwrap_or("unknown");
-                *c.runs.entry((job.clone(), outcome)).or_default() += 1;
-                if matches!(outcome, "succeeded" | "degraded") {
-                    c.last_success.insert(job, e.at);
+                if let Some(outcome) = e.outcome {
+                    *c.runs.entry((job.clone(), outcome)).or_default() += 1;
+                    if matches!(outcome, Outcome::Succeeded | Outcome::Degraded) {
+                        c.last_success.insert(job, e.at);
+                    }
                 }
             }
             EventKind::RetryScheduled => *c.retries.entry(job).or_default() += 1,
@@ -292,7 +284,7 @@ impl EventSink for Metrics {
                 *c.attempt_failures.entry((job, class)).or_default() += 1;
             }
             EventKind::BreakerTransition => {
-                if let (Some(service), Some(to)) = (e.service, e.to.and_then(breaker_from)) {
+                if let (Some(service), Some(StateName::Breaker(to))) = (e.service, e.to) {
                     c.breakers.insert(service, to);
                 }
             }
@@ -378,13 +370,13 @@ mod tests {
         m.emit(
             Event::new(EventKind::RunFinished)
                 .job("a")
-                .outcome("succeeded")
+                .outcome(Outcome::Succeeded)
                 .at(t),
         );
         m.emit(
             Event::new(EventKind::RunFinished)
                 .job("a")
-                .outcome("failed")
+                .outcome(Outcome::Failed)
                 .at(t),
         );
         m.emit(Event::new(EventKind::RetryScheduled).job("a"));
@@ -396,7 +388,7 @@ mod tests {
         m.emit(
             Event::new(EventKind::BreakerTransition)
                 .service("api")
-                .transition("closed", "open"),
+                .transition(BreakerState::Closed, BreakerState::Open),
         );
         m.emit(
             Event::new(EventKind::TokenRefreshed)

@@ -22,7 +22,7 @@ use crate::env::tokio::TcpConnector;
 use steadfast_core::alert::{Alert, AlertKind, AlertSink};
 use steadfast_core::config::Url;
 use steadfast_core::env::EventSink;
-use steadfast_core::event::{Event, EventKind};
+use steadfast_core::event::{Event, EventKind, Outcome};
 use steadfast_core::http::{Method, Request};
 
 /// Deliveries waiting at most; more are dropped (and counted).
@@ -277,10 +277,10 @@ impl Pinger {
     pub fn ping_for(&self, event: &Event) -> Option<(&'static str, Url)> {
         let job = event.job.as_deref()?;
         let base = &self.urls.get(job)?.0;
-        let suffix = match (event.event, event.to) {
+        let suffix = match (event.event, event.outcome) {
             (EventKind::RunStarted, _) => "/start",
-            (EventKind::RunFinished, Some("succeeded" | "degraded")) => "",
-            (EventKind::RunFinished, Some("failed" | "fatal")) => "/fail",
+            (EventKind::RunFinished, Some(Outcome::Succeeded | Outcome::Degraded)) => "",
+            (EventKind::RunFinished, Some(Outcome::Failed | Outcome::Fatal)) => "/fail",
             _ => return None,
         };
         let mut url = base.clone();
@@ -453,10 +453,10 @@ mod tests {
         let started = Event::new(EventKind::RunStarted).job("clock");
         let ok = Event::new(EventKind::RunFinished)
             .job("clock")
-            .outcome("succeeded");
+            .outcome(Outcome::Succeeded);
         let bad = Event::new(EventKind::RunFinished)
             .job("clock")
-            .outcome("failed");
+            .outcome(Outcome::Failed);
         let other = Event::new(EventKind::RunStarted).job("other");
         let path = |e: &Event| p.ping_for(e).map(|(_, u)| u.path_and_query);
         assert_eq!(path(&started).as_deref(), Some("/abc/start"));

@@ -203,7 +203,7 @@ impl Status {
                     heartbeat,
                     last_success: last,
                     next_run,
-                    interrupted_run: cp.map(|c| c.run_id.clone()),
+                    interrupted_run: cp.map(|c| c.run_id.to_string()),
                     steps_done: cp
                         .map(|c| c.completed.iter().map(|s| s.name.clone()).collect())
                         .unwrap_or_default(),

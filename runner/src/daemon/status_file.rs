@@ -58,7 +58,7 @@ impl StatusFile {
             .map(|(name, s)| {
                 let saved = SavedJob {
                     state: s.state,
-                    last_outcome: s.last_outcome.map(str::to_string),
+                    last_outcome: s.last_outcome.map(|o| o.as_str().to_string()),
                     next_run: s.next_run,
                     consecutive_failures: s.consecutive_failures,
                 };

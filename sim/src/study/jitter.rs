@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use steadfast_core::config::{Jitter, Patterns};
-use steadfast_core::event::EventKind;
+use steadfast_core::event::{EventKind, Outcome};
 
 use super::parallel;
 use super::stats::Summary;
@@ -236,7 +236,7 @@ fn measure(
         .count() as u64;
     let successes: Vec<(&str, DateTime<Utc>)> = trace
         .iter()
-        .filter(|e| e.event == EventKind::RunFinished && e.to == Some("succeeded"))
+        .filter(|e| e.event == EventKind::RunFinished && e.outcome == Some(Outcome::Succeeded))
         .filter_map(|e| Some((e.job.as_deref()?, e.at)))
         .collect();
     let mut gave_up: BTreeMap<String, u64> = BTreeMap::new();

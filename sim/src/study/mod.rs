@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use steadfast_core::event::{Event, EventKind};
+use steadfast_core::event::{Event, EventKind, Outcome, SkipReason};
 
 use crate::driver::{SimError, SimRun, simulate};
 use crate::metrics::{Metrics, evaluate};
@@ -293,15 +293,8 @@ fn health_bands(run: &SimRun, trace: &[Event]) -> Vec<(String, Vec<Band>)> {
             .iter()
             .filter(|e| e.job.as_deref() == Some(name))
             .filter_map(|e| match e.event {
-                EventKind::RunFinished => Some((
-                    e.at,
-                    matches!(e.to, Some("succeeded" | "degraded" | "deferred")),
-                )),
-                EventKind::RunSkipped
-                    if e.detail.as_deref().is_some_and(|d| d.contains("window")) =>
-                {
-                    Some((e.at, true))
-                }
+                EventKind::RunFinished => Some((e.at, e.outcome.is_some_and(Outcome::is_ok))),
+                EventKind::RunSkipped if e.reason == Some(SkipReason::Window) => Some((e.at, true)),
                 _ => None,
             })
             .collect();
