@@ -123,7 +123,8 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
     let run_id = checkpoint.run_id.clone();
     let mut vars = Vars::new();
     vars.insert("run.id".into(), run_id.to_string());
-    vars.insert("run.due".into(), ctx.due.to_rfc3339());
+    // The slot of this run, which a resumed run keeps (not the slot that resumed it).
+    vars.insert("run.due".into(), run_id.due().to_rfc3339());
     vars.insert("job.name".into(), job.name.clone());
     for done in &checkpoint.completed {
         for (k, v) in &done.outputs {
