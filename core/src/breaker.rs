@@ -219,9 +219,8 @@ pub struct Breakers<E: Env> {
     env: E,
     /// `state_dir/breakers.json`.
     path: PathBuf,
-    /// Off: allow everything, record nothing (the naive habit, for comparison).
-    enabled: bool,
-    /// Settings of every configured service.
+    /// Settings of every guarded service (none when the pattern is off: every call
+    /// is then allowed and nothing recorded).
     configs: BTreeMap<String, BreakerConfig>,
     /// The live breakers, shared with permits.
     cores: Cores,
@@ -230,19 +229,22 @@ pub struct Breakers<E: Env> {
 }
 
 impl<E: Env> Breakers<E> {
-    /// One breaker per service; persisted under `state_dir`. Disabled breakers allow
-    /// every call and record nothing.
-    pub fn new(
-        env: E,
-        state_dir: &Path,
-        services: &BTreeMap<String, ServiceConfig>,
-        enabled: bool,
-    ) -> Self {
-        let now = env.now();
-        let configs: BTreeMap<String, BreakerConfig> = services
+    /// One breaker per service; persisted under `state_dir`.
+    pub fn new(env: E, state_dir: &Path, services: &BTreeMap<String, ServiceConfig>) -> Self {
+        let configs = services
             .iter()
             .map(|(name, svc)| (name.clone(), svc.breaker))
             .collect();
+        Self::guarding(env, state_dir, configs)
+    }
+
+    /// No breakers: every call is allowed and nothing recorded (the pattern switched off).
+    pub fn none(env: E, state_dir: &Path) -> Self {
+        Self::guarding(env, state_dir, BTreeMap::new())
+    }
+
+    fn guarding(env: E, state_dir: &Path, configs: BTreeMap<String, BreakerConfig>) -> Self {
+        let now = env.now();
         let cores = configs
             .keys()
             .map(|name| (name.clone(), BreakerCore::closed(now)))
@@ -250,7 +252,6 @@ impl<E: Env> Breakers<E> {
         Self {
             env,
             path: state_dir.join(STATE_FILE),
-            enabled,
             configs,
             cores: Arc::new(Mutex::new(cores)),
             persist: tokio::sync::Mutex::new(()),
@@ -264,7 +265,7 @@ impl<E: Env> Breakers<E> {
     /// jumped, a hand-edited file) is pulled back to it, so no file can lock a service
     /// out for longer than its configuration allows.
     pub async fn restore(&self) -> Result<(), StoreError> {
-        if !self.enabled {
+        if self.configs.is_empty() {
             return Ok(());
         }
         let saved = store::read_json::<_, SavedBreakers>(self.env.fs(), &self.path).await;
@@ -311,7 +312,7 @@ impl<E: Env> Breakers<E> {
     /// Open and due: the caller becomes the half-open probe. Half-open with the probe
     /// out: refused. The caller emits `breaker_rejected`; transitions are emitted here.
     pub fn try_acquire(&self, service: &str) -> Result<Permit, Rejected> {
-        if !self.enabled || !self.configs.contains_key(service) {
+        if !self.configs.contains_key(service) {
             return Ok(Permit::unmanaged(service));
         }
         let now = self.env.now();
@@ -356,7 +357,7 @@ impl<E: Env> Breakers<E> {
     /// Records the outcome of a permitted call; persists and emits on a state change.
     pub async fn record(&self, mut permit: Permit, success: bool) {
         permit.recorded = true;
-        if !self.enabled || permit.cores.is_none() {
+        if permit.cores.is_none() {
             return;
         }
         if self.apply(&permit, success) {
@@ -373,10 +374,7 @@ impl<E: Env> Breakers<E> {
         self.configs
             .keys()
             .map(|name| {
-                let state = match cores.get(name) {
-                    Some(core) if self.enabled => core.state,
-                    _ => BreakerState::Closed,
-                };
+                let state = cores.get(name).map_or(BreakerState::Closed, |c| c.state);
                 (name.clone(), state)
             })
             .collect()
@@ -385,9 +383,6 @@ impl<E: Env> Breakers<E> {
     /// Services whose breaker has not been closed since the given time (open or
     /// half-open, through any number of failed probes), by service.
     pub fn open_since(&self) -> BTreeMap<String, DateTime<Utc>> {
-        if !self.enabled {
-            return BTreeMap::new();
-        }
         lock(&self.cores)
             .iter()
             .filter(|(_, core)| core.state != BreakerState::Closed)

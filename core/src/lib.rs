@@ -12,8 +12,8 @@
 //! - [`state_machine`]: the task state machine, transitions as types.
 //! - [`http`]: the HTTP/1.1 client over the connector.
 //! - [`store`]: atomic, durable state files.
-//! - The seven patterns: [`retry`] (1), [`token`] (2), [`heartbeat`] (3), isolation
-//!   in [`scheduler`] (4), [`checkpoint`] (5), [`window`] (6), [`breaker`] (7).
+//! - The seven patterns: [`retry`] (1), [`token`] (2), [`heartbeat`] (3), error
+//!   boundaries in [`boundary`] and [`scheduler`] (4), [`checkpoint`] (5), [`window`] (6), [`breaker`] (7).
 //! - [`schedule`]: interval and cron schedules.
 //! - [`job`]: one run of one job, step by step, through every pattern.
 //! - [`scheduler`]: the runner: one task per job behind its own error boundary, plus
@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod alert;
+pub mod boundary;
 pub mod breaker;
 pub mod checkpoint;
 pub mod config;

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 
 use crate::alert::{Alert, AlertKind, AlertSink};
+use crate::boundary::Boundary;
 use crate::breaker::{BreakerState, Breakers};
 use crate::checkpoint::Checkpoints;
 use crate::config::{Config, JobConfig, Overlap};
@@ -25,7 +26,7 @@ use crate::heartbeat::Heartbeats;
 use crate::heartbeat::{HealthProbe, Monitor};
 use crate::job::{RunContext, RunId, RunOutcome, Services, execute, sleep_until_wall};
 pub use crate::job_status::{JobStatus, StatusBoard};
-use crate::retry::RetryBudgets;
+use crate::retry::{Retrier, RetryBudgets, RetryStyle};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::state_machine::{Task, TaskState};
 use crate::taxonomy::{ErrorClass, FailureKind, StepError};
@@ -84,6 +85,69 @@ pub struct Runner<E: Env> {
     status: Arc<StatusBoard>,
     alerts: Arc<dyn AlertSinkDyn>,
     started: DateTime<Utc>,
+    /// Pattern 3: the heartbeat monitor and the memory watch run (alerting with them).
+    heartbeat: bool,
+}
+
+/// Builds every pattern of a run in the form the configuration's profile chose, once:
+/// with [`Runner::new`] (the heartbeat monitor) the only place that reads
+/// `config.patterns`.
+fn build_services<E: Env>(env: E, config: Config) -> Services<E> {
+    let patterns = config.patterns;
+    let state_dir = &config.runner.state_dir;
+    let budgets = patterns.retry_budget.then(|| {
+        RetryBudgets::new(
+            config.retry.budget_ratio,
+            config.retry.budget_min_retries,
+            BUDGET_WINDOW,
+        )
+    });
+    let style = RetryStyle {
+        mode: patterns.retry,
+        jitter: patterns.jitter,
+    };
+    let tokens = config
+        .credentials
+        .iter()
+        .map(|(name, cred)| {
+            let timeout = Duration::from_secs(30);
+            let manager = TokenManager::new(
+                env.clone(),
+                cred.clone(),
+                state_dir,
+                patterns.proactive_refresh,
+                timeout,
+            );
+            (name.clone(), Arc::new(manager))
+        })
+        .collect();
+    let boundary = if patterns.isolation {
+        Boundary::PerJob
+    } else {
+        Boundary::Whole
+    };
+    let windows = if patterns.windows {
+        Windows::new(config.runner.time_zone, config.windows.clone())
+    } else {
+        Windows::anytime(config.runner.time_zone)
+    };
+    let breakers = if patterns.breakers {
+        Breakers::new(env.clone(), state_dir, &config.services)
+    } else {
+        Breakers::none(env.clone(), state_dir)
+    };
+    Services {
+        checkpoints: patterns
+            .checkpoints
+            .then(|| Checkpoints::new(env.clone(), state_dir)),
+        retrier: Retrier::new(style, budgets),
+        tokens,
+        boundary,
+        windows,
+        breakers,
+        env,
+        config: Arc::new(config),
+    }
 }
 
 /// Object-safe alias so the runner can hold any sink.
@@ -109,7 +173,6 @@ impl<E: Env> Runner<E> {
         alerts: A,
     ) -> Result<Self, StartError> {
         let state_dir = config.runner.state_dir.clone();
-        let patterns = config.patterns;
         let mut schedules = Vec::with_capacity(config.jobs.len());
         for job in &config.jobs {
             let schedule =
@@ -121,36 +184,11 @@ impl<E: Env> Runner<E> {
                 })?;
             schedules.push((job.clone(), schedule));
         }
-        let breakers = Breakers::new(env.clone(), &state_dir, &config.services, patterns.breakers);
-        if let Err(e) = breakers.restore().await {
+        let svc = build_services(env.clone(), config);
+        if let Err(e) = svc.breakers.restore().await {
             env.emit(Event::new(EventKind::HeartbeatFinding).detail(e.to_string()));
         }
-        let budgets = RetryBudgets::new(
-            config.retry.budget_ratio,
-            config.retry.budget_min_retries,
-            BUDGET_WINDOW,
-            patterns.retry_budget,
-        );
-        let tokens = config
-            .credentials
-            .iter()
-            .map(|(name, cred)| {
-                let timeout = Duration::from_secs(30);
-                let manager = TokenManager::new(
-                    env.clone(),
-                    cred.clone(),
-                    &state_dir,
-                    patterns.proactive_refresh,
-                    timeout,
-                );
-                (name.clone(), Arc::new(manager))
-            })
-            .collect();
-        let windows = Windows::new(
-            config.runner.time_zone,
-            config.windows.clone(),
-            patterns.windows,
-        );
+        let config = &svc.config;
         let thresholds: Vec<(String, Duration)> = config
             .jobs
             .iter()
@@ -175,17 +213,10 @@ impl<E: Env> Runner<E> {
             })
             .collect();
         let started = env.now();
-        let svc = Services {
-            checkpoints: Checkpoints::new(env.clone(), &state_dir),
-            env,
-            config: Arc::new(config),
-            breakers,
-            budgets,
-            tokens,
-            windows,
-        };
+        let heartbeat = svc.config.patterns.heartbeat;
         Ok(Self {
             svc: Arc::new(svc),
+            heartbeat,
             heartbeats: Arc::new(heartbeats),
             schedules,
             status: Arc::new(StatusBoard::new(status)),
@@ -232,7 +263,6 @@ impl<E: Env> Runner<E> {
     /// fatal error; or until memory demands a restart).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Exit {
         let env = self.svc.env.clone();
-        let patterns = self.svc.config.patterns;
         env.emit(
             Event::new(EventKind::RunnerStarted).detail(format!("{} job(s)", self.schedules.len())),
         );
@@ -242,6 +272,9 @@ impl<E: Env> Runner<E> {
         for (job, schedule) in self.schedules.iter().cloned() {
             let job_loop = JobLoop {
                 svc: self.svc.clone(),
+                memory_limit: self
+                    .heartbeat
+                    .then_some(self.svc.config.runner.memory_fatal_bytes),
                 heartbeats: self.heartbeats.clone(),
                 status: self.status.clone(),
                 alerts: self.alerts.clone(),
@@ -252,7 +285,7 @@ impl<E: Env> Runner<E> {
             };
             tasks.spawn(job_loop.run());
         }
-        if patterns.heartbeat {
+        if self.heartbeat {
             let monitor = Monitor::new(
                 env.clone(),
                 self.heartbeats.clone(),
@@ -328,6 +361,8 @@ async fn wait_true(rx: &mut watch::Receiver<bool>) {
 /// One job's task.
 struct JobLoop<E: Env> {
     svc: Arc<Services<E>>,
+    /// Pattern 3's memory watch: resident memory over this asks for a fresh process.
+    memory_limit: Option<u64>,
     heartbeats: Arc<Heartbeats<E>>,
     status: Arc<StatusBoard>,
     alerts: Arc<dyn AlertSinkDyn>,
@@ -340,19 +375,18 @@ struct JobLoop<E: Env> {
 impl<E: Env> JobLoop<E> {
     async fn run(mut self) {
         let env = self.svc.env.clone();
-        let patterns = self.svc.config.patterns;
         let name = self.job.name.clone();
         let mut task = Task::new(env.clone(), name.clone());
         // After downtime, at most one catch-up run: now, if a slot was missed or a run
         // was interrupted (its checkpoint is still there).
         // The catch-up run is the missed slot's own run (same run id), started now.
         let now = env.now();
-        let interrupted = match patterns.checkpoints {
-            true => match self.svc.checkpoints.load(&name).await {
+        let interrupted = match &self.svc.checkpoints {
+            Some(checkpoints) => match checkpoints.load(&name).await {
                 Ok(Some(cp)) => Some(cp.started_at.min(now)),
                 _ => None,
             },
-            false => None,
+            None => None,
         };
         let missed = self
             .schedule
@@ -374,7 +408,7 @@ impl<E: Env> JobLoop<E> {
                 _ = wait_true(&mut self.halt) => return,
                 _ = sleep_until_wall(&env, start_at) => {}
             }
-            if patterns.windows && self.first_step_closed(start_at) {
+            if self.first_step_closed(start_at) {
                 // Nothing of this job may run now: the slot is skipped, and the job is
                 // alive and behaving as configured, so it counts as a check.
                 env.emit(
@@ -389,9 +423,9 @@ impl<E: Env> JobLoop<E> {
             }
             // Watching memory is part of the heartbeat pattern; over the fatal line the
             // runner asks its supervisor for a fresh process rather than wait for OOM.
-            if patterns.heartbeat
-                && self.svc.env.memory().resident_bytes()
-                    > self.svc.config.runner.memory_fatal_bytes
+            if self
+                .memory_limit
+                .is_some_and(|limit| self.svc.env.memory().resident_bytes() > limit)
             {
                 let reason = "memory over the fatal threshold".to_string();
                 self.alert(AlertKind::Memory, &reason);
@@ -505,7 +539,7 @@ impl<E: Env> JobLoop<E> {
                 .detail(reason.to_string()),
         );
         self.alert(AlertKind::Fatal, reason);
-        if !self.svc.config.patterns.isolation {
+        if self.svc.boundary.fatal_stops_runner() {
             let _ = self
                 .stop
                 .send(Stop::Fatal {

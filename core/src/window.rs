@@ -48,20 +48,20 @@ const GAP_BRACKET_HOURS: i64 = 27;
 pub struct Windows {
     /// The zone windows are read in: the runner's, not the machine's.
     zone: Tz,
-    /// The windows, by action type; an action without an entry may always run.
+    /// The windows, by action type; an action without an entry may always run (so an
+    /// empty map is the pattern switched off).
     windows: BTreeMap<String, WindowConfig>,
-    /// `false` turns every window off (always open), e.g. for a test deployment.
-    enabled: bool,
 }
 
 impl Windows {
-    /// Windows in `zone`; when `enabled` is false every action may run anytime.
-    pub fn new(zone: Tz, windows: BTreeMap<String, WindowConfig>, enabled: bool) -> Self {
-        Self {
-            zone,
-            windows,
-            enabled,
-        }
+    /// Windows in `zone`.
+    pub fn new(zone: Tz, windows: BTreeMap<String, WindowConfig>) -> Self {
+        Self { zone, windows }
+    }
+
+    /// No windows: every action may run anytime (the pattern switched off).
+    pub fn anytime(zone: Tz) -> Self {
+        Self::new(zone, BTreeMap::new())
     }
 
     /// Whether `action` may run at `at`. Actions without a window may always run.
@@ -94,7 +94,7 @@ impl Windows {
 
     /// When the window open at `at` closes; `None` for an action without a window.
     ///
-    /// Also `None` when windows are disabled or the window is always open
+    /// Also `None` when the window is always open
     /// (`start == end`): it never closes. When the window is not open at `at`, the
     /// close of the next window. Back-to-back intervals (possible when an end and the
     /// next start both fall in the same DST gap) count as one window.
@@ -111,12 +111,9 @@ impl Windows {
         Some(close)
     }
 
-    /// The window that can actually close for `action`: `None` when windows are
-    /// disabled, the action has none, or it is always open.
+    /// The window that can actually close for `action`: `None` when the action has
+    /// none or it is always open.
     fn bounded_window(&self, action: Option<&str>) -> Option<WindowConfig> {
-        if !self.enabled {
-            return None;
-        }
         let window = *self.windows.get(action?)?;
         (window.start != window.end).then_some(window)
     }
@@ -217,7 +214,7 @@ mod tests {
 
     /// One window, for the action "a".
     fn one(zone: Tz, window: WindowConfig) -> Windows {
-        Windows::new(zone, BTreeMap::from([("a".to_owned(), window)]), true)
+        Windows::new(zone, BTreeMap::from([("a".to_owned(), window)]))
     }
 
     /// The field report's rule: publishing actions in business hours, internal ones
@@ -228,7 +225,7 @@ mod tests {
             .into_iter()
             .map(|a| (a.to_owned(), business))
             .collect();
-        Windows::new(zone, windows, true)
+        Windows::new(zone, windows)
     }
 
     const A: Option<&str> = Some("a");
@@ -285,8 +282,8 @@ mod tests {
     }
 
     #[test]
-    fn disabled_windows_are_always_open() {
-        let w = Windows::new(BERLIN, field_report(BERLIN).windows, false);
+    fn without_windows_everything_is_always_open() {
+        let w = Windows::anytime(BERLIN);
         let at = utc("2026-07-01T01:00:00Z");
         assert!(w.is_open(Some("publish"), at));
         assert_eq!(w.next_open(Some("publish"), at), at);

@@ -223,7 +223,7 @@ fn resolve_profile(scenario: &Scenario, name: Option<&str>) -> Result<Profile, u
         Some(n) => Profile::named(n).ok_or_else(|| {
             eprintln!(
                 "error: unknown profile `{n}` (hint: one of {})",
-                profile::NAMES.join(", ")
+                profile::names().collect::<Vec<_>>().join(", ")
             );
             exit::USAGE
         }),

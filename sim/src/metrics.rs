@@ -131,7 +131,7 @@ fn all_open(job: &JobConfig, windows: &Windows, at: DateTime<Utc>) -> bool {
 
 /// The windows the work requires, whatever the profile.
 fn required_windows(config: &Config) -> Windows {
-    Windows::new(config.runner.time_zone, config.windows.clone(), true)
+    Windows::new(config.runner.time_zone, config.windows.clone())
 }
 
 /// Due times of `job` in `[start, end)` when its first step may run.

@@ -120,7 +120,7 @@ async fn attempt_http<E: Env>(
         }
     };
     if attempt == 1 {
-        svc.budgets.record_call(service, env.now());
+        svc.retrier.record_call(service, env.now());
     }
     let timeout = svc
         .config
@@ -173,7 +173,7 @@ fn build_request<E: Env>(
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {}", token.expose_secret()));
     }
-    if svc.config.patterns.checkpoints {
+    if svc.checkpoints.is_some() {
         request = request.header("idempotency-key", idempotency_key(run_id, step));
     }
     if let Some(body) = &http_step.body {

@@ -20,12 +20,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::boundary::Boundary;
 use crate::breaker::Breakers;
 use crate::checkpoint::{Checkpoint, Checkpoints, CompletedStep, idempotency_key};
-use crate::config::{Config, JobConfig, RetryMode, RetryPolicy, StepConfig};
+use crate::config::{Config, JobConfig, RetryPolicy, StepConfig};
 use crate::env::Env;
 use crate::event::{Event, EventKind, Outcome};
-use crate::retry::{GiveUp, RetryBudgets, RetryDecision, RetryInput, plan};
+use crate::retry::{GiveUp, Retrier, RetryDecision, RetryInput};
 use crate::store::StoreError;
 use crate::taxonomy::{ErrorClass, FailureKind, StepError};
 use crate::token::TokenManager;
@@ -35,22 +36,28 @@ pub use run_id::{ParseRunIdError, RunId};
 use template::Vars;
 
 /// Everything a run needs that outlives it, shared by all jobs.
+///
+/// Each pattern is here in the form the runner's profile chose when it was built (an
+/// absent layer or a strategy), so a run never asks which patterns are on.
 #[derive(Debug)]
 pub struct Services<E: Env> {
     /// The environment.
     pub env: E,
     /// The validated configuration.
     pub config: Arc<Config>,
-    /// Circuit breakers by service.
-    pub breakers: Breakers<E>,
-    /// Retry budgets by service.
-    pub budgets: RetryBudgets,
-    /// Token managers by credential.
+    /// Pattern 1: retry style and budgets.
+    pub retrier: Retrier,
+    /// Pattern 2: token managers by credential (proactive or reactive refresh).
     pub tokens: BTreeMap<String, Arc<TokenManager<E>>>,
-    /// Time windows by action.
+    /// Pattern 4: how far one failure reaches.
+    pub boundary: Boundary,
+    /// Pattern 5: checkpoint files; `None` when runs start over and send no
+    /// idempotency keys.
+    pub checkpoints: Option<Checkpoints<E>>,
+    /// Pattern 6: time windows by action (none when the pattern is off).
     pub windows: Windows,
-    /// Checkpoint files.
-    pub checkpoints: Checkpoints<E>,
+    /// Pattern 7: circuit breakers by service (none when the pattern is off).
+    pub breakers: Breakers<E>,
 }
 
 /// How a run ended.
@@ -114,7 +121,6 @@ pub struct RunContext<'a> {
 /// Runs one run of a job to its outcome.
 pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutcome {
     let env = &svc.env;
-    let patterns = svc.config.patterns;
     let job = ctx.job;
     let mut checkpoint = match resume(svc, ctx).await {
         Ok(cp) => cp,
@@ -167,14 +173,16 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
                 for (k, v) in &outputs {
                     vars.insert(format!("{}.{k}", step.name), v.clone());
                 }
-                if patterns.checkpoints && !last {
+                if let Some(checkpoints) = &svc.checkpoints
+                    && !last
+                {
                     checkpoint.completed.push(CompletedStep {
                         name: step.name.clone(),
                         idempotency_key: idempotency_key(&run_id, &step.name),
                         outputs,
                         completed_at: env.now(),
                     });
-                    if let Err(e) = svc.checkpoints.save(&checkpoint).await {
+                    if let Err(e) = checkpoints.save(&checkpoint).await {
                         return store_failure(e, "failed to save checkpoint");
                     }
                     env.emit(
@@ -186,7 +194,7 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
                 }
             }
             StepResult::Skip(err) => {
-                if !patterns.isolation {
+                if !svc.boundary.skipped_step_degrades() {
                     return RunOutcome::Failed(err);
                 }
                 env.emit(
@@ -221,9 +229,9 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
         // degraded success. Nothing was saved, so there is no checkpoint to clear.
         return RunOutcome::Failed(err);
     }
-    if patterns.checkpoints
+    if let Some(checkpoints) = &svc.checkpoints
         && !checkpoint.completed.is_empty()
-        && let Err(e) = svc.checkpoints.clear(&job.name).await
+        && let Err(e) = checkpoints.clear(&job.name).await
     {
         return store_failure(e, "failed to clear checkpoint");
     }
@@ -239,10 +247,10 @@ async fn resume<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> Result<Check
     let env = &svc.env;
     let job = &ctx.job.name;
     let fresh = Checkpoint::new(&ctx.fresh_run_id, env.now());
-    if !svc.config.patterns.checkpoints {
+    let Some(checkpoints) = &svc.checkpoints else {
         return Ok(fresh);
-    }
-    match svc.checkpoints.load(job).await {
+    };
+    match checkpoints.load(job).await {
         Ok(Some(cp)) => {
             env.emit(
                 Event::new(EventKind::CheckpointResumed)
@@ -308,7 +316,6 @@ async fn run_step<E: Env>(
     vars: &Vars,
 ) -> StepResult {
     let env = &svc.env;
-    let patterns = svc.config.patterns;
     let job = ctx.job;
     let policy: RetryPolicy = job.retry.unwrap_or(svc.config.retry);
     let action = step.action.as_deref();
@@ -324,7 +331,7 @@ async fn run_step<E: Env>(
     };
     loop {
         attempt += 1;
-        if patterns.windows && !svc.windows.is_open(action, env.now()) {
+        if !svc.windows.is_open(action, env.now()) {
             let open = svc.windows.next_open(action, env.now());
             let wait = (open - env.now()).to_std().unwrap_or_default();
             let event = event(EventKind::WindowWait).delay(wait);
@@ -373,41 +380,30 @@ async fn run_step<E: Env>(
                 }
             }
         }
-        let window_close = if patterns.windows {
-            svc.windows.closes_at(action, env.now())
-        } else {
-            None
+        let window_close = svc.windows.closes_at(action, env.now());
+        let input = RetryInput {
+            policy: &policy,
+            attempt,
+            prev_delay,
+            error: &err,
+            now: env.now(),
+            deadline: ctx.deadline,
+            window_close,
         };
-        let decision = plan(
-            &RetryInput {
-                policy: &policy,
-                mode: patterns.retry,
-                jitter: patterns.jitter,
-                attempt,
-                prev_delay,
-                error: &err,
-                now: env.now(),
-                deadline: ctx.deadline,
-                window_close,
-            },
-            env.rng(),
-        );
-        match decision {
+        match svc.retrier.decide(&input, service, env.rng()) {
+            RetryDecision::GiveUp(GiveUp::Budget) => {
+                env.emit(
+                    event(EventKind::RetryGaveUp)
+                        .attempt(attempt)
+                        .class(ErrorClass::Degraded)
+                        .detail("retry budget spent"),
+                );
+                return StepResult::Skip(StepError::new(
+                    FailureKind::BudgetExhausted,
+                    format!("retry budget of `{}` spent", service.unwrap_or("local")),
+                ));
+            }
             RetryDecision::Retry(delay) => {
-                let budget_ok = patterns.retry != RetryMode::Backoff
-                    || service.is_none_or(|s| svc.budgets.try_retry(s, env.now()));
-                if !budget_ok {
-                    env.emit(
-                        event(EventKind::RetryGaveUp)
-                            .attempt(attempt)
-                            .class(ErrorClass::Degraded)
-                            .detail("retry budget spent"),
-                    );
-                    return StepResult::Skip(StepError::new(
-                        FailureKind::BudgetExhausted,
-                        format!("retry budget of `{}` spent", service.unwrap_or("local")),
-                    ));
-                }
                 env.emit(
                     event(EventKind::RetryScheduled)
                         .attempt(attempt)

@@ -39,8 +39,6 @@ pub struct RetryBudgets {
     min_retries: u32,
     /// The window, in milliseconds (at least one second).
     window_ms: i64,
-    /// Off: every retry is allowed (the naive habit, and the pattern switched off).
-    enabled: bool,
     /// Per service; the names come from the validated configuration, so this is bounded.
     buckets: Mutex<BTreeMap<String, Bucket>>,
 }
@@ -62,11 +60,11 @@ struct Bucket {
 
 impl RetryBudgets {
     /// Budgets allowing `ratio` retries per call plus `min_retries` per `window`.
-    /// Disabled budgets always allow.
+    /// (Without the pattern there are no budgets at all: see [`super::Retrier`].)
     ///
     /// A negative or NaN ratio is read as zero, and ratios above 1000 are capped;
     /// a window shorter than one second is read as one second.
-    pub fn new(ratio: f64, min_retries: u32, window: Duration, enabled: bool) -> Self {
+    pub fn new(ratio: f64, min_retries: u32, window: Duration) -> Self {
         // `NaN > 0.0` is false, so NaN lands on zero too.
         let ratio = if ratio > 0.0 {
             ratio.min(MAX_RATIO)
@@ -81,16 +79,12 @@ impl RetryBudgets {
             deposit: (ratio * TOKEN as f64).round() as u64,
             min_retries,
             window_ms,
-            enabled,
             buckets: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// Records a first attempt (a call) to `service`.
     pub fn record_call(&self, service: &str, now: DateTime<Utc>) {
-        if !self.enabled {
-            return;
-        }
         self.with_bucket(service, now, |b| {
             b.calls = b.calls.saturating_add(1);
             b.balance = b.balance.saturating_add(self.deposit);
@@ -99,9 +93,6 @@ impl RetryBudgets {
 
     /// Takes one retry from `service`'s budget; `false` when it is spent.
     pub fn try_retry(&self, service: &str, now: DateTime<Utc>) -> bool {
-        if !self.enabled {
-            return true;
-        }
         self.with_bucket(service, now, |b| {
             if b.balance >= TOKEN {
                 b.balance -= TOKEN;
@@ -178,7 +169,7 @@ mod tests {
     fn retries_stay_a_share_of_calls_under_a_storm() {
         // 1000 failing calls in one window, each wanting 4 retries (the naive fleet
         // would make 4000 retries).
-        let budgets = RetryBudgets::new(0.2, 10, WINDOW, true);
+        let budgets = RetryBudgets::new(0.2, 10, WINDOW);
         let mut granted = 0u32;
         for _ in 0..1000 {
             budgets.record_call("api", t0());
@@ -196,15 +187,8 @@ mod tests {
     }
 
     #[test]
-    fn disabled_budget_lets_every_retry_through() {
-        let budgets = RetryBudgets::new(0.2, 10, WINDOW, false);
-        let granted = (0..4000).filter(|_| budgets.try_retry("api", t0())).count();
-        assert_eq!(granted, 4000);
-    }
-
-    #[test]
     fn the_reserve_allows_min_retries_per_window_without_calls() {
-        let budgets = RetryBudgets::new(0.2, 3, WINDOW, true);
+        let budgets = RetryBudgets::new(0.2, 3, WINDOW);
         let first = (0..10).filter(|_| budgets.try_retry("api", t0())).count();
         assert_eq!(first, 3);
         let later = t0() + secs(59);
@@ -216,7 +200,7 @@ mod tests {
 
     #[test]
     fn services_have_separate_buckets() {
-        let budgets = RetryBudgets::new(0.0, 1, WINDOW, true);
+        let budgets = RetryBudgets::new(0.0, 1, WINDOW);
         assert!(budgets.try_retry("a", t0()));
         assert!(!budgets.try_retry("a", t0()));
         assert!(budgets.try_retry("b", t0()));
@@ -224,7 +208,7 @@ mod tests {
 
     #[test]
     fn a_quiet_period_banks_nothing() {
-        let budgets = RetryBudgets::new(1.0, 0, WINDOW, true);
+        let budgets = RetryBudgets::new(1.0, 0, WINDOW);
         for _ in 0..100 {
             budgets.record_call("api", t0());
         }
@@ -235,7 +219,7 @@ mod tests {
 
     #[test]
     fn deposits_carry_into_the_next_window_only() {
-        let budgets = RetryBudgets::new(0.5, 0, WINDOW, true);
+        let budgets = RetryBudgets::new(0.5, 0, WINDOW);
         for _ in 0..10 {
             budgets.record_call("api", t0());
         }
@@ -258,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_clock_stepping_back_does_not_refill_the_reserve() {
-        let budgets = RetryBudgets::new(0.0, 2, WINDOW, true);
+        let budgets = RetryBudgets::new(0.0, 2, WINDOW);
         assert_eq!((0..5).filter(|_| budgets.try_retry("api", t0())).count(), 2);
         let back = t0() - secs(3_600);
         assert!(!budgets.try_retry("api", back));
@@ -269,7 +253,7 @@ mod tests {
     #[test]
     fn exact_ratio_arithmetic() {
         // Five calls at 0.2 buy exactly one retry, not 0.999...
-        let budgets = RetryBudgets::new(0.2, 0, WINDOW, true);
+        let budgets = RetryBudgets::new(0.2, 0, WINDOW);
         for _ in 0..5 {
             budgets.record_call("api", t0());
         }
@@ -280,11 +264,11 @@ mod tests {
     #[test]
     fn odd_ratios_are_tamed() {
         for ratio in [f64::NAN, -1.0, f64::NEG_INFINITY] {
-            let budgets = RetryBudgets::new(ratio, 0, WINDOW, true);
+            let budgets = RetryBudgets::new(ratio, 0, WINDOW);
             budgets.record_call("api", t0());
             assert!(!budgets.try_retry("api", t0()), "{ratio}");
         }
-        let budgets = RetryBudgets::new(f64::INFINITY, 0, WINDOW, true);
+        let budgets = RetryBudgets::new(f64::INFINITY, 0, WINDOW);
         budgets.record_call("api", t0());
         assert_eq!(
             (0..2000).filter(|_| budgets.try_retry("api", t0())).count(),
@@ -300,7 +284,7 @@ mod tests {
             ratio in 0.0f64..1.0,
             min_retries in 0u32..5,
         ) {
-            let budgets = RetryBudgets::new(ratio, min_retries, WINDOW, true);
+            let budgets = RetryBudgets::new(ratio, min_retries, WINDOW);
             let mut now = t0();
             let (mut calls, mut retries) = (0u64, 0u64);
             for (is_call, step) in ops {

@@ -9,15 +9,28 @@ use crate::env::Rng;
 use crate::retry::Backoff;
 use crate::taxonomy::{ErrorClass, StepError};
 
-/// Everything the decision depends on.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryInput<'a> {
-    /// The policy (attempts, base, cap, Retry-After cap).
-    pub policy: &'a RetryPolicy,
+/// How retries are planned: the pattern as a profile chooses it, once, at construction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryStyle {
     /// Off, immediate or backoff.
     pub mode: RetryMode,
     /// Jitter of the backoff.
     pub jitter: Jitter,
+}
+
+impl RetryStyle {
+    /// Exponential backoff with full jitter (production).
+    pub const BACKOFF: Self = Self {
+        mode: RetryMode::Backoff,
+        jitter: Jitter::Full,
+    };
+}
+
+/// The facts of one failed attempt the decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryInput<'a> {
+    /// The policy (attempts, base, cap, Retry-After cap).
+    pub policy: &'a RetryPolicy,
     /// The attempt that just failed, from 1.
     pub attempt: u32,
     /// The delay chosen before this attempt (zero for the first).
@@ -56,6 +69,8 @@ pub enum GiveUp {
     Deadline,
     /// The retry would land after the step's window closes.
     Window,
+    /// The service's retry budget is spent.
+    Budget,
 }
 
 impl GiveUp {
@@ -68,6 +83,7 @@ impl GiveUp {
             Self::RetryAfterTooLong => "retry_after_too_long",
             Self::Deadline => "deadline",
             Self::Window => "window",
+            Self::Budget => "budget",
         }
     }
 }
@@ -81,9 +97,9 @@ impl GiveUp {
 /// because the caller has just refreshed the token; a `Retry-After` longer than the cap
 /// gives up, a shorter one lengthens the delay; finally a retry that would land past the
 /// run's deadline, or at or after the step's window closes, gives up.
-pub fn plan(input: &RetryInput<'_>, rng: &impl Rng) -> RetryDecision {
+pub fn plan(style: RetryStyle, input: &RetryInput<'_>, rng: &impl Rng) -> RetryDecision {
     let policy = input.policy;
-    if input.mode == RetryMode::Off {
+    if style.mode == RetryMode::Off {
         return RetryDecision::GiveUp(GiveUp::Disabled);
     }
     match input.error.class {
@@ -95,7 +111,7 @@ pub fn plan(input: &RetryInput<'_>, rng: &impl Rng) -> RetryDecision {
     if input.attempt >= policy.max_attempts {
         return RetryDecision::GiveUp(GiveUp::Attempts);
     }
-    if input.mode == RetryMode::Immediate {
+    if style.mode == RetryMode::Immediate {
         return RetryDecision::Retry(Duration::ZERO);
     }
 
@@ -103,7 +119,7 @@ pub fn plan(input: &RetryInput<'_>, rng: &impl Rng) -> RetryDecision {
         Duration::ZERO
     } else {
         let backoff = Backoff {
-            jitter: input.jitter,
+            jitter: style.jitter,
             base: policy.base,
             cap: policy.cap,
         };
@@ -157,8 +173,6 @@ mod tests {
     fn input<'a>(policy: &'a RetryPolicy, error: &'a StepError, attempt: u32) -> RetryInput<'a> {
         RetryInput {
             policy,
-            mode: RetryMode::Backoff,
-            jitter: Jitter::None,
             attempt,
             prev_delay: Duration::ZERO,
             error,
@@ -168,17 +182,32 @@ mod tests {
         }
     }
 
+    /// Backoff without jitter, so delays are exact.
+    const PLAIN: RetryStyle = RetryStyle {
+        mode: RetryMode::Backoff,
+        jitter: Jitter::None,
+    };
+
     fn decide(input: &RetryInput<'_>) -> RetryDecision {
-        plan(input, &SeededRng::from_seed(9))
+        decide_as(PLAIN, input)
+    }
+
+    fn decide_as(style: RetryStyle, input: &RetryInput<'_>) -> RetryDecision {
+        plan(style, input, &SeededRng::from_seed(9))
     }
 
     #[test]
     fn off_never_retries() {
         let policy = RetryPolicy::default();
         let err = rate_limited();
-        let mut i = input(&policy, &err, 1);
-        i.mode = RetryMode::Off;
-        assert_eq!(decide(&i), RetryDecision::GiveUp(GiveUp::Disabled));
+        let off = RetryStyle {
+            mode: RetryMode::Off,
+            ..PLAIN
+        };
+        assert_eq!(
+            decide_as(off, &input(&policy, &err, 1)),
+            RetryDecision::GiveUp(GiveUp::Disabled)
+        );
     }
 
     #[test]
@@ -226,10 +255,16 @@ mod tests {
         let policy = RetryPolicy::default();
         let err = rate_limited().with_retry_after(Some(Duration::from_secs(3600)));
         let mut i = input(&policy, &err, 3);
-        i.mode = RetryMode::Immediate;
         i.deadline = t0();
         i.window_close = Some(t0());
-        assert_eq!(decide(&i), RetryDecision::Retry(Duration::ZERO));
+        let immediate = RetryStyle {
+            mode: RetryMode::Immediate,
+            ..PLAIN
+        };
+        assert_eq!(
+            decide_as(immediate, &i),
+            RetryDecision::Retry(Duration::ZERO)
+        );
     }
 
     #[test]
@@ -329,10 +364,8 @@ mod tests {
         let rng = SeededRng::from_seed(42);
         (0..10)
             .map(|_| {
-                let mut i = input(&policy, &err, 3);
-                i.mode = mode;
-                i.jitter = jitter;
-                match plan(&i, &rng) {
+                let i = input(&policy, &err, 3);
+                match plan(RetryStyle { mode, jitter }, &i, &rng) {
                     RetryDecision::Retry(d) => d,
                     other => panic!("unexpected {other:?}"),
                 }
@@ -360,10 +393,9 @@ mod tests {
         let err = rate_limited();
         let rng = SeededRng::from_seed(7);
         let n = 10_000u32;
-        let mut i = input(&policy, &err, 4);
-        i.jitter = Jitter::Full;
+        let i = input(&policy, &err, 4);
         let total: f64 = (0..n)
-            .map(|_| match plan(&i, &rng) {
+            .map(|_| match plan(RetryStyle::BACKOFF, &i, &rng) {
                 RetryDecision::Retry(d) => d.as_secs_f64(),
                 other => panic!("unexpected {other:?}"),
             })
@@ -390,10 +422,10 @@ mod tests {
             let policy = RetryPolicy::default();
             let err = rate_limited().with_retry_after(retry_after_s.map(Duration::from_secs));
             let mut i = input(&policy, &err, attempt);
-            i.jitter = jitter;
             i.deadline = t0() + chrono::Duration::seconds(deadline_s);
             i.window_close = window_s.map(|s| t0() + chrono::Duration::seconds(s));
-            if let RetryDecision::Retry(d) = plan(&i, &SeededRng::from_seed(seed)) {
+            let style = RetryStyle { jitter, ..PLAIN };
+            if let RetryDecision::Retry(d) = plan(style, &i, &SeededRng::from_seed(seed)) {
                 let at = t0() + chrono::Duration::from_std(d).unwrap();
                 prop_assert!(at <= i.deadline);
                 prop_assert!(i.window_close.is_none_or(|c| at < c));

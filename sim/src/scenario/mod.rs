@@ -31,7 +31,7 @@
 //! auth = "google"                 # tokens are checked against this token server
 //!
 //! [profile]
-//! name = "self-healing"           # see `profile::NAMES`; `--profile` overrides it
+//! name = "self-healing"           # see `profile::ALL`; `--profile` overrides it
 //!
 //! [[faults]]
 //! kind = "reset"                  # see `FaultSpecKind`
@@ -389,7 +389,10 @@ impl Scenario {
                         if p.is_none() {
                             diags.push(
                                 s.diag(at, "name", format!("unknown profile `{name}`"))
-                                    .hint(format!("one of: {}", profile::NAMES.join(", "))),
+                                    .hint(format!(
+                                        "one of: {}",
+                                        profile::names().collect::<Vec<_>>().join(", ")
+                                    )),
                             );
                         }
                         p

@@ -22,104 +22,104 @@ pub struct Profile {
     pub supervised: bool,
 }
 
-/// Every profile name `--profile` accepts, in the order reports list them.
-pub const NAMES: [&str; 11] = [
-    "self-healing",
-    "naive",
-    "no-retry",
-    "no-jitter",
-    "no-proactive-refresh",
-    "no-heartbeat",
-    "no-isolation",
-    "no-checkpoints",
-    "no-windows",
-    "no-breakers",
-    "no-budget",
-];
-
 impl Profile {
-    /// The profile called `name`, if there is one.
-    pub fn named(name: &str) -> Option<Self> {
-        let all = Patterns::ALL;
-        let healing = |name: &'static str, patterns: Patterns| Self {
+    /// A supervised profile with call timeouts and `patterns` (self-healing, or an
+    /// ablation of it with one pattern off).
+    const fn healing(name: &'static str, patterns: Patterns) -> Self {
+        Self {
             name,
             patterns,
             call_timeouts: true,
             supervised: true,
-        };
-        Some(match name {
-            "self-healing" => healing("self-healing", all),
-            "naive" => Self {
-                name: "naive",
-                patterns: Patterns::NAIVE,
-                call_timeouts: false,
-                supervised: false,
-            },
-            "no-retry" => healing(
-                "no-retry",
-                Patterns {
-                    retry: RetryMode::Off,
-                    ..all
-                },
-            ),
-            "no-jitter" => healing(
-                "no-jitter",
-                Patterns {
-                    jitter: Jitter::None,
-                    ..all
-                },
-            ),
-            "no-proactive-refresh" => healing(
-                "no-proactive-refresh",
-                Patterns {
-                    proactive_refresh: false,
-                    ..all
-                },
-            ),
-            "no-heartbeat" => healing(
-                "no-heartbeat",
-                Patterns {
-                    heartbeat: false,
-                    ..all
-                },
-            ),
-            "no-isolation" => healing(
-                "no-isolation",
-                Patterns {
-                    isolation: false,
-                    ..all
-                },
-            ),
-            "no-checkpoints" => healing(
-                "no-checkpoints",
-                Patterns {
-                    checkpoints: false,
-                    ..all
-                },
-            ),
-            "no-windows" => healing(
-                "no-windows",
-                Patterns {
-                    windows: false,
-                    ..all
-                },
-            ),
-            "no-breakers" => healing(
-                "no-breakers",
-                Patterns {
-                    breakers: false,
-                    ..all
-                },
-            ),
-            "no-budget" => healing(
-                "no-budget",
-                Patterns {
-                    retry_budget: false,
-                    ..all
-                },
-            ),
-            _ => return None,
-        })
+        }
+    }
+}
+
+const ON: Patterns = Patterns::ALL;
+
+/// Every profile `--profile` accepts, in the order reports list them: the one list.
+pub const ALL: [Profile; 11] = [
+    Profile::healing("self-healing", ON),
+    Profile {
+        name: "naive",
+        patterns: Patterns::NAIVE,
+        call_timeouts: false,
+        supervised: false,
+    },
+    Profile::healing(
+        "no-retry",
+        Patterns {
+            retry: RetryMode::Off,
+            ..ON
+        },
+    ),
+    Profile::healing(
+        "no-jitter",
+        Patterns {
+            jitter: Jitter::None,
+            ..ON
+        },
+    ),
+    Profile::healing(
+        "no-proactive-refresh",
+        Patterns {
+            proactive_refresh: false,
+            ..ON
+        },
+    ),
+    Profile::healing(
+        "no-heartbeat",
+        Patterns {
+            heartbeat: false,
+            ..ON
+        },
+    ),
+    Profile::healing(
+        "no-isolation",
+        Patterns {
+            isolation: false,
+            ..ON
+        },
+    ),
+    Profile::healing(
+        "no-checkpoints",
+        Patterns {
+            checkpoints: false,
+            ..ON
+        },
+    ),
+    Profile::healing(
+        "no-windows",
+        Patterns {
+            windows: false,
+            ..ON
+        },
+    ),
+    Profile::healing(
+        "no-breakers",
+        Patterns {
+            breakers: false,
+            ..ON
+        },
+    ),
+    Profile::healing(
+        "no-budget",
+        Patterns {
+            retry_budget: false,
+            ..ON
+        },
+    ),
+];
+
+/// The names of every profile, in [`ALL`]'s order.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    ALL.iter().map(|p| p.name)
+}
+
+impl Profile {
+    /// The profile called `name`, if there is one.
+    pub fn named(name: &str) -> Option<Self> {
+        ALL.iter().find(|p| p.name == name).copied()
     }
 
     /// Whether alerts reach the operator (alerting belongs to the heartbeat pattern).
@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn every_listed_name_resolves_and_differs_from_self_healing() {
         let healing = Profile::named("self-healing").unwrap();
-        for name in NAMES {
+        for name in names() {
             let p = Profile::named(name).unwrap();
             assert_eq!(p.name, name);
             if name != "self-healing" {

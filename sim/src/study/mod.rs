@@ -59,10 +59,7 @@ pub struct StudyOptions {
 impl StudyOptions {
     /// The full study: `naive`, `self-healing` and every ablation profile, seeds `1..=seeds`.
     pub fn full(scenario: Scenario, seeds: u64, jitter: Option<Scenario>) -> Self {
-        let profiles = profile::NAMES
-            .iter()
-            .filter_map(|n| Profile::named(n))
-            .collect();
+        let profiles = profile::ALL.to_vec();
         Self {
             scenario,
             seeds: (1..=seeds.max(1)).collect(),
