@@ -144,6 +144,8 @@ pub enum Outcome {
     Failed,
     /// The run failed in a way that needs a human; the job stops.
     Fatal,
+    /// Shutdown stopped the run between steps; the next start resumes it.
+    Interrupted,
 }
 
 impl Outcome {
@@ -155,6 +157,7 @@ impl Outcome {
             Self::Deferred => "deferred",
             Self::Failed => "failed",
             Self::Fatal => "fatal",
+            Self::Interrupted => "interrupted",
         }
     }
 

@@ -55,6 +55,13 @@ impl StatusBoard {
         self.changed.notify_one();
     }
 
+    /// Whether `job` has a run in progress.
+    pub fn is_running(&self, job: &str) -> bool {
+        self.lock()
+            .get(job)
+            .is_some_and(|s| s.state == TaskState::Running)
+    }
+
     /// Carries failure streaks over from an earlier process (jobs not in `counts`, or
     /// no longer configured, are left alone).
     pub fn restore_failures(&self, counts: &BTreeMap<String, u32>) {

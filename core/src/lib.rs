@@ -11,7 +11,8 @@
 //! - [`taxonomy`]: error classes (critical, recoverable, degraded, fatal).
 //! - [`state_machine`]: the task state machine, transitions as types.
 //! - [`http`]: the HTTP/1.1 client over the connector.
-//! - [`store`]: atomic, durable state files.
+//! - [`db`]: the durable store (SQLite): the journal of runs and all runner state.
+//! - [`store`]: atomic, durable state files (the daemon's status file, migration).
 //! - The seven patterns: [`retry`] (1), [`token`] (2), [`heartbeat`] (3), error
 //!   boundaries in [`boundary`] and [`scheduler`] (4), [`checkpoint`] (5), [`window`] (6), [`breaker`] (7).
 //! - [`schedule`]: interval and cron schedules.
@@ -28,6 +29,7 @@ pub mod boundary;
 pub mod breaker;
 pub mod checkpoint;
 pub mod config;
+pub mod db;
 pub mod env;
 pub mod event;
 pub mod heartbeat;

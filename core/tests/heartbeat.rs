@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
@@ -15,10 +15,12 @@ use proptest::prelude::*;
 
 use steadfast_core::alert::{Alert, AlertKind, CollectAlerts};
 use steadfast_core::config::Url;
-use steadfast_core::env::{Env, FileSystem};
-use steadfast_core::event::EventKind;
+use steadfast_core::db::{Db, MissReason};
+use steadfast_core::env::Env;
+use steadfast_core::event::{EventKind, Outcome};
 use steadfast_core::heartbeat::{Finding, HealthProbe, HeartbeatState, Heartbeats, Monitor};
-use steadfast_core::store::StoreError;
+use steadfast_core::job::RunId;
+use steadfast_core::scheduler::StatusBoard;
 use steadfast_testkit::{TestEnv, serve};
 
 const STATE_DIR: &str = "/state";
@@ -31,10 +33,6 @@ fn start() -> DateTime<Utc> {
         .unwrap()
 }
 
-fn state_file() -> PathBuf {
-    PathBuf::from("/state/heartbeat-state.json")
-}
-
 /// The field report's jobs: each threshold is 2x the job's interval.
 fn thresholds() -> Vec<(String, Duration)> {
     vec![
@@ -44,8 +42,50 @@ fn thresholds() -> Vec<(String, Duration)> {
     ]
 }
 
-async fn open(env: &TestEnv) -> (Heartbeats<TestEnv>, Option<StoreError>) {
-    Heartbeats::open(env.clone(), Path::new(STATE_DIR), &thresholds()).await
+/// Heartbeats over a journal the test writes runs into, as the scheduler would.
+#[derive(Clone)]
+struct Hb {
+    beats: Arc<Heartbeats<TestEnv>>,
+    db: Arc<Db<TestEnv>>,
+}
+
+impl std::ops::Deref for Hb {
+    type Target = Heartbeats<TestEnv>;
+    fn deref(&self) -> &Self::Target {
+        &self.beats
+    }
+}
+
+impl Hb {
+    /// A run of `job` due and finished at `at` with `outcome`.
+    async fn record(&self, job: &str, at: DateTime<Utc>, outcome: Outcome) {
+        self.db.register_job(job, at).await.unwrap();
+        let run = RunId::new(job, at);
+        self.db.start_run(&run, at).await.unwrap();
+        self.db.finish_run(&run, outcome, None, at).await.unwrap();
+    }
+
+    async fn record_success(&self, job: &str, at: DateTime<Utc>) {
+        self.record(job, at, Outcome::Succeeded).await;
+    }
+}
+
+/// Heartbeats of [`thresholds`]'s jobs, each registered now.
+async fn open(env: &TestEnv) -> Hb {
+    open_jobs(env, &thresholds()).await
+}
+
+async fn open_jobs(env: &TestEnv, jobs: &[(String, Duration)]) -> Hb {
+    let db = Arc::new(Db::open(env.clone(), Path::new(STATE_DIR)).await.unwrap());
+    for (job, _) in jobs {
+        db.register_job(job, env.now()).await.unwrap();
+    }
+    let beats = Arc::new(Heartbeats::new(
+        db.clone(),
+        jobs,
+        Arc::new(StatusBoard::default()),
+    ));
+    Hb { beats, db }
 }
 
 fn alerts(sink: &CollectAlerts) -> Vec<Alert> {
@@ -65,25 +105,23 @@ fn overdue_jobs(findings: &[Finding]) -> Vec<String> {
 #[tokio::test(start_paused = true)]
 async fn a_job_silent_for_twice_its_interval_is_flagged_and_a_healthy_one_is_not() {
     let env = TestEnv::new(start(), 1);
-    let (hb, problem) = open(&env).await;
-    assert!(problem.is_none());
-    let since = env.now();
+    let hb = open(&env).await;
     for job in ["youtube-engine", "email-monitor"] {
-        hb.record_success(job, env.now()).await.unwrap();
+        hb.record_success(job, env.now()).await;
     }
     // The youtube engine (every 30 min) dies silently; the email monitor keeps going.
     for _ in 0..8 {
         tokio::time::sleep(15 * MINUTE).await;
-        hb.record_success("email-monitor", env.now()).await.unwrap();
+        hb.record_success("email-monitor", env.now()).await;
         let silent = env.now() - hb.last_success("youtube-engine").unwrap();
-        let flagged = overdue_jobs(&hb.overdue(env.now(), since));
+        let flagged = overdue_jobs(&hb.overdue(env.now()));
         if silent > chrono::Duration::hours(1) {
             assert_eq!(flagged, ["youtube-engine"], "after {silent}");
         } else {
             assert!(flagged.is_empty(), "after {silent}: {flagged:?}");
         }
     }
-    let findings = hb.overdue(env.now(), since);
+    let findings = hb.overdue(env.now());
     assert_eq!(
         findings,
         [Finding::Overdue {
@@ -95,16 +133,18 @@ async fn a_job_silent_for_twice_its_interval_is_flagged_and_a_healthy_one_is_not
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_job_never_seen_is_measured_from_the_runner_start() {
+async fn a_job_that_never_succeeded_is_measured_from_its_registration_across_restarts() {
     let env = TestEnv::new(start(), 1);
-    let (hb, _) = open(&env).await;
-    let since = env.now();
+    let hb = open(&env).await;
     tokio::time::sleep(30 * MINUTE).await;
-    assert!(hb.overdue(env.now(), since).is_empty());
+    assert!(hb.overdue(env.now()).is_empty());
+    // The runner crashes and restarts: the journal, not the process, remembers when
+    // the job was first known (the old heartbeat file counted from each start, so a
+    // crash loop never raised the alarm).
+    let hb = open(&env).await;
     tokio::time::sleep(MINUTE).await;
-    // Only the 30-minute email monitor is overdue; none has ever succeeded.
     assert_eq!(
-        hb.overdue(env.now(), since),
+        hb.overdue(env.now()),
         [Finding::Overdue {
             job: "email-monitor".to_string(),
             last_success: None,
@@ -114,12 +154,34 @@ async fn a_job_never_seen_is_measured_from_the_runner_start() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_state_file_has_the_field_reports_shape_and_round_trips() {
+async fn downtime_alone_does_not_page_but_a_failed_run_does() {
     let env = TestEnv::new(start(), 1);
-    let (hb, _) = open(&env).await;
-    hb.record_success("youtube-engine", start()).await.unwrap();
-    let raw = env.parts().fs.contents(&state_file()).unwrap();
-    let value: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    let jobs = vec![("mail".to_string(), 30 * MINUTE)];
+    let hb = open_jobs(&env, &jobs).await;
+    hb.record_success("mail", env.now()).await;
+    // Down for two hours: the restart records the slots it missed as downtime.
+    tokio::time::sleep(2 * HOUR).await;
+    let first = start() + chrono::Duration::minutes(15);
+    hb.db
+        .record_missed("mail", first, env.now(), 8, MissReason::Downtime, env.now())
+        .await
+        .unwrap();
+    assert!(
+        hb.overdue(env.now()).is_empty(),
+        "the missed-slot policy speaks for downtime, not the heartbeat"
+    );
+    // The catch-up run fails: now something went wrong while the runner was up.
+    let at = env.now() + chrono::Duration::seconds(1);
+    hb.record("mail", at, Outcome::Failed).await;
+    assert_eq!(overdue_jobs(&hb.overdue(at)), ["mail"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_state_has_the_field_reports_shape() {
+    let env = TestEnv::new(start(), 1);
+    let hb = open(&env).await;
+    hb.record_success("youtube-engine", start()).await;
+    let value = serde_json::to_value(hb.state()).unwrap();
     let expected = serde_json::json!({
         "lastChecks": { "youtube-engine": 1_711_382_400 },
         "thresholds": {
@@ -129,24 +191,13 @@ async fn the_state_file_has_the_field_reports_shape_and_round_trips() {
         },
     });
     assert_eq!(value, expected);
-
-    // The field report's own file loads as is.
+    // The field report's own file still parses into the same shape.
     let report = r#"{
         "lastChecks": {"youtube-engine": 1711382400, "blog-publisher": 1711380600, "email-monitor": 1711382100},
         "thresholds": {"youtube-engine": 3600, "blog-publisher": 86400, "email-monitor": 1800}
     }"#;
-    env.fs()
-        .write(&state_file(), report.as_bytes())
-        .await
-        .unwrap();
-    let (reopened, problem) = open(&env).await;
-    assert!(problem.is_none());
-    let state = reopened.state();
+    let state: HeartbeatState = serde_json::from_str(report).unwrap();
     assert_eq!(state.last_checks["blog-publisher"], 1_711_380_600);
-    assert_eq!(
-        reopened.last_success("email-monitor"),
-        DateTime::from_timestamp(1_711_382_100, 0)
-    );
     assert_eq!(
         serde_json::to_value(&state).unwrap()["thresholds"],
         expected["thresholds"]
@@ -154,64 +205,20 @@ async fn the_state_file_has_the_field_reports_shape_and_round_trips() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_recorded_success_survives_a_crash() {
+async fn a_recorded_success_survives_a_restart() {
     let env = TestEnv::new(start(), 1);
-    let (hb, _) = open(&env).await;
+    let hb = open(&env).await;
     tokio::time::sleep(MINUTE).await;
     let at = env.now();
-    hb.record_success("blog-publisher", at).await.unwrap();
-    env.parts().fs.crash();
-    let (reopened, problem) = open(&env).await;
-    assert!(problem.is_none());
+    hb.record_success("blog-publisher", at).await;
+    drop(hb);
+    let reopened = open(&env).await;
     assert_eq!(reopened.last_success("blog-publisher"), Some(at));
-    assert_eq!(reopened.state(), hb.state());
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_corrupt_file_is_reported_and_the_state_starts_fresh() {
-    let env = TestEnv::new(start(), 1);
-    env.fs()
-        .write(&state_file(), b"{\"lastChecks\": {\"youtube-en")
-        .await
-        .unwrap();
-    let (hb, problem) = open(&env).await;
-    assert!(
-        matches!(problem, Some(StoreError::Corrupt { .. })),
-        "{problem:?}"
-    );
-    assert!(hb.state().last_checks.is_empty());
-    assert_eq!(hb.state().thresholds.len(), 3);
-    // Still usable: the next success writes a good file.
-    hb.record_success("email-monitor", start()).await.unwrap();
-    let (again, problem) = open(&env).await;
-    assert!(problem.is_none());
-    assert_eq!(again.last_success("email-monitor"), Some(start()));
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_full_disk_fails_the_write_but_the_success_still_counts_in_memory() {
-    let env = TestEnv::new(start(), 1);
-    let (hb, _) = open(&env).await;
-    hb.record_success("email-monitor", start()).await.unwrap();
-    env.parts().fs.set_full(true);
-    tokio::time::sleep(MINUTE).await;
-    let err = hb
-        .record_success("email-monitor", env.now())
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.io_error()
-            .map(steadfast_core::taxonomy::FailureKind::from),
-        Some(steadfast_core::taxonomy::FailureKind::DiskFull)
-    );
-    assert_eq!(hb.last_success("email-monitor"), Some(env.now()));
-    let on_disk: HeartbeatState =
-        serde_json::from_slice(&env.parts().fs.contents(&state_file()).unwrap()).unwrap();
-    assert_eq!(on_disk.last_checks["email-monitor"], start().timestamp());
 }
 
 proptest! {
-    /// Overdue exactly when the silence is longer than the threshold.
+    /// Overdue exactly when the silence after the last good run is longer than the
+    /// threshold (with no run since, nothing excuses it).
     #[test]
     fn overdue_iff_silence_exceeds_threshold(
         threshold_secs in 1u64..100_000,
@@ -226,12 +233,13 @@ proptest! {
         rt.block_on(async {
             let env = TestEnv::new(start(), 1);
             let job = vec![("j".to_string(), Duration::from_secs(threshold_secs))];
-            let (hb, _) = Heartbeats::open(env.clone(), Path::new(STATE_DIR), &job).await;
+            let hb = open_jobs(&env, &job).await;
             let last = start() + chrono::Duration::seconds(last_offset);
-            hb.record_success("j", last).await.unwrap();
+            hb.record_success("j", last).await;
             let now = start() + chrono::Duration::seconds(now_offset);
-            let flagged = !hb.overdue(now, start()).is_empty();
-            prop_assert_eq!(flagged, now_offset - last_offset > threshold_secs as i64);
+            let flagged = !hb.overdue(now).is_empty();
+            let reference = if last_offset >= 0 { last_offset } else { 0 };
+            prop_assert_eq!(flagged, now_offset - reference > threshold_secs as i64);
             Ok(())
         })?;
     }
@@ -275,17 +283,12 @@ fn probe(service: &str, url: &str) -> HealthProbe {
 async fn monitor(
     env: &TestEnv,
     probes: Vec<HealthProbe>,
-) -> (
-    Arc<Heartbeats<TestEnv>>,
-    Arc<CollectAlerts>,
-    Monitor<TestEnv, Arc<CollectAlerts>>,
-) {
-    let (hb, _) = open(env).await;
-    let hb = Arc::new(hb);
+) -> (Hb, Arc<CollectAlerts>, Monitor<TestEnv, Arc<CollectAlerts>>) {
+    let hb = open(env).await;
     let sink = Arc::new(CollectAlerts::default());
     let mon = Monitor::new(
         env.clone(),
-        hb.clone(),
+        hb.beats.clone(),
         probes,
         1 << 30,
         sink.clone(),
@@ -299,14 +302,14 @@ async fn alerts_are_raised_once_per_episode_and_again_after_recovery() {
     let env = TestEnv::new(start(), 1);
     let (hb, sink, mon) = monitor(&env, Vec::new()).await;
     for job in ["youtube-engine", "blog-publisher", "email-monitor"] {
-        hb.record_success(job, env.now()).await.unwrap();
+        hb.record_success(job, env.now()).await;
     }
     // The email monitor dies; the others keep succeeding.
     let mut checks_flagging = 0;
     for _ in 0..6 {
         tokio::time::sleep(15 * MINUTE).await;
         for job in ["youtube-engine", "blog-publisher"] {
-            hb.record_success(job, env.now()).await.unwrap();
+            hb.record_success(job, env.now()).await;
         }
         if !mon.check_once().await.is_empty() {
             checks_flagging += 1;
@@ -328,13 +331,13 @@ async fn alerts_are_raised_once_per_episode_and_again_after_recovery() {
     );
 
     // It recovers: the episode closes, no alert.
-    hb.record_success("email-monitor", env.now()).await.unwrap();
+    hb.record_success("email-monitor", env.now()).await;
     assert!(mon.check_once().await.is_empty());
     assert_eq!(alerts(&sink).len(), 1);
     // It dies again: a new episode, a new alert.
     tokio::time::sleep(31 * MINUTE).await;
     for job in ["youtube-engine", "blog-publisher"] {
-        hb.record_success(job, env.now()).await.unwrap();
+        hb.record_success(job, env.now()).await;
     }
     assert_eq!(overdue_jobs(&mon.check_once().await), ["email-monitor"]);
     mon.check_once().await;
@@ -476,9 +479,7 @@ async fn without_the_monitor_a_silent_death_raises_nothing_with_it_an_alert_with
     // Naive: successes are recorded, but nobody looks.
     let env = TestEnv::new(start(), 1);
     let (hb, sink, _unused) = monitor(&env, Vec::new()).await;
-    hb.record_success("youtube-engine", env.now())
-        .await
-        .unwrap();
+    hb.record_success("youtube-engine", env.now()).await;
     tokio::time::sleep(3 * threshold).await;
     assert!(alerts(&sink).is_empty(), "the silent death goes unnoticed");
 
@@ -486,7 +487,7 @@ async fn without_the_monitor_a_silent_death_raises_nothing_with_it_an_alert_with
     let env = TestEnv::new(start(), 1);
     let (hb, sink, mon) = monitor(&env, Vec::new()).await;
     let died_at = env.now();
-    hb.record_success("youtube-engine", died_at).await.unwrap();
+    hb.record_success("youtube-engine", died_at).await;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(mon.run(interval, shutdown));
     // The others stay healthy.
@@ -496,7 +497,7 @@ async fn without_the_monitor_a_silent_death_raises_nothing_with_it_an_alert_with
         tokio::spawn(async move {
             loop {
                 for job in ["blog-publisher", "email-monitor"] {
-                    hb.record_success(job, env.now()).await.unwrap();
+                    hb.record_success(job, env.now()).await;
                 }
                 tokio::time::sleep(10 * MINUTE).await;
             }

@@ -13,8 +13,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use steadfast_core::alert::{AlertKind, CollectAlerts};
 use steadfast_core::config::{
-    Config, HttpStep, JobConfig, Overlap, Patterns, RetryPolicy, RunnerSettings, ScheduleConfig,
-    ServiceConfig, StepConfig, StepKind,
+    CatchUp, Config, HttpStep, JobConfig, Overlap, Patterns, RetryPolicy, RunnerSettings,
+    ScheduleConfig, ServiceConfig, StepConfig, StepKind,
 };
 use steadfast_core::event::{Event, EventKind, Outcome, StateName};
 use steadfast_core::scheduler::{Exit, Runner};
@@ -102,6 +102,8 @@ fn job(name: &str, every_min: u64, steps: Vec<StepConfig>) -> JobConfig {
         schedule: ScheduleConfig::Every(Duration::from_secs(every_min * 60)),
         start_jitter: Duration::ZERO,
         overlap: Overlap::Skip,
+        catch_up: CatchUp::Latest,
+        catch_up_window: Duration::from_secs(6 * 3600),
         deadline: Duration::from_secs(600),
         heartbeat_threshold: Duration::from_secs(every_min * 120),
         retry: None,
@@ -188,10 +190,10 @@ async fn a_job_runs_on_schedule_through_the_state_machine() {
         ),
     ];
     let cfg = config(Patterns::ALL, vec![job("blog", 15, steps)], &["api"]);
-    let (exit, alerts) = run_for(&env, cfg, Duration::from_secs(3600)).await;
+    let (exit, alerts) = run_for(&env, cfg, Duration::from_secs(3600 + 60)).await;
     assert_eq!(exit, Exit::Shutdown);
     let events = env.events_so_far();
-    // Due at 10:15, 10:30, 10:45, 11:00 within the hour.
+    // Due at 10:15, 10:30, 10:45, 11:00 within the hour and a minute.
     assert_eq!(kinds(&events, "blog", EventKind::RunFinished), 4);
     let t = transitions(&events, "blog");
     assert_eq!(
@@ -351,8 +353,14 @@ async fn a_fatal_error_stops_only_its_job_with_isolation_and_everything_without(
         let env = TestEnv::new(start(), 5);
         let state = Arc::new(Mutex::new(Api::default()));
         api(&env, "api.test", state.clone());
-        // Disk full breaks checkpoint writes (fatal) once `writer` completes a step.
-        env.parts().fs.set_full(true);
+        // The disk fills up after the runner started: the first journal write of a run
+        // fails, which is fatal.
+        let disk = env.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            disk.parts().fs.set_full(true);
+            disk.parts().db.set_full(true);
+        });
         let mut writer = job(
             "writer",
             15,

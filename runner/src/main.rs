@@ -442,6 +442,9 @@ async fn daemon_main(
     daemon: DaemonSettings,
     connector: TcpConnector,
 ) -> anyhow::Result<ExitCode> {
+    // Registered before anything slow (opening the store, migrating it), so a SIGTERM
+    // during start-up is a clean shutdown, not the default action's kill.
+    let shutdown = shutdown_signal();
     let p = parts(&cfg, &daemon, connector);
     let (tx, rx) = tokio::sync::watch::channel(false);
     if let Some(http) = daemon.http {
@@ -477,7 +480,7 @@ async fn daemon_main(
     ));
     let signal_tx = tx.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.await;
         let _ = signal_tx.send(true);
     });
     let exit = runner.run(rx).await;
@@ -637,25 +640,36 @@ fn daemon_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Threads for blocking work at most (tokio's default is 512).
 const MAX_BLOCKING_THREADS: usize = 8;
 
-async fn shutdown_signal() {
+/// Listens for SIGTERM and SIGINT from now on (registration happens here, not at the
+/// first poll) and resolves on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    biased;
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, int) {
+                (Some(mut term), Some(mut int)) => {
+                    tokio::select! {
+                        biased;
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                (Some(mut one), None) | (None, Some(mut one)) => {
+                    one.recv().await;
+                }
+                (None, None) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -155,12 +155,23 @@ async fn kill_9_mid_run_then_restart_resumes_without_repeating_a_side_effect() {
         .into_keys()
         .next()
         .expect("one notify key");
-    let checkpoint = state.join("checkpoints/billing.json");
-    let saved: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&checkpoint).expect("a checkpoint survives"))
-            .unwrap();
-    let run_id = saved["run_id"].as_str().unwrap().to_string();
-    assert_eq!(saved["completed"][0]["name"], "charge", "{saved}");
+    // The journal has the run open, with its charge step done.
+    let store = runner::env::tokio::FileDb::open_read_only(&state).expect("the store survives");
+    let (due, steps): (i64, String) = store
+        .query_row(
+            "SELECT s.due, (SELECT GROUP_CONCAT(step, ',') FROM steps t WHERE t.job = s.job AND t.due = s.due)
+             FROM slots s WHERE s.job = 'billing' AND s.state = 'running'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("one open run");
+    drop(store);
+    let run_id = steadfast_core::job::RunId::new(
+        "billing",
+        chrono::DateTime::from_timestamp_millis(due).unwrap(),
+    )
+    .to_string();
+    assert_eq!(steps, "charge");
 
     // Second life: the interrupted run resumes at start.
     let mut second = Daemon::start(&config);

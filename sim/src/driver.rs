@@ -329,6 +329,7 @@ impl Driver<'_> {
             }
             Action::DiskFull(full) => {
                 faults.set_disk_full(full);
+                self.world.db().set_full(full);
                 self.log(
                     now,
                     if full { "fault_start" } else { "fault_end" },
@@ -428,6 +429,7 @@ impl Driver<'_> {
     fn intervene(&mut self, sim: &mut turmoil::Sim<'_>, now: DateTime<Utc>, reason: String) {
         let faults = self.world.faults().clone();
         faults.set_disk_full(false);
+        self.world.db().set_full(false);
         let mut reauthorise = std::mem::take(&mut self.revoked);
         reauthorise.extend(self.rejected_credentials());
         reauthorise.sort();

@@ -27,6 +27,7 @@ use steadfast_core::env::{
     WallClock,
 };
 use steadfast_core::event::Event;
+use steadfast_testkit::MemDb;
 use turmoil::fs::shim::std::fs as simfs;
 
 use crate::faults::FaultState;
@@ -394,6 +395,8 @@ pub struct SimParts {
     pub spawner: SimSpawner,
     /// The trace.
     pub events: TraceSink,
+    /// The durable store, owned by the world (outside the host).
+    pub db: MemDb,
 }
 
 /// The runner's environment in the simulator. Cheap to clone; clones share everything.
@@ -423,6 +426,7 @@ impl Env for SimEnv {
     type Memory = SimMemory;
     type Spawner = SimSpawner;
     type Events = TraceSink;
+    type Db = MemDb;
 
     fn clock(&self) -> &SimClock {
         &self.inner.clock
@@ -444,5 +448,8 @@ impl Env for SimEnv {
     }
     fn events(&self) -> &TraceSink {
         &self.inner.events
+    }
+    fn db(&self) -> &MemDb {
+        &self.inner.db
     }
 }

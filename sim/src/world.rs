@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use steadfast_core::env::{SeededRng, WallClock};
 
+use steadfast_testkit::MemDb;
+
 use crate::env::{SimClock, SimEnv, SimFs, SimMemory, SimParts, SimSpawner, TraceSink};
 use crate::faults::FaultState;
 use crate::net::{NetStats, SimConnector};
@@ -35,6 +37,7 @@ pub struct World {
     stats: NetStats,
     spawner: SimSpawner,
     trace: TraceSink,
+    db: MemDb,
     boots: Arc<AtomicU64>,
     services_added: Arc<AtomicU64>,
 }
@@ -53,6 +56,7 @@ impl World {
             stats: NetStats::default(),
             spawner: SimSpawner::default(),
             trace: TraceSink::default(),
+            db: MemDb::new(),
             boots: Arc::default(),
             services_added: Arc::default(),
         }
@@ -134,6 +138,7 @@ impl World {
             memory: SimMemory::new(self.faults.clone(), self.clock.clone()),
             spawner: self.spawner.clone(),
             events: self.trace.clone(),
+            db: self.db.clone(),
         })
     }
 
@@ -176,5 +181,9 @@ impl World {
     /// The trace.
     pub fn trace(&self) -> &TraceSink {
         &self.trace
+    }
+    /// The runner's durable store.
+    pub fn db(&self) -> &MemDb {
+        &self.db
     }
 }

@@ -4,6 +4,8 @@
 //! to hyper services, settable memory, scripted processes, an event sink. It mirrors the
 //! production seams one to one, so tests exercise the same code paths the daemon runs.
 
+pub mod db;
+
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,8 @@ use steadfast_core::env::{
     SeededRng, Spawner, Target, WallClock,
 };
 use steadfast_core::event::{Event, MemorySink};
+
+pub use db::MemDb;
 
 /// A wall clock that follows tokio's (possibly paused) clock from a fixed start.
 #[derive(Debug, Clone)]
@@ -298,6 +302,8 @@ pub struct TestParts {
     pub spawner: ScriptedSpawner,
     /// Every event emitted.
     pub events: MemorySink,
+    /// The durable store.
+    pub db: MemDb,
 }
 
 impl TestEnv {
@@ -312,6 +318,7 @@ impl TestEnv {
                 memory: FakeMemory::default(),
                 spawner: ScriptedSpawner::default(),
                 events: MemorySink::default(),
+                db: MemDb::new(),
             }),
         }
     }
@@ -334,6 +341,7 @@ impl Env for TestEnv {
     type Memory = FakeMemory;
     type Spawner = ScriptedSpawner;
     type Events = MemorySink;
+    type Db = MemDb;
 
     fn clock(&self) -> &PausedClock {
         &self.inner.clock
@@ -355,6 +363,9 @@ impl Env for TestEnv {
     }
     fn events(&self) -> &MemorySink {
         &self.inner.events
+    }
+    fn db(&self) -> &MemDb {
+        &self.inner.db
     }
 }
 

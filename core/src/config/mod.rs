@@ -18,6 +18,7 @@ use chrono::NaiveTime;
 use chrono_tz::Tz;
 use secrecy::SecretString;
 
+pub use crate::db::CatchUp;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use validate::{did_you_mean, parse_config, parse_config_value};
 
@@ -280,6 +281,10 @@ pub struct JobConfig {
     pub start_jitter: Duration,
     /// What to do when a run is due while the previous one still runs.
     pub overlap: Overlap,
+    /// What to do with slots that passed while the runner was not running.
+    pub catch_up: CatchUp,
+    /// Missed slots older than this are recorded missed, never run (default 6 h).
+    pub catch_up_window: Duration,
     /// A run is abandoned after this long (default: the interval, at most 1 h).
     pub deadline: Duration,
     /// Overdue after this long without success (default 2x interval).

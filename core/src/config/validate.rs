@@ -61,6 +61,8 @@
 //! every = "30m"                  # exactly one of `every` and `cron` (5 or 6 fields)
 //! start_jitter = "30s"           # default 0; shorter than the interval
 //! overlap = "skip"               # skip (default) | queue
+//! catch_up = "latest"            # slots missed while the runner was down: latest (default) | all | none
+//! catch_up_window = "6h"         # default 6 h: older missed slots are recorded missed, not run
 //! deadline = "20m"               # default: the interval, at most 1 h (cron: at most 15 min)
 //! heartbeat_threshold = "1h"     # default: twice the interval (cron: see below)
 //! retry = { max_attempts = 3 }   # optional partial override of [retry]
@@ -109,9 +111,9 @@ use secrecy::SecretString;
 use super::duration;
 use super::raw::{self, RawEntry, RawKind, RawTable, Span};
 use super::{
-    BreakerConfig, CommandStep, Config, CredentialConfig, Diagnostic, Diagnostics, HttpStep,
-    Jitter, JobConfig, Overlap, Patterns, RetryMode, RetryPolicy, RunnerSettings, ScheduleConfig,
-    SecretResolver, ServiceConfig, StepConfig, StepKind, Url, WindowConfig,
+    BreakerConfig, CatchUp, CommandStep, Config, CredentialConfig, Diagnostic, Diagnostics,
+    HttpStep, Jitter, JobConfig, Overlap, Patterns, RetryMode, RetryPolicy, RunnerSettings,
+    ScheduleConfig, SecretResolver, ServiceConfig, StepConfig, StepKind, Url, WindowConfig,
 };
 
 const TOP_KEYS: &[&str] = &[
@@ -175,6 +177,8 @@ const JOB_KEYS: &[&str] = &[
     "cron",
     "start_jitter",
     "overlap",
+    "catch_up",
+    "catch_up_window",
     "deadline",
     "heartbeat_threshold",
     "retry",
@@ -198,6 +202,8 @@ const MIB: u64 = 1024 * 1024;
 const MAX_MEMORY_MB: i64 = 1 << 20;
 /// A default deadline never exceeds this (a run stuck for longer is dead, not slow).
 const MAX_DEFAULT_DEADLINE: Duration = Duration::from_secs(3600);
+/// How old a missed slot may be and still be caught up, unless a job says otherwise.
+const DEFAULT_CATCH_UP_WINDOW: Duration = Duration::from_secs(6 * 3600);
 /// The default deadline of a cron job is at most this.
 const CRON_DEFAULT_DEADLINE: Duration = Duration::from_secs(15 * 60);
 /// How far past the reference instant cron gaps are measured.
@@ -1331,6 +1337,14 @@ impl Validator<'_> {
             Some("queue") => Overlap::Queue,
             _ => Overlap::Skip,
         };
+        let catch_up = match self.choice(t, p, "catch_up", &["latest", "all", "none"]) {
+            Some("all") => CatchUp::All,
+            Some("none") => CatchUp::None,
+            _ => CatchUp::Latest,
+        };
+        let catch_up_window = self
+            .positive_duration(t, p, "catch_up_window")
+            .map_or(DEFAULT_CATCH_UP_WINDOW, |(d, _)| d);
         let deadline = self.positive_duration(t, p, "deadline");
         let heartbeat = self.positive_duration(t, p, "heartbeat_threshold");
         if let (Some((ScheduleConfig::Every(interval), _, _)), Some((threshold, span))) =
@@ -1365,6 +1379,8 @@ impl Validator<'_> {
             schedule,
             start_jitter: start_jitter.map_or(Duration::ZERO, |(d, _)| d),
             overlap,
+            catch_up,
+            catch_up_window,
             deadline: deadline.map_or(default_deadline, |(d, _)| d),
             heartbeat_threshold: heartbeat.map_or(interval.saturating_mul(2), |(d, _)| d),
             retry,

@@ -39,6 +39,8 @@ pub trait Env: Clone + Send + Sync + 'static {
     type Spawner: Spawner;
     /// Where structured events go.
     type Events: EventSink;
+    /// The durable store (SQLite).
+    type Db: Database;
 
     /// The wall clock (UTC).
     fn clock(&self) -> &Self::Clock;
@@ -54,6 +56,8 @@ pub trait Env: Clone + Send + Sync + 'static {
     fn spawner(&self) -> &Self::Spawner;
     /// The event sink.
     fn events(&self) -> &Self::Events;
+    /// The durable store.
+    fn db(&self) -> &Self::Db;
 
     /// The current wall-clock instant, shorthand for `self.clock().now()`.
     fn now(&self) -> DateTime<Utc> {
@@ -191,6 +195,28 @@ pub struct CommandOutput {
 pub trait Spawner: Send + Sync + 'static {
     /// Runs a command to completion or timeout.
     fn run(&self, spec: &CommandSpec) -> impl Future<Output = io::Result<CommandOutput>> + Send;
+}
+
+/// The runner's durable store: a SQLite database the core reaches only through this seam.
+///
+/// Production opens a file in the state directory (WAL, `synchronous = FULL`); the fakes
+/// open an in-memory database owned outside the runner, so a crash of the runner drops
+/// exactly what was not committed. The core runs the same SQL on either.
+pub trait Database: Send + Sync + 'static {
+    /// Opens a connection to the store of `state_dir` (the core opens one per runner and
+    /// keeps it). The fakes ignore the directory.
+    fn open(&self, state_dir: &Path) -> rusqlite::Result<rusqlite::Connection>;
+
+    /// Runs one write transaction, `commit`: synchronous and atomic (it begins, writes
+    /// and commits inside). Production just runs it. A fake may instead crash the runner
+    /// at this instant: before the commit (the future never completes and nothing is
+    /// written) or right after it; that is how tests put a crash between any two
+    /// durable operations. A fake may also fail it as a full disk does (`SQLITE_FULL`).
+    fn commit<T: Send>(
+        &self,
+        label: &'static str,
+        commit: impl FnOnce() -> rusqlite::Result<T> + Send,
+    ) -> impl Future<Output = rusqlite::Result<T>> + Send;
 }
 
 /// Receives every structured event the core emits.

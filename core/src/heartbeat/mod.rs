@@ -1,19 +1,20 @@
-//! Pattern 3: heartbeats. Each job's last success and threshold live in a state file
-//! shaped like the field report's `heartbeat-state.json`; a monitor flags overdue jobs
-//! (silent deaths), memory over its threshold and services failing a health probe.
+//! Pattern 3: heartbeats. Each job's last good run lives in the journal (and can be
+//! shown in the field report's `heartbeat-state.json` shape); a monitor flags overdue
+//! jobs (silent deaths), memory over its threshold and services failing a health probe.
 
 pub mod monitor;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::db::{Db, MissReason, SlotRecord, SlotState};
 use crate::env::Env;
-use crate::store::{self, StoreError};
+use crate::event::Outcome;
+use crate::job_status::StatusBoard;
 
 pub use monitor::{HealthProbe, Monitor, OpenBreakers};
 
@@ -66,111 +67,104 @@ pub enum Finding {
     },
 }
 
-/// The heartbeat store of all jobs.
+/// Each job's heartbeat, read from the journal: when it last did what it should, and
+/// whether it is overdue.
 pub struct Heartbeats<E: Env> {
-    env: E,
-    /// `state_dir/heartbeat-state.json`.
-    path: PathBuf,
-    /// The state as this process knows it (read by the monitor without waiting).
-    state: Mutex<HeartbeatState>,
-    /// Serialises writes: `write_atomic` uses one temp file per path, and a later
-    /// snapshot must never be overtaken on disk by an earlier one.
-    writes: tokio::sync::Mutex<()>,
+    db: Arc<Db<E>>,
+    /// Job -> how long without a good run before it is overdue.
+    thresholds: BTreeMap<String, Duration>,
+    /// Which jobs have a run in progress in this process right now.
+    status: Arc<StatusBoard>,
 }
 
 impl<E: Env> std::fmt::Debug for Heartbeats<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Heartbeats")
-            .field("path", &self.path)
-            .field("state", &*self.lock())
+            .field("thresholds", &self.thresholds)
             .finish_non_exhaustive()
     }
 }
 
-/// The name of the state file under the state directory.
-pub const STATE_FILE: &str = "heartbeat-state.json";
-
 impl<E: Env> Heartbeats<E> {
-    /// Opens `state_dir/heartbeat-state.json` with each job's threshold; a corrupt file
-    /// is reported (as `Err` alongside a fresh state via [`Self::open`]'s second value).
-    pub async fn open(
-        env: E,
-        state_dir: &Path,
+    /// The heartbeats of the jobs in `thresholds`, read from `db`.
+    pub fn new(
+        db: Arc<Db<E>>,
         thresholds: &[(String, Duration)],
-    ) -> (Self, Option<StoreError>) {
-        let path = state_dir.join(STATE_FILE);
-        let (mut state, problem) =
-            match store::read_json::<_, HeartbeatState>(env.fs(), &path).await {
-                Ok(found) => (found.unwrap_or_default(), None),
-                Err(err) => (HeartbeatState::default(), Some(err)),
-            };
-        // The configuration decides which jobs are watched and how closely; last
-        // successes of jobs no longer configured are kept but never flagged.
-        state.thresholds = thresholds
-            .iter()
-            .map(|(job, threshold)| (job.clone(), whole_seconds(*threshold)))
-            .collect();
-        let heartbeats = Self {
-            env,
-            path,
-            state: Mutex::new(state),
-            writes: tokio::sync::Mutex::new(()),
-        };
-        (heartbeats, problem)
+        status: Arc<StatusBoard>,
+    ) -> Self {
+        Self {
+            db,
+            thresholds: thresholds.iter().cloned().collect(),
+            status,
+        }
     }
 
-    /// Records a success of `job` at `at` durably.
-    ///
-    /// The success counts in memory even if the write fails: the job did succeed, and a
-    /// full disk is reported by the error, not by a false overdue finding later.
-    pub async fn record_success(&self, job: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let _write = self.writes.lock().await;
-        let snapshot = {
-            let mut state = self.lock();
-            state.last_checks.insert(job.to_string(), at.timestamp());
-            state.clone()
-        };
-        store::write_json(self.env.fs(), &self.path, &snapshot).await
-    }
-
-    /// The last success of `job`.
+    /// The end of `job`'s last good run (or its last slot skipped by its window).
     pub fn last_success(&self, job: &str) -> Option<DateTime<Utc>> {
-        self.lock()
-            .last_checks
-            .get(job)
-            .and_then(|secs| DateTime::from_timestamp(*secs, 0))
+        self.db.job(job).ok().flatten().and_then(|j| j.last_ok_at)
     }
 
-    /// Jobs overdue at `now`. A job never seen is measured from `since` (runner start).
-    pub fn overdue(&self, now: DateTime<Utc>, since: DateTime<Utc>) -> Vec<Finding> {
-        let state = self.lock();
-        state
-            .thresholds
+    /// Jobs overdue at `now`.
+    ///
+    /// A job is overdue when nothing good happened for longer than its threshold,
+    /// counted from its last good run or, for a job that never had one, from the first
+    /// start that knew it (durable: a crash loop does not reset it), and the journal
+    /// shows that something went wrong while the runner was up: a run that failed or
+    /// was interrupted, a slot missed for a reason other than downtime or the job's
+    /// window, or no slot at all. A job with a run in progress is not overdue, and
+    /// neither is one whose only misses since are downtime (the missed-slot policy
+    /// speaks for those), so a restart does not page for jobs that are fine.
+    pub fn overdue(&self, now: DateTime<Utc>) -> Vec<Finding> {
+        self.thresholds
             .iter()
-            .filter_map(|(job, threshold_secs)| {
-                // A value that is no valid time (edited by hand) counts as never seen.
-                let last = state
-                    .last_checks
-                    .get(job)
-                    .and_then(|secs| DateTime::from_timestamp(*secs, 0));
-                let threshold = chrono::Duration::seconds((*threshold_secs).max(0));
-                let silent_for = now - last.unwrap_or(since);
-                (silent_for > threshold).then(|| Finding::Overdue {
-                    job: job.clone(),
-                    last_success: last,
-                    threshold: Duration::from_secs(threshold_secs.unsigned_abs()),
-                })
+            .filter(|(job, threshold)| self.is_overdue(job, **threshold, now))
+            .map(|(job, threshold)| Finding::Overdue {
+                job: job.clone(),
+                last_success: self.last_success(job),
+                threshold: *threshold,
             })
             .collect()
     }
 
-    /// A copy of the state.
-    pub fn state(&self) -> HeartbeatState {
-        self.lock().clone()
+    fn is_overdue(&self, job: &str, threshold: Duration, now: DateTime<Utc>) -> bool {
+        let Ok(Some(record)) = self.db.job(job) else {
+            return false;
+        };
+        let reference = record.last_ok_at.unwrap_or(record.registered_at);
+        let threshold = chrono::Duration::from_std(threshold).unwrap_or(chrono::Duration::MAX);
+        if now - reference <= threshold || self.status.is_running(job) {
+            return false;
+        }
+        // The slots due after the last good run (not that run's own).
+        let after = reference + chrono::Duration::milliseconds(1);
+        let Ok(rows) = self.db.slots_between(job, after, now) else {
+            // The journal cannot be read: say so rather than stay silent.
+            return true;
+        };
+        let excused = |r: &SlotRecord| match r.state {
+            SlotState::Missed => {
+                matches!(r.missed, Some(MissReason::Downtime | MissReason::Window))
+            }
+            SlotState::Running => r.outcome == Some(Outcome::Deferred),
+            SlotState::Done => r.outcome.is_some_and(Outcome::is_ok),
+        };
+        rows.is_empty() || !rows.iter().all(excused)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HeartbeatState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// The field report's `heartbeat-state.json` shape, for `runner status`.
+    pub fn state(&self) -> HeartbeatState {
+        HeartbeatState {
+            last_checks: self
+                .thresholds
+                .keys()
+                .filter_map(|job| Some((job.clone(), self.last_success(job)?.timestamp())))
+                .collect(),
+            thresholds: self
+                .thresholds
+                .iter()
+                .map(|(job, t)| (job.clone(), whole_seconds(*t)))
+                .collect(),
+        }
     }
 }
 

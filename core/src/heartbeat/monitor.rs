@@ -135,7 +135,7 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
     /// event; a finding that was not present in the previous look is also an alert.
     pub async fn check_once(&self) -> Vec<Finding> {
         let now = self.env.now();
-        let mut findings = self.heartbeats.overdue(now, self.since);
+        let mut findings = self.heartbeats.overdue(now);
         let bytes = self.env.memory().resident_bytes();
         if bytes > self.memory_warn_bytes {
             findings.push(Finding::MemoryHigh {

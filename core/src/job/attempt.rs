@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::RunId;
 use super::Services;
 use super::template::{self, Vars};
-use crate::checkpoint::idempotency_key;
+use crate::checkpoint::{Resume, idempotency_key};
 use crate::config::{CommandStep, HttpStep, StepConfig, StepKind, Url};
 use crate::env::{CommandSpec, Env, Spawner};
 use crate::event::{Event, EventKind};
@@ -173,7 +173,7 @@ fn build_request<E: Env>(
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {}", token.expose_secret()));
     }
-    if svc.checkpoints.is_some() {
+    if svc.resume == Resume::FromLastStep {
         request = request.header("idempotency-key", idempotency_key(run_id, step));
     }
     if let Some(body) = &http_step.body {

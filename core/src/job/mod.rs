@@ -19,15 +19,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 
 use crate::boundary::Boundary;
 use crate::breaker::Breakers;
-use crate::checkpoint::{Checkpoint, Checkpoints, CompletedStep, idempotency_key};
+use crate::checkpoint::{Resume, idempotency_key};
 use crate::config::{Config, JobConfig, RetryPolicy, StepConfig};
+use crate::db::{Db, DbError, StepRecord};
 use crate::env::Env;
 use crate::event::{Event, EventKind, Outcome};
 use crate::retry::{GiveUp, Retrier, RetryDecision, RetryInput};
-use crate::store::StoreError;
 use crate::taxonomy::{ErrorClass, FailureKind, StepError};
 use crate::token::TokenManager;
 use crate::window::Windows;
@@ -51,9 +52,11 @@ pub struct Services<E: Env> {
     pub tokens: BTreeMap<String, Arc<TokenManager<E>>>,
     /// Pattern 4: how far one failure reaches.
     pub boundary: Boundary,
-    /// Pattern 5: checkpoint files; `None` when runs start over and send no
-    /// idempotency keys.
-    pub checkpoints: Option<Checkpoints<E>>,
+    /// The durable store: the journal of runs and everything else that must survive.
+    pub db: Arc<Db<E>>,
+    /// Pattern 5: whether a run resumes after its last finished step (with stable
+    /// idempotency keys) or starts over.
+    pub resume: Resume,
     /// Pattern 6: time windows by action (none when the pattern is off).
     pub windows: Windows,
     /// Pattern 7: circuit breakers by service (none when the pattern is off).
@@ -82,6 +85,8 @@ pub enum RunOutcome {
     Failed(StepError),
     /// The run failed in a way that needs a human; the job stops.
     Fatal(StepError),
+    /// Shutdown stopped the run between steps; the next start resumes it.
+    Interrupted,
 }
 
 impl RunOutcome {
@@ -93,6 +98,7 @@ impl RunOutcome {
             Self::Deferred { .. } => Outcome::Deferred,
             Self::Failed(_) => Outcome::Failed,
             Self::Fatal(_) => Outcome::Fatal,
+            Self::Interrupted => Outcome::Interrupted,
         }
     }
 }
@@ -110,56 +116,60 @@ enum StepResult {
 pub struct RunContext<'a> {
     /// The job.
     pub job: &'a JobConfig,
-    /// The id a fresh run gets (a resumed run keeps its own).
-    pub fresh_run_id: RunId,
-    /// The due time that started it.
-    pub due: DateTime<Utc>,
+    /// The run: the slot it runs, resumed or fresh.
+    pub run: RunId,
     /// No retry is scheduled past this.
     pub deadline: DateTime<Utc>,
+    /// Becomes true when the runner shuts down: no new step starts after that.
+    pub halt: watch::Receiver<bool>,
 }
 
 /// Runs one run of a job to its outcome.
+///
+/// With checkpoints on, the steps the run finished before (an interrupted, failed or
+/// deferred attempt) are taken from the journal and not repeated, and each step this
+/// attempt finishes is journaled before the next starts.
 pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutcome {
     let env = &svc.env;
     let job = ctx.job;
-    let mut checkpoint = match resume(svc, ctx).await {
-        Ok(cp) => cp,
+    let run_id = &ctx.run;
+    let done_before = match resume(svc, ctx) {
+        Ok(steps) => steps,
         Err(outcome) => return outcome,
     };
-    let run_id = checkpoint.run_id.clone();
     let mut vars = Vars::new();
     vars.insert("run.id".into(), run_id.to_string());
-    // The slot of this run, which a resumed run keeps (not the slot that resumed it).
+    // The slot of this run, which a resumed run keeps.
     vars.insert("run.due".into(), run_id.due().to_rfc3339());
     vars.insert("job.name".into(), job.name.clone());
-    for done in &checkpoint.completed {
+    for done in &done_before {
         for (k, v) in &done.outputs {
             vars.insert(format!("{}.{k}", done.name), v.clone());
         }
     }
     let mut skipped: Vec<String> = Vec::new();
     let mut last_skip: Option<StepError> = None;
-    let mut completed_now = 0usize;
-    for (index, step) in job.steps.iter().enumerate() {
-        // After the last step the checkpoint is cleared at once: saving it first would
-        // only cost a durable write (a crash in between repeats the step under the same
-        // idempotency key, which the service deduplicates).
-        let last = index + 1 == job.steps.len();
-        if checkpoint.done(&step.name).is_some() {
+    let mut completed = done_before.len();
+    for step in &job.steps {
+        if done_before.iter().any(|d| d.name == step.name) {
             env.emit(
                 Event::new(EventKind::StepReplayed)
                     .job(&job.name)
-                    .run_id(&run_id)
+                    .run_id(run_id)
                     .step(&step.name)
                     .detail("completed before; not repeated"),
             );
             continue;
         }
+        if *ctx.halt.borrow() {
+            // Shutdown: the steps left are journaled as not done; the next start resumes.
+            return RunOutcome::Interrupted;
+        }
         if let Some(dep) = depends_on(step, &skipped) {
             env.emit(
                 Event::new(EventKind::StepSkipped)
                     .job(&job.name)
-                    .run_id(&run_id)
+                    .run_id(run_id)
                     .step(&step.name)
                     .class(ErrorClass::Degraded)
                     .detail(format!("needs output of skipped step `{dep}`")),
@@ -167,28 +177,26 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
             skipped.push(step.name.clone());
             continue;
         }
-        match run_step(svc, ctx, step, &run_id, &vars).await {
+        match run_step(svc, ctx, step, run_id, &vars).await {
             StepResult::Done(outputs) => {
-                completed_now += 1;
+                completed += 1;
                 for (k, v) in &outputs {
                     vars.insert(format!("{}.{k}", step.name), v.clone());
                 }
-                if let Some(checkpoints) = &svc.checkpoints
-                    && !last
-                {
-                    checkpoint.completed.push(CompletedStep {
+                if svc.resume == Resume::FromLastStep {
+                    let record = StepRecord {
                         name: step.name.clone(),
-                        idempotency_key: idempotency_key(&run_id, &step.name),
+                        idempotency_key: idempotency_key(run_id, &step.name),
                         outputs,
-                        completed_at: env.now(),
-                    });
-                    if let Err(e) = checkpoints.save(&checkpoint).await {
-                        return store_failure(e, "failed to save checkpoint");
+                        done_at: env.now(),
+                    };
+                    if let Err(e) = svc.db.step_done(run_id, &record).await {
+                        return store_failure(&e, "failed to journal a finished step");
                     }
                     env.emit(
                         Event::new(EventKind::CheckpointSaved)
                             .job(&job.name)
-                            .run_id(&run_id)
+                            .run_id(run_id)
                             .step(&step.name),
                     );
                 }
@@ -200,7 +208,7 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
                 env.emit(
                     Event::new(EventKind::StepSkipped)
                         .job(&job.name)
-                        .run_id(&run_id)
+                        .run_id(run_id)
                         .step(&step.name)
                         .class(ErrorClass::Degraded)
                         .detail(err.detail.clone()),
@@ -223,17 +231,12 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
             }
         }
     }
-    let nothing_done = completed_now == 0 && checkpoint.completed.is_empty();
-    if nothing_done && let Some(err) = last_skip {
-        // Every step was skipped: nothing was produced, so this is a failure, not a
-        // degraded success. Nothing was saved, so there is no checkpoint to clear.
-        return RunOutcome::Failed(err);
-    }
-    if let Some(checkpoints) = &svc.checkpoints
-        && !checkpoint.completed.is_empty()
-        && let Err(e) = checkpoints.clear(&job.name).await
+    if completed == 0
+        && let Some(err) = last_skip
     {
-        return store_failure(e, "failed to clear checkpoint");
+        // Every step was skipped: nothing was produced, so this is a failure, not a
+        // degraded success.
+        return RunOutcome::Failed(err);
     }
     if skipped.is_empty() {
         RunOutcome::Succeeded
@@ -242,44 +245,33 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
     }
 }
 
-/// Loads the unfinished run of the job, or starts a fresh checkpoint.
-async fn resume<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> Result<Checkpoint, RunOutcome> {
+/// The steps the run finished before, from the journal (none when runs start over).
+///
+/// Progress that cannot be read fails the run loudly: starting it over would repeat
+/// its finished steps under new keys.
+fn resume<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> Result<Vec<StepRecord>, RunOutcome> {
+    if svc.resume == Resume::FromScratch {
+        return Ok(Vec::new());
+    }
     let env = &svc.env;
-    let job = &ctx.job.name;
-    let fresh = Checkpoint::new(&ctx.fresh_run_id, env.now());
-    let Some(checkpoints) = &svc.checkpoints else {
-        return Ok(fresh);
-    };
-    match checkpoints.load(job).await {
-        Ok(Some(cp)) => {
-            env.emit(
-                Event::new(EventKind::CheckpointResumed)
-                    .job(job)
-                    .run_id(&cp.run_id)
-                    .detail(format!("{} step(s) already done", cp.completed.len())),
-            );
-            Ok(cp)
+    match svc.db.steps_done(&ctx.run) {
+        Ok(steps) => {
+            if !steps.is_empty() {
+                env.emit(
+                    Event::new(EventKind::CheckpointResumed)
+                        .job(&ctx.job.name)
+                        .run_id(&ctx.run)
+                        .detail(format!("{} step(s) already done", steps.len())),
+                );
+            }
+            Ok(steps)
         }
-        Ok(None) => Ok(fresh),
-        Err(e @ StoreError::Corrupt { .. }) => {
-            // A torn checkpoint is never trusted: report it and start the run afresh.
-            env.emit(
-                Event::new(EventKind::HeartbeatFinding)
-                    .job(job)
-                    .detail(e.to_string()),
-            );
-            Ok(fresh)
-        }
-        Err(e) => Err(store_failure(e, "failed to read checkpoint")),
+        Err(e) => Err(store_failure(&e, "failed to read the run's progress")),
     }
 }
 
-fn store_failure(e: StoreError, what: &str) -> RunOutcome {
-    let kind = e
-        .io_error()
-        .map(FailureKind::from)
-        .unwrap_or(FailureKind::Io);
-    let err = StepError::new(kind, format!("{what}: {e}"));
+fn store_failure(e: &DbError, what: &str) -> RunOutcome {
+    let err = StepError::new(e.kind(), format!("{what}: {e}"));
     if err.class == ErrorClass::Fatal {
         RunOutcome::Fatal(err)
     } else {

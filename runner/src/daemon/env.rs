@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::env::tokio::{
-    DiskFs, ProcessMemory, ProcessSpawner, SystemClock, TcpConnector, TokioEnv,
+    DiskFs, FileDb, ProcessMemory, ProcessSpawner, SystemClock, TcpConnector, TokioEnv,
 };
 use steadfast_core::env::{Env, EventSink, SeededRng};
 use steadfast_core::event::{Event, TracingSink};
@@ -89,6 +89,7 @@ impl Env for DaemonEnv {
     type Memory = ProcessMemory;
     type Spawner = ProcessSpawner;
     type Events = Fanout;
+    type Db = FileDb;
 
     fn clock(&self) -> &SystemClock {
         self.base.clock()
@@ -110,6 +111,9 @@ impl Env for DaemonEnv {
     }
     fn events(&self) -> &Fanout {
         &self.events
+    }
+    fn db(&self) -> &FileDb {
+        self.base.db()
     }
 }
 

@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 use super::lock::StateLock;
 use super::status_file::{self, StatusFile};
 use steadfast_core::breaker::BreakerState;
-use steadfast_core::checkpoint::Checkpoint;
 use steadfast_core::config::Config;
-use steadfast_core::heartbeat::HeartbeatState;
 use steadfast_core::schedule::Schedule;
 use steadfast_core::state_machine::TaskState;
 use steadfast_core::store::file_stem;
+
+use crate::env::tokio::{DB_FILE, FileDb};
 
 /// What the state files hold.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -29,12 +29,21 @@ pub struct StateFiles {
     pub breakers: BTreeMap<String, BreakerInfo>,
     /// Credential file stem -> access-token expiry.
     pub token_expiry: BTreeMap<String, DateTime<Utc>>,
-    /// Job file stem -> unfinished run.
-    pub checkpoints: BTreeMap<String, Checkpoint>,
+    /// Job -> its open run (interrupted, failed or deferred) in the journal.
+    pub open_runs: BTreeMap<String, OpenRun>,
     /// What the daemon last wrote of its jobs (state, failure streaks).
     pub jobs: Option<StatusFile>,
     /// Files that could not be read or parsed (path: why).
     pub problems: Vec<String>,
+}
+
+/// A run the journal has as started and not finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenRun {
+    /// The run id.
+    pub run_id: String,
+    /// The steps it finished.
+    pub steps_done: Vec<String>,
 }
 
 /// One breaker as persisted.
@@ -96,18 +105,14 @@ fn json_files(dir: &Path) -> Vec<(String, PathBuf)> {
 }
 
 impl StateFiles {
-    /// Reads every state file under `state_dir`.
+    /// Reads every state file under `state_dir`, and the store's journal.
     pub fn read(state_dir: &Path) -> Self {
         let mut s = Self::default();
-        if let Some(hb) = read::<HeartbeatState>(
-            &state_dir.join(steadfast_core::heartbeat::STATE_FILE),
-            &mut s.problems,
-        ) {
-            s.last_success = hb
-                .last_checks
-                .iter()
-                .filter_map(|(job, secs)| Some((job.clone(), DateTime::from_timestamp(*secs, 0)?)))
-                .collect();
+        if state_dir.join(DB_FILE).exists()
+            && let Err(e) = s.read_store(state_dir)
+        {
+            s.problems
+                .push(format!("{}: {e}", state_dir.join(DB_FILE).display()));
         }
         if let Some(b) = read::<BreakersFile>(
             &state_dir.join(steadfast_core::breaker::STATE_FILE),
@@ -121,12 +126,44 @@ impl StateFiles {
             }
         }
         s.jobs = read::<StatusFile>(&status_file::path(state_dir), &mut s.problems);
-        for (stem, path) in json_files(&state_dir.join("checkpoints")) {
-            if let Some(c) = read::<Checkpoint>(&path, &mut s.problems) {
-                s.checkpoints.insert(stem, c);
+        s
+    }
+
+    /// Last good runs and open runs, from the store (read-only, beside a daemon).
+    fn read_store(&mut self, state_dir: &Path) -> rusqlite::Result<()> {
+        let conn = FileDb::open_read_only(state_dir)?;
+        let mut jobs =
+            conn.prepare("SELECT job, last_ok_at FROM jobs WHERE last_ok_at IS NOT NULL")?;
+        for row in jobs.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (job, ms) = row?;
+            if let Some(at) = DateTime::from_timestamp_millis(ms) {
+                self.last_success.insert(job, at);
             }
         }
-        s
+        let mut open = conn.prepare(
+            "SELECT s.job, s.due, (SELECT GROUP_CONCAT(step, ',') FROM steps t WHERE t.job = s.job AND t.due = s.due)
+             FROM slots s WHERE s.state = 'running' ORDER BY s.due",
+        )?;
+        for row in open.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })? {
+            let (job, due, steps) = row?;
+            let Some(due) = DateTime::from_timestamp_millis(due) else {
+                continue;
+            };
+            let run_id = steadfast_core::job::RunId::new(&job, due).to_string();
+            let steps_done = steps
+                .map(|s| s.split(',').map(str::to_string).collect())
+                .unwrap_or_default();
+            self.open_runs
+                .entry(job)
+                .or_insert(OpenRun { run_id, steps_done });
+        }
+        Ok(())
     }
 }
 
@@ -195,7 +232,7 @@ impl Status {
                         .ok()
                         .map(|s| s.next_after(now))
                 });
-                let cp = files.checkpoints.get(&file_stem(&job.name));
+                let open = files.open_runs.get(&job.name);
                 JobRow {
                     job: job.name.clone(),
                     state: live.map(|s| s.state),
@@ -203,10 +240,8 @@ impl Status {
                     heartbeat,
                     last_success: last,
                     next_run,
-                    interrupted_run: cp.map(|c| c.run_id.to_string()),
-                    steps_done: cp
-                        .map(|c| c.completed.iter().map(|s| s.name.clone()).collect())
-                        .unwrap_or_default(),
+                    interrupted_run: open.map(|o| o.run_id.clone()),
+                    steps_done: open.map(|o| o.steps_done.clone()).unwrap_or_default(),
                 }
             })
             .collect();
@@ -360,22 +395,29 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("steadfast-status-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("tokens")).unwrap();
-        std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
         let text = format!(
             "[runner]\nstate_dir = \"{}\"\n[services.api]\n[credentials.google]\ntoken_url = \"https://x/token\"\nclient_id = \"c\"\nrefresh_token = \"r-123456\"\n[[jobs]]\nname = \"a\"\nevery = \"1m\"\n[[jobs.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"true\"]\n[[jobs]]\nname = \"b\"\nevery = \"1m\"\n[[jobs.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"true\"]\n",
             dir.display()
         );
         let config = parse_config(&text, &dir.join("runner.toml"), &OsSecrets).unwrap();
         let now = Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 30).unwrap();
-        std::fs::write(
-            dir.join("heartbeat-state.json"),
-            format!(
-                "{{\"lastChecks\":{{\"a\":{},\"b\":{}}},\"thresholds\":{{}}}}",
-                now.timestamp() - 30,
-                now.timestamp() - 3600
-            ),
-        )
-        .unwrap();
+        // The journal: a's last good run 30 s ago, b's an hour ago.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let env = crate::env::tokio::TokioEnv::new();
+            let db = steadfast_core::db::Db::open(env, &dir).await.unwrap();
+            for (job, ago) in [("a", 30), ("b", 3600)] {
+                let at = now - chrono::Duration::seconds(ago);
+                db.register_job(job, at).await.unwrap();
+                let run = steadfast_core::job::RunId::new(job, at);
+                db.start_run(&run, at).await.unwrap();
+                db.finish_run(&run, steadfast_core::event::Outcome::Succeeded, None, at)
+                    .await
+                    .unwrap();
+            }
+        });
         std::fs::write(
             dir.join("breakers.json"),
             "{\"services\":{\"api\":{\"state\":\"open\",\"until\":\"2026-03-02T10:05:00Z\",\"trips\":1}}}",
@@ -386,7 +428,7 @@ mod tests {
             "{\"access_token\":\"SECRET-ACCESS\",\"expires_at\":\"2026-03-02T11:00:00Z\",\"refresh_token\":\"SECRET-REFRESH\"}",
         )
         .unwrap();
-        std::fs::write(dir.join("checkpoints/b.json"), "{not json").unwrap();
+        std::fs::write(dir.join("tokens/other.json"), "{not json").unwrap();
         std::fs::write(
             dir.join(status_file::FILE),
             "{\"written_at\":\"2026-03-02T10:00:00Z\",\"jobs\":{\"a\":{\"state\":\"running\",\"last_outcome\":\"failed\",\"next_run\":null,\"consecutive_failures\":3}}}",
@@ -416,7 +458,7 @@ mod tests {
             "{table}"
         );
         // Read-only: the corrupt file is still where it was.
-        assert!(dir.join("checkpoints/b.json").exists());
+        assert!(dir.join("tokens/other.json").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

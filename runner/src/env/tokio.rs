@@ -2,6 +2,7 @@
 //! process's memory, real processes, and `tracing` logs.
 
 use std::io;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use tokio::net::TcpStream;
 
 use super::tls::{self, RootCounts, TlsError, TlsSettings};
 use steadfast_core::env::{
-    CommandOutput, CommandSpec, Connector, Env, FileSystem, MemoryProbe, NetError, NetErrorKind,
-    SeededRng, Spawner, Target, WallClock,
+    CommandOutput, CommandSpec, Connector, Database, Env, FileSystem, MemoryProbe, NetError,
+    NetErrorKind, SeededRng, Spawner, Target, WallClock,
 };
 use steadfast_core::event::TracingSink;
 
@@ -62,6 +63,7 @@ impl Env for TokioEnv {
     type Memory = ProcessMemory;
     type Spawner = ProcessSpawner;
     type Events = TracingSink;
+    type Db = FileDb;
 
     fn clock(&self) -> &SystemClock {
         &SystemClock
@@ -83,6 +85,62 @@ impl Env for TokioEnv {
     }
     fn events(&self) -> &TracingSink {
         &TracingSink
+    }
+    fn db(&self) -> &FileDb {
+        &FileDb
+    }
+}
+
+/// The store's file: `state_dir/state.db`, SQLite in WAL mode with `synchronous = FULL`
+/// (a committed transaction survives a power cut), owner-only permissions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileDb;
+
+/// The store's file name inside the state directory.
+pub const DB_FILE: &str = "state.db";
+
+impl FileDb {
+    /// Opens the store of `state_dir` for reading only (`runner status` beside a daemon).
+    pub fn open_read_only(state_dir: &Path) -> rusqlite::Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open_with_flags(
+            state_dir.join(DB_FILE),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+}
+
+impl Database for FileDb {
+    fn open(&self, state_dir: &Path) -> rusqlite::Result<rusqlite::Connection> {
+        let path = state_dir.join(DB_FILE);
+        let cannot = |e: io::Error| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("{}: {e}", path.display())),
+            )
+        };
+        std::fs::create_dir_all(state_dir).map_err(cannot)?;
+        // Created owner-only before SQLite opens it: the store holds refresh tokens.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(cannot)?;
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(conn)
+    }
+
+    async fn commit<T: Send>(
+        &self,
+        _label: &'static str,
+        commit: impl FnOnce() -> rusqlite::Result<T> + Send,
+    ) -> rusqlite::Result<T> {
+        commit()
     }
 }
 

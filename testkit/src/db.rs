@@ -1,0 +1,100 @@
+//! The store's fake: an in-memory SQLite database that outlives the runner using it.
+//!
+//! Each [`MemDb`] is a named shared-cache in-memory database, kept alive by a connection
+//! this value holds. The runner opens its own connection per boot; when a crash drops
+//! the runner, its connection goes and SQLite rolls back whatever was not committed,
+//! while every committed transaction stays for the next boot. The same SQL runs as in
+//! production; only the file (and its fsyncs) is missing.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+use steadfast_core::env::Database;
+
+/// Distinguishes the databases of one process (parallel tests, sweeps).
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug)]
+struct Inner {
+    uri: String,
+    /// Keeps the database alive between the runner's connections.
+    _keeper: Mutex<Connection>,
+    /// Every commit fails as on a full disk.
+    full: AtomicBool,
+}
+
+/// An in-memory store owned outside the runner. Cheap to clone; clones share it.
+#[derive(Debug, Clone)]
+pub struct MemDb {
+    inner: Arc<Inner>,
+}
+
+impl Default for MemDb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemDb {
+    /// A new, empty database.
+    pub fn new() -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let uri = format!("file:steadfast-testkit-{n}?mode=memory&cache=shared");
+        let keeper = open(&uri).unwrap_or_else(|e| panic!("in-memory sqlite must open: {e}"));
+        Self {
+            inner: Arc::new(Inner {
+                uri,
+                _keeper: Mutex::new(keeper),
+                full: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Makes every commit fail with `SQLITE_FULL` (or stop failing), as a full disk
+    /// does; reads still work.
+    pub fn set_full(&self, full: bool) {
+        self.inner.full.store(full, Ordering::SeqCst);
+    }
+
+    /// Runs `f` on a connection of its own (for tests that look at or tamper with rows).
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        f(&open(&self.inner.uri)?)
+    }
+}
+
+fn open(uri: &str) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+}
+
+impl Database for MemDb {
+    fn open(&self, _state_dir: &std::path::Path) -> rusqlite::Result<Connection> {
+        open(&self.inner.uri)
+    }
+
+    fn commit<T: Send>(
+        &self,
+        _label: &'static str,
+        commit: impl FnOnce() -> rusqlite::Result<T> + Send,
+    ) -> impl Future<Output = rusqlite::Result<T>> + Send {
+        let result = if self.inner.full.load(Ordering::SeqCst) {
+            Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                Some("database or disk is full".to_string()),
+            ))
+        } else {
+            commit()
+        };
+        std::future::ready(result)
+    }
+}
