@@ -170,6 +170,7 @@ async fn a_recorded_success_survives_a_crash() {
 #[tokio::test(start_paused = true)]
 async fn a_corrupt_file_is_reported_and_the_state_starts_fresh() {
     let env = TestEnv::new(start(), 1);
+    env.fs().create_dir_all(Path::new("/state")).await.unwrap();
     env.fs()
         .write(&state_file(), b"{\"lastChecks\": {\"youtube-en")
         .await
