@@ -122,38 +122,51 @@ impl CrashPoints {
     /// `store.commit`), unless the process dies before or right after it: then this
     /// future never resolves. Other fakes call this around each of their durable steps.
     pub async fn point<T>(&self, label: &'static str, op: impl FnOnce() -> T) -> T {
-        if self.enter(label, false) {
+        let Some(n) = self.before(label) else {
             return std::future::pending().await;
-        }
+        };
         let out = op();
-        if self.enter(label, true) {
+        if self.after(label, n) {
             return std::future::pending().await;
         }
         out
     }
 
-    /// Counts (before the operation) and decides whether the process dies here.
-    fn enter(&self, label: &'static str, after: bool) -> bool {
+    /// Counts one operation; its number, or `None` when the process dies before it.
+    fn before(&self, label: &'static str) -> Option<u64> {
         let mut s = self.lock();
         if s.hit.is_some() {
             // Dead already: nothing more happens (and the count stands still).
+            return None;
+        }
+        s.seen += 1;
+        let n = s.seen;
+        if s.armed == Some((n, false)) {
+            self.record(&mut s, n, label, false);
+            return None;
+        }
+        Some(n)
+    }
+
+    /// Whether the process dies right after operation `n` (counted by [`Self::before`],
+    /// so operations of other tasks in between do not shift it).
+    fn after(&self, label: &'static str, n: u64) -> bool {
+        let mut s = self.lock();
+        if s.hit.is_some() {
             return true;
         }
-        if !after {
-            s.seen += 1;
-        }
-        if s.armed == Some((s.seen, after)) {
-            let hit = CrashHit {
-                op: s.seen,
-                label,
-                after,
-            };
-            s.hit = Some(hit);
-            s.armed = None;
-            self.hits.send_replace(Some(hit));
+        if s.armed == Some((n, true)) {
+            self.record(&mut s, n, label, true);
             return true;
         }
         false
+    }
+
+    fn record(&self, s: &mut State, op: u64, label: &'static str, after: bool) {
+        let hit = CrashHit { op, label, after };
+        s.hit = Some(hit);
+        s.armed = None;
+        self.hits.send_replace(Some(hit));
     }
 }
 
