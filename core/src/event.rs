@@ -4,6 +4,9 @@
 //! through `tracing`) and onto a line of the simulator's `trace.jsonl`. Events never carry
 //! secrets: only names of credentials, never their values.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -384,47 +387,159 @@ impl crate::env::EventSink for TracingSink {
     }
 }
 
-/// An event sink that keeps events in memory, bounded (tests and the simulator).
-#[derive(Debug)]
+/// How many events a [`MemorySink`] keeps by default.
+pub const DEFAULT_MEMORY_SINK_LIMIT: usize = 1_000_000;
+
+/// An event sink that keeps events in memory, bounded: the tests' sink and the
+/// simulator's trace (one type, so both count what they drop the same way).
+///
+/// Cheap to clone; clones share the events. Once `limit` events are kept, later ones
+/// are dropped and counted in [`MemorySink::dropped`].
+#[derive(Debug, Clone)]
 pub struct MemorySink {
-    events: std::sync::Mutex<Vec<Event>>,
+    inner: Arc<MemorySinkInner>,
+}
+
+#[derive(Debug)]
+struct MemorySinkInner {
+    events: Mutex<Vec<Event>>,
     limit: usize,
+    dropped: AtomicU64,
 }
 
 impl MemorySink {
-    /// Keeps at most `limit` events; later ones are counted but dropped.
+    /// Keeps at most `limit` events; later ones are dropped and counted.
     pub fn with_limit(limit: usize) -> Self {
         Self {
-            events: std::sync::Mutex::new(Vec::new()),
-            limit,
+            inner: Arc::new(MemorySinkInner {
+                events: Mutex::new(Vec::new()),
+                limit,
+                dropped: AtomicU64::new(0),
+            }),
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Event>> {
+        self.inner.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lends the events so far to `f` without copying them (emitting inside `f` would
+    /// deadlock: it is for readers).
+    pub fn with_events<R>(&self, f: impl FnOnce(&[Event]) -> R) -> R {
+        f(&self.lock())
     }
 
     /// A copy of the events so far.
     pub fn snapshot(&self) -> Vec<Event> {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock().clone()
     }
 
-    /// Takes the events so far, leaving the sink empty.
+    /// A copy of the events from index `start` on (for incremental readers).
+    pub fn since(&self, start: usize) -> Vec<Event> {
+        self.lock()
+            .get(start..)
+            .map(<[Event]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// Shows `visit` the events from index `start` on without copying them; returns the
+    /// index after the last one (the next call's `start`).
+    pub fn visit_since(&self, start: usize, mut visit: impl FnMut(&Event)) -> usize {
+        let events = self.lock();
+        for e in events.get(start..).unwrap_or_default() {
+            visit(e);
+        }
+        events.len()
+    }
+
+    /// Takes the events so far, leaving the sink empty (indices start again at 0; the
+    /// dropped count is kept).
     pub fn drain(&self) -> Vec<Event> {
-        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Events kept so far.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no event is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Events dropped because the sink was full.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::SeqCst)
+    }
+
+    /// The events as JSON lines (the simulator's `trace.jsonl`), each ending in a newline.
+    pub fn to_jsonl(&self) -> String {
+        let mut out = String::new();
+        for e in self.lock().iter() {
+            out.push_str(&e.to_json_line());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// SHA-256 of [`Self::to_jsonl`], hex: equal digests mean identical runs.
+    pub fn digest(&self) -> String {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(self.to_jsonl().as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
 impl Default for MemorySink {
     fn default() -> Self {
-        Self::with_limit(1_000_000)
+        Self::with_limit(DEFAULT_MEMORY_SINK_LIMIT)
     }
 }
 
 impl crate::env::EventSink for MemorySink {
     fn emit(&self, event: Event) {
-        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        if events.len() < self.limit {
+        let mut events = self.lock();
+        if events.len() < self.inner.limit {
             events.push(event);
+        } else {
+            self.inner.dropped.fetch_add(1, Ordering::SeqCst);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::EventSink as _;
+
+    #[test]
+    fn a_full_sink_counts_what_it_drops() {
+        let sink = MemorySink::with_limit(2);
+        for _ in 0..5 {
+            sink.emit(Event::new(EventKind::Attempt));
+        }
+        assert_eq!((sink.len(), sink.dropped()), (2, 3));
+        let drained = sink.drain();
+        assert_eq!((drained.len(), sink.len(), sink.dropped()), (2, 0, 3));
+    }
+
+    #[test]
+    fn clones_share_the_events_and_readers_resume_where_they_stopped() {
+        let sink = MemorySink::default();
+        let clone = sink.clone();
+        clone.emit(Event::new(EventKind::RunStarted).job("a"));
+        let mut seen = Vec::new();
+        let next = sink.visit_since(0, |e| seen.push(e.event));
+        clone.emit(Event::new(EventKind::RunFinished).job("a"));
+        let next = sink.visit_since(next, |e| seen.push(e.event));
+        assert_eq!(next, 2);
+        assert_eq!(seen, [EventKind::RunStarted, EventKind::RunFinished]);
+        assert_eq!(sink.since(1).len(), 1);
+        assert_eq!(sink.to_jsonl().lines().count(), 2);
+        assert_eq!(sink.digest().len(), 64);
+        assert_ne!(sink.digest(), MemorySink::default().digest());
     }
 }

@@ -535,6 +535,10 @@ async fn corrupt_state_file_falls_back_to_the_configured_refresh_token() {
     let (env, server, mgr) = setup(true);
     let garbage = format!(r#"{{"access_token": 5, "refresh_token": "{MARK}-stolen"}}"#);
     env.fs()
+        .create_dir_all(Path::new("/state/tokens"))
+        .await
+        .unwrap();
+    env.fs()
         .write(&token_file(), garbage.as_bytes())
         .await
         .unwrap();

@@ -328,7 +328,7 @@ impl Driver<'_> {
                 );
             }
             Action::DiskFull(full) => {
-                faults.set_disk_full(full);
+                self.world.fs().set_full(full);
                 self.world.db().set_full(full);
                 self.log(
                     now,
@@ -338,7 +338,7 @@ impl Driver<'_> {
             }
             Action::Crash { restart_after } => {
                 if sim.is_host_running(RUNNER_HOST) {
-                    sim.crash(RUNNER_HOST);
+                    self.world.crash(sim, RUNNER_HOST);
                 }
                 self.was_running = false;
                 match restart_after {
@@ -427,8 +427,7 @@ impl Driver<'_> {
 
     /// A manual fix: free disk, re-authorise rejected credentials, restart the runner.
     fn intervene(&mut self, sim: &mut turmoil::Sim<'_>, now: DateTime<Utc>, reason: String) {
-        let faults = self.world.faults().clone();
-        faults.set_disk_full(false);
+        self.world.fs().set_full(false);
         self.world.db().set_full(false);
         let mut reauthorise = std::mem::take(&mut self.revoked);
         reauthorise.extend(self.rejected_credentials());
@@ -448,7 +447,7 @@ impl Driver<'_> {
             }
         }
         if sim.is_host_running(RUNNER_HOST) {
-            sim.crash(RUNNER_HOST);
+            self.world.crash(sim, RUNNER_HOST);
         }
         sim.bounce(RUNNER_HOST);
         self.was_running = true;
@@ -598,7 +597,7 @@ pub fn simulate(
         let now = after(spec.start, sim.elapsed());
         let running = sim.is_host_running(RUNNER_HOST);
         if running && world.faults().memory_at(now) > spec.memory_limit_bytes {
-            sim.crash(RUNNER_HOST);
+            world.crash(&mut sim, RUNNER_HOST);
             driver.log(
                 now,
                 "oom_kill",

@@ -1,18 +1,19 @@
 //! The world's fault switches: what the network, the services and the machine do wrong.
 //!
-//! The scenario driver flips these between simulation steps; the connector, the service
-//! wrapper and the environment read them on every connect, request, write and probe.
+//! The scenario driver flips these between simulation steps; the connector (through
+//! [`ConnectRule`]), the service wrapper and the memory probe read them on every
+//! connect, request and probe. The disk-full switch is the testkit disk's own.
 //! The state lives outside the turmoil host (behind an `Arc`), so a crash of the runner
 //! does not heal the world. Every probabilistic verdict comes from the world's own
 //! seeded generator, never from `thread_rng`, so a seed reproduces the same faults.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use steadfast_core::env::{Rng, SeededRng};
+use steadfast_core::env::{NetErrorKind, Rng, SeededRng, Target};
+use steadfast_testkit::{ConnectRule, ConnectVerdict};
 
 /// One fault switch for one host. Setting a fault replaces the previous one of its kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,19 +99,6 @@ impl Fault {
 /// test; the bound only keeps a caller without a deadline from hanging forever.
 pub const PARTITION_CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
 
-/// What the connection layer does with one connect attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectVerdict {
-    /// Open the connection.
-    Accept,
-    /// Fail name resolution.
-    Dns,
-    /// Refuse.
-    Refuse,
-    /// Hang, then time out.
-    Hang,
-}
-
 /// What the service wrapper does with one request that reached the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestVerdict {
@@ -158,7 +146,6 @@ struct Table {
 #[derive(Debug, Clone)]
 pub struct FaultState {
     table: Arc<Mutex<Table>>,
-    disk_full: Arc<AtomicBool>,
     rng: Arc<SeededRng>,
 }
 
@@ -167,7 +154,6 @@ impl FaultState {
     pub fn new(seed: u64) -> Self {
         Self {
             table: Arc::default(),
-            disk_full: Arc::default(),
             rng: Arc::new(SeededRng::from_seed(seed)),
         }
     }
@@ -215,16 +201,6 @@ impl FaultState {
             .unwrap_or_default()
     }
 
-    /// Makes every file write fail with ENOSPC (or stop failing).
-    pub fn set_disk_full(&self, full: bool) {
-        self.disk_full.store(full, Ordering::SeqCst);
-    }
-
-    /// Whether writes fail with ENOSPC.
-    pub fn disk_full(&self) -> bool {
-        self.disk_full.load(Ordering::SeqCst)
-    }
-
     /// Sets the memory model (base plus leak counted from `model.leak_since`).
     pub fn set_memory(&self, model: MemoryModel) {
         self.table().memory = Some(model);
@@ -242,18 +218,19 @@ impl FaultState {
         self.table().memory.map_or(0, |m| m.resident_at(now))
     }
 
-    /// Decides the fate of one connect to `host`.
-    pub fn on_connect(&self, host: &str) -> ConnectVerdict {
+    /// Decides the fate of one connect to `host`: DNS failure wins over down, down
+    /// over partition.
+    pub fn connect_verdict(&self, host: &str) -> ConnectVerdict {
         let table = self.table();
         let Some(faults) = table.hosts.get(host) else {
             return ConnectVerdict::Accept;
         };
         if faults.contains_key(&FaultKind::DnsFailure) {
-            ConnectVerdict::Dns
+            ConnectVerdict::Fail(NetErrorKind::Dns)
         } else if faults.contains_key(&FaultKind::Down) {
-            ConnectVerdict::Refuse
+            ConnectVerdict::Fail(NetErrorKind::Refused)
         } else if faults.contains_key(&FaultKind::Partition) {
-            ConnectVerdict::Hang
+            ConnectVerdict::Hang(PARTITION_CONNECT_TIMEOUT)
         } else {
             ConnectVerdict::Accept
         }
@@ -315,6 +292,13 @@ impl FaultState {
     }
 }
 
+/// The world's connect faults, as the testkit's connector asks for them.
+impl ConnectRule for FaultState {
+    fn on_connect(&self, target: &Target) -> ConnectVerdict {
+        self.connect_verdict(&target.host)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,15 +306,30 @@ mod tests {
     #[test]
     fn set_and_clear_switches() {
         let f = FaultState::new(1);
-        assert_eq!(f.on_connect("a"), ConnectVerdict::Accept);
+        assert_eq!(f.connect_verdict("a"), ConnectVerdict::Accept);
+        f.set("a", Fault::Partition);
+        assert_eq!(
+            f.connect_verdict("a"),
+            ConnectVerdict::Hang(PARTITION_CONNECT_TIMEOUT)
+        );
         f.set("a", Fault::Down);
-        assert_eq!(f.on_connect("a"), ConnectVerdict::Refuse);
+        assert_eq!(
+            f.connect_verdict("a"),
+            ConnectVerdict::Fail(NetErrorKind::Refused)
+        );
         f.set("a", Fault::DnsFailure);
-        assert_eq!(f.on_connect("a"), ConnectVerdict::Dns, "dns wins over down");
+        assert_eq!(
+            f.connect_verdict("a"),
+            ConnectVerdict::Fail(NetErrorKind::Dns),
+            "dns wins over down"
+        );
         f.clear("a", FaultKind::DnsFailure);
-        assert_eq!(f.on_connect("a"), ConnectVerdict::Refuse);
+        assert_eq!(
+            f.connect_verdict("a"),
+            ConnectVerdict::Fail(NetErrorKind::Refused)
+        );
         f.clear_host("a");
-        assert_eq!(f.on_connect("a"), ConnectVerdict::Accept);
+        assert_eq!(f.connect_verdict("a"), ConnectVerdict::Accept);
         assert!(f.active("a").is_empty());
     }
 

@@ -12,8 +12,8 @@
 //! - [`report`]: `report.json`, `report.md` and `trace.jsonl`.
 //! - [`operator`]: the human who fixes what alerts point at.
 //! - [`world`]: the world built from one seed; hands the runner a fresh env per boot.
-//! - [`env`](mod@env): [`env::SimEnv`], the runner's `Env` (clock, disk, memory, processes, trace).
-//! - [`net`]: [`net::SimConnector`], in-memory connections with injected network faults.
+//! - [`env`](mod@env): [`env::SimEnv`], the testkit's fakes wired to the world (and its time).
+//! - [`net`]: the server side of in-memory connections, with injected request faults.
 //! - [`services`]: the OAuth2 token server and the rate-limited APIs.
 //! - [`study`]: `sim report`: the field report reproduced over profiles and seeds.
 //! - [`faults`]: the fault switches the scenario driver flips.

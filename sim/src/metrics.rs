@@ -21,13 +21,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use steadfast_core::breaker::BreakerState;
 use steadfast_core::config::{Config, JobConfig, StepKind};
-use steadfast_core::event::{Event, EventKind, Outcome, SkipReason, StateName};
+use steadfast_core::event::{Event, EventKind, MemorySink, Outcome, SkipReason, StateName};
 use steadfast_core::job::RunId;
 use steadfast_core::schedule::Schedule;
 use steadfast_core::window::Windows;
 
 use crate::driver::SimRun;
-use crate::env::TraceSink;
 use crate::scenario::Scenario;
 
 /// The report's `metrics` object.
@@ -185,7 +184,7 @@ pub struct OutputTimes {
 
 impl OutputTimes {
     /// Reads the events added to `trace` since the last call.
-    pub fn update(&mut self, trace: &TraceSink) {
+    pub fn update(&mut self, trace: &MemorySink) {
         let times = &mut self.times;
         self.cursor = trace.visit_since(self.cursor, |e| {
             if let Some(job) = e.job.as_deref().filter(|_| is_output(e)) {
@@ -651,7 +650,7 @@ mod tests {
         .unwrap();
         let t0 = Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap();
         let min = |m: i64| t0 + chrono::Duration::minutes(m);
-        let trace = TraceSink::default();
+        let trace = MemorySink::default();
         let finished = |job: &str, outcome: Outcome, at| {
             Event::new(EventKind::RunFinished)
                 .job(job)

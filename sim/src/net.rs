@@ -1,17 +1,18 @@
-//! The simulated network: in-memory connections from the runner to world services.
+//! The simulated network's server side: what a world service does with a connection.
 //!
-//! A connect resolves the host name against the [`ServiceRegistry`], asks the
-//! [`FaultState`] what to do, and on success hands the server end of a
-//! `tokio::io::duplex` pipe to a hyper HTTP/1.1 server task spawned on the current
-//! (runner host) runtime. The runner's unchanged hyper client talks to the client end.
-//! Latency, stalls and hangs are `tokio::time` sleeps, so the paused turmoil runtime
-//! times them exactly at any tick size.
+//! The client side is the testkit's `RouteConnector`: a connect to a service's host
+//! asks the world's [`FaultState`] (a `ConnectRule`) for a verdict, and on success
+//! hands the server end of a `tokio::io::duplex` pipe to [`handler`], which serves it
+//! with hyper on the current (runner host) runtime. The runner's unchanged hyper
+//! client talks to the client end. Latency, stalls and hangs are `tokio::time` sleeps,
+//! so the paused turmoil runtime times them exactly at any tick size.
 //!
 //! Fault semantics:
 //! - DNS failure: `NetErrorKind::Dns` at once. Unknown names fail the same way.
 //! - Down: `NetErrorKind::Refused` at once.
-//! - Partition: the connect hangs for [`PARTITION_CONNECT_TIMEOUT`], then fails with
-//!   `NetErrorKind::TimedOut`; the caller's shorter deadline normally fires first.
+//! - Partition: the connect hangs for [`crate::faults::PARTITION_CONNECT_TIMEOUT`], then
+//!   fails with `NetErrorKind::TimedOut`; the caller's shorter deadline normally fires
+//!   first.
 //! - Reset: the server reads the request, then drops the connection without answering.
 //! - Stall: the server handles the request, then holds the answer back.
 //! - 5xx and 429 storms: answered by the connection layer without handling.
@@ -24,15 +25,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
-use steadfast_core::env::{Connector, NetError, NetErrorKind, Target, WallClock};
+use steadfast_testkit::{Handler, RouteConnector, TimeSource};
 use tokio::io::DuplexStream;
 
-use crate::env::SimClock;
-use crate::faults::{ConnectVerdict, FaultState, PARTITION_CONNECT_TIMEOUT};
-use crate::services::{Service, ServiceRegistry, SimRequest, SimResponse};
+use crate::env::TurmoilTime;
+use crate::faults::FaultState;
+use crate::services::{Service, SimRequest, SimResponse};
 
-/// Bytes buffered in each direction of an in-memory connection.
-pub const PIPE_BUFFER_BYTES: usize = 64 * 1024;
 /// Request bodies larger than this are answered 413.
 pub const MAX_REQUEST_BODY_BYTES: usize = 1024 * 1024;
 
@@ -57,105 +56,83 @@ pub struct HostNetStats {
     pub injected_429: u64,
 }
 
-/// Per-host network statistics. Cheap to clone; clones share the table.
-#[derive(Debug, Clone, Default)]
+/// Per-host network statistics: connects as the connector counted them, requests as
+/// the server side did. Cheap to clone; clones share the tables.
+#[derive(Debug, Clone)]
 pub struct NetStats {
-    hosts: Arc<Mutex<BTreeMap<String, HostNetStats>>>,
+    connector: RouteConnector,
+    /// Request-side counts only (the connect fields stay 0 here).
+    requests: Arc<Mutex<BTreeMap<String, HostNetStats>>>,
 }
 
 impl NetStats {
+    /// Statistics over `connector`'s connect counts.
+    pub fn new(connector: RouteConnector) -> Self {
+        Self {
+            connector,
+            requests: Arc::default(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, HostNetStats>> {
-        self.hosts.lock().unwrap_or_else(|p| p.into_inner())
+        self.requests.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn bump(&self, host: &str, f: impl FnOnce(&mut HostNetStats)) {
         f(self.lock().entry(host.to_string()).or_default());
     }
 
+    fn merged(&self, host: &str, requests: Option<&HostNetStats>) -> HostNetStats {
+        let connects = self.connector.stats(host);
+        HostNetStats {
+            connects: connects.connects,
+            dns_failures: connects.dns_failures,
+            refused: connects.refused,
+            partitioned: connects.hung,
+            ..requests.cloned().unwrap_or_default()
+        }
+    }
+
     /// The statistics of `host`.
     pub fn host(&self, host: &str) -> HostNetStats {
-        self.lock().get(host).cloned().unwrap_or_default()
+        let requests = self.lock().get(host).cloned();
+        self.merged(host, requests.as_ref())
     }
 
     /// All hosts' statistics, by name.
     pub fn snapshot(&self) -> BTreeMap<String, HostNetStats> {
-        self.lock().clone()
+        let requests = self.lock().clone();
+        let mut hosts: Vec<String> = self.connector.all_stats().into_keys().collect();
+        hosts.extend(requests.keys().cloned());
+        hosts
+            .into_iter()
+            .map(|host| {
+                let merged = self.merged(&host, requests.get(&host));
+                (host, merged)
+            })
+            .collect()
     }
 }
 
-/// The runner's connector inside the simulated world.
-#[derive(Debug, Clone)]
-pub struct SimConnector {
-    services: ServiceRegistry,
+/// The handler that serves `service` on each connection to `host`, with the world's
+/// request faults.
+pub fn handler(
+    host: &str,
+    service: Arc<dyn Service>,
     faults: FaultState,
-    clock: SimClock,
+    time: TurmoilTime,
     stats: NetStats,
-}
-
-impl SimConnector {
-    /// A connector over world-owned services, faults and statistics.
-    pub fn new(
-        services: ServiceRegistry,
-        faults: FaultState,
-        clock: SimClock,
-        stats: NetStats,
-    ) -> Self {
-        Self {
-            services,
-            faults,
-            clock,
-            stats,
-        }
-    }
-
-    /// The statistics this connector records into.
-    pub fn stats(&self) -> &NetStats {
-        &self.stats
-    }
-}
-
-impl Connector for SimConnector {
-    type Stream = DuplexStream;
-
-    async fn connect(&self, target: &Target) -> Result<DuplexStream, NetError> {
-        let host = target.host.as_str();
-        self.stats.bump(host, |s| s.connects += 1);
-        let fail = |kind, detail: &str| NetError {
-            kind,
-            target: target.to_string(),
-            detail: detail.to_string(),
-        };
-        let Some(service) = self.services.get(host) else {
-            self.stats.bump(host, |s| s.dns_failures += 1);
-            return Err(fail(NetErrorKind::Dns, "no such host"));
-        };
-        match self.faults.on_connect(host) {
-            ConnectVerdict::Accept => {}
-            ConnectVerdict::Dns => {
-                self.stats.bump(host, |s| s.dns_failures += 1);
-                return Err(fail(NetErrorKind::Dns, "name did not resolve"));
-            }
-            ConnectVerdict::Refuse => {
-                self.stats.bump(host, |s| s.refused += 1);
-                return Err(fail(NetErrorKind::Refused, "connection refused"));
-            }
-            ConnectVerdict::Hang => {
-                self.stats.bump(host, |s| s.partitioned += 1);
-                tokio::time::sleep(PARTITION_CONNECT_TIMEOUT).await;
-                return Err(fail(NetErrorKind::TimedOut, "no answer to connect"));
-            }
-        }
-        let (client, server) = tokio::io::duplex(PIPE_BUFFER_BYTES);
-        let conn = Connection {
-            host: host.to_string(),
-            service,
-            faults: self.faults.clone(),
-            clock: self.clock.clone(),
-            stats: self.stats.clone(),
-        };
-        tokio::spawn(conn.serve(server));
-        Ok(client)
-    }
+) -> Handler {
+    let conn = Connection {
+        host: host.to_string(),
+        service,
+        faults,
+        time,
+        stats,
+    };
+    Arc::new(move |stream| {
+        tokio::spawn(conn.clone().serve(stream));
+    })
 }
 
 /// The reason a connection is dropped mid-request.
@@ -169,7 +146,7 @@ struct Connection {
     host: String,
     service: Arc<dyn Service>,
     faults: FaultState,
-    clock: SimClock,
+    time: TurmoilTime,
     stats: NetStats,
 }
 
@@ -218,7 +195,7 @@ impl Connection {
                     headers: parts.headers,
                     body,
                 };
-                self.service.handle(&request, self.clock.now())
+                self.service.handle(&request, self.time.now())
             }
         };
         if verdict.stalled {

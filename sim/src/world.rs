@@ -1,9 +1,11 @@
 //! The world: everything outside the runner host, built from one seed.
 //!
-//! It owns the services, the fault switches, the network statistics, the process
-//! script and the trace, all behind `Arc`s, so they survive `Sim::crash` and
-//! `Sim::bounce` of the runner host. The runner's host software calls [`World::env`]
-//! on every boot to get a fresh [`SimEnv`] wired to them.
+//! It owns the services, the fault switches, the network (routes and statistics), the
+//! runner's disk, the process script and the trace, all behind `Arc`s, so they survive
+//! `Sim::crash` and `Sim::bounce` of the runner host. The runner's host software calls
+//! [`World::env`] on every boot to get a fresh [`SimEnv`] wired to them; the driver
+//! crashes the host through [`World::crash`], which loses what the disk had not made
+//! durable.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,14 +13,18 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use steadfast_core::env::{SeededRng, WallClock};
+use steadfast_core::env::SeededRng;
+use steadfast_core::event::MemorySink;
+use steadfast_testkit::{
+    FakeClock, FakeMemory, MemDb, MemFs, RouteConnector, ScriptedSpawner, TestParts, TimeSource,
+};
 
-use steadfast_testkit::MemDb;
-
-use crate::env::{SimClock, SimEnv, SimFs, SimMemory, SimParts, SimSpawner, TraceSink};
+use crate::env::{SimEnv, TurmoilTime};
 use crate::faults::FaultState;
-use crate::net::{NetStats, SimConnector};
-use crate::services::{ApiConfig, ApiService, OAuthConfig, OAuthServer, ServiceRegistry, mix_seed};
+use crate::net::{self, NetStats};
+use crate::services::{
+    ApiConfig, ApiService, OAuthConfig, OAuthServer, Service, ServiceRegistry, mix_seed,
+};
 
 /// Sub-seed streams, so adding a consumer never shifts another's sequence.
 const STREAM_FAULTS: u64 = 1;
@@ -31,13 +37,24 @@ pub struct World {
     seed: u64,
     epoch: DateTime<Utc>,
     zone: Tz,
-    clock: SimClock,
+    /// The world's own time (services, the memory model).
+    time: TurmoilTime,
+    /// The runner's wall clock, over `time`.
+    clock: FakeClock,
     faults: FaultState,
     services: ServiceRegistry,
+    /// Routes to the services; its rule is `faults`.
+    net: RouteConnector,
     stats: NetStats,
-    spawner: SimSpawner,
-    trace: TraceSink,
+    /// The runner host's disk, outside the host so a crash loses only the undurable.
+    fs: MemFs,
+    /// The runner's store, outside the host: a crash drops only uncommitted work. Its
+    /// commits count on the disk's crash points.
     db: MemDb,
+    /// Driven by the memory model in `faults`.
+    memory: FakeMemory,
+    spawner: ScriptedSpawner,
+    trace: MemorySink,
     boots: Arc<AtomicU64>,
     services_added: Arc<AtomicU64>,
 }
@@ -46,17 +63,30 @@ impl World {
     /// An empty world starting at `epoch` (a fixed date, never the OS clock) whose
     /// every random choice derives from `seed`. Its zone is UTC until [`Self::with_zone`].
     pub fn new(seed: u64, epoch: DateTime<Utc>) -> Self {
+        let time = TurmoilTime::new(epoch);
+        let fs = MemFs::default();
+        let faults = FaultState::new(mix_seed(seed, STREAM_FAULTS));
+        let net = RouteConnector::default();
+        net.set_rule(Arc::new(faults.clone()));
+        let memory = {
+            let (faults, time) = (faults.clone(), time.clone());
+            FakeMemory::driven_by(move || faults.memory_at(time.now()))
+        };
         Self {
             seed,
             epoch,
             zone: Tz::UTC,
-            clock: SimClock::new(epoch),
-            faults: FaultState::new(mix_seed(seed, STREAM_FAULTS)),
+            clock: FakeClock::new(time.clone()),
+            time,
+            faults,
             services: ServiceRegistry::default(),
-            stats: NetStats::default(),
-            spawner: SimSpawner::default(),
-            trace: TraceSink::default(),
-            db: MemDb::new(),
+            stats: NetStats::new(net.clone()),
+            net,
+            db: MemDb::with_crash_points(fs.crash_points().clone()),
+            fs,
+            memory,
+            spawner: ScriptedSpawner::default(),
+            trace: MemorySink::default(),
             boots: Arc::default(),
             services_added: Arc::default(),
         }
@@ -70,7 +100,7 @@ impl World {
 
     /// Bounds the trace to `limit` events.
     pub fn with_trace_limit(mut self, limit: usize) -> Self {
-        self.trace = TraceSink::with_limit(limit);
+        self.trace = MemorySink::with_limit(limit);
         self
     }
 
@@ -99,7 +129,7 @@ impl World {
     /// Adds a token server on host `name`.
     pub fn add_oauth(&self, name: &str, config: OAuthConfig) -> OAuthServer {
         let server = OAuthServer::new(name, config, self.next_service_seed());
-        self.services.register(Arc::new(server.clone()));
+        self.serve(Arc::new(server.clone()));
         server
     }
 
@@ -114,8 +144,22 @@ impl World {
     /// Adds an API.
     pub fn add_api(&self, config: ApiConfig) -> ApiService {
         let api = ApiService::new(config);
-        self.services.register(Arc::new(api.clone()));
+        self.serve(Arc::new(api.clone()));
         api
+    }
+
+    /// Registers `service` and routes connections to its host name to it.
+    fn serve(&self, service: Arc<dyn Service>) {
+        self.services.register(service.clone());
+        let host = service.name().to_string();
+        let handler = net::handler(
+            &host,
+            service,
+            self.faults.clone(),
+            self.time.clone(),
+            self.stats.clone(),
+        );
+        self.net.route(&host, handler);
     }
 
     /// A fresh environment for one boot of the runner; call it from host software.
@@ -124,22 +168,24 @@ impl World {
     /// predecessor's choices) and starts with no leaked memory.
     pub fn env(&self) -> SimEnv {
         let boot = self.boots.fetch_add(1, Ordering::SeqCst);
-        self.faults.restart_memory(self.clock.now());
-        SimEnv::new(SimParts {
+        self.faults.restart_memory(self.time.now());
+        SimEnv::from_parts(TestParts {
             clock: self.clock.clone(),
             rng: SeededRng::from_seed(mix_seed(mix_seed(self.seed, STREAM_BOOTS), boot)),
-            net: SimConnector::new(
-                self.services.clone(),
-                self.faults.clone(),
-                self.clock.clone(),
-                self.stats.clone(),
-            ),
-            fs: SimFs::new(self.faults.clone()),
-            memory: SimMemory::new(self.faults.clone(), self.clock.clone()),
+            net: self.net.clone(),
+            fs: self.fs.clone(),
+            memory: self.memory.clone(),
             spawner: self.spawner.clone(),
             events: self.trace.clone(),
             db: self.db.clone(),
         })
+    }
+
+    /// Crashes `host` (the runner's) and with it the power of its disk: what was not
+    /// durable is lost. Every crash of the runner host goes through here.
+    pub fn crash(&self, sim: &mut turmoil::Sim<'_>, host: &str) {
+        sim.crash(host);
+        self.fs.crash();
     }
 
     /// The seed everything derives from.
@@ -158,8 +204,8 @@ impl World {
     pub fn boots(&self) -> u64 {
         self.boots.load(Ordering::SeqCst)
     }
-    /// The simulated wall clock (outside a host: the last time a host saw).
-    pub fn clock(&self) -> &SimClock {
+    /// The runner's wall clock (outside a host: the last time a host saw).
+    pub fn clock(&self) -> &FakeClock {
         &self.clock
     }
     /// The fault switches.
@@ -174,16 +220,20 @@ impl World {
     pub fn net_stats(&self) -> &NetStats {
         &self.stats
     }
+    /// The runner host's disk (its full switch, its crash points).
+    pub fn fs(&self) -> &MemFs {
+        &self.fs
+    }
+    /// The runner's store (its full switch).
+    pub fn db(&self) -> &MemDb {
+        &self.db
+    }
     /// The process script.
-    pub fn spawner(&self) -> &SimSpawner {
+    pub fn spawner(&self) -> &ScriptedSpawner {
         &self.spawner
     }
     /// The trace.
-    pub fn trace(&self) -> &TraceSink {
+    pub fn trace(&self) -> &MemorySink {
         &self.trace
-    }
-    /// The runner's durable store.
-    pub fn db(&self) -> &MemDb {
-        &self.db
     }
 }

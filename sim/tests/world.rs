@@ -331,13 +331,13 @@ fn a_full_disk_fails_writes_with_enospc() {
         let fs = env.fs();
         fs.create_dir_all(Path::new("/state")).await.expect("mkdir");
         fs.write(Path::new("/state/a"), b"1").await.expect("write");
-        w.faults().set_disk_full(true);
+        w.fs().set_full(true);
         let err = fs
             .write(Path::new("/state/a"), b"2")
             .await
             .expect_err("full");
         assert_eq!(err.raw_os_error(), Some(28));
-        w.faults().set_disk_full(false);
+        w.fs().set_full(false);
         fs.write(Path::new("/state/a"), b"3").await.expect("write");
         assert_eq!(fs.read(Path::new("/state/a")).await.expect("read"), b"3");
         fs.remove(Path::new("/state/missing"))
@@ -354,9 +354,10 @@ fn memory_and_processes_follow_the_world_script() {
         leak_bytes_per_hour: 10 << 20,
         leak_since: world.epoch(),
     });
-    world
-        .spawner()
-        .script("render", sim::env::ScriptedCommand::exits(0, "done"));
+    world.spawner().script(
+        "render",
+        steadfast_testkit::ScriptedCommand::exits(0, "done"),
+    );
     run_client(&world, Duration::from_secs(7200), |env| async move {
         let base = env.memory().resident_bytes();
         tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -459,7 +460,7 @@ fn durable_writes_and_service_state_survive_a_crash_and_bounce() {
         sim.step().expect("step");
     }
     assert!(phase1_done.load(Ordering::SeqCst), "phase 1 finished");
-    sim.crash("runner");
+    world.crash(&mut sim, "runner");
     sim.step().expect("step while down");
     sim.bounce("runner");
     for _ in 0..100 {

@@ -5,6 +5,10 @@
 //! the runner, its connection goes and SQLite rolls back whatever was not committed,
 //! while every committed transaction stays for the next boot. The same SQL runs as in
 //! production; only the file (and its fsyncs) is missing.
+//!
+//! Every commit is a durable operation counted by the shared [`CrashPoints`]
+//! (`db.commit`), so a test can crash the runner just before or just after any commit,
+//! between any two file operations too when the disk shares the counter.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,6 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 use steadfast_core::env::Database;
+
+use crate::crash::CrashPoints;
 
 /// Distinguishes the databases of one process (parallel tests, sweeps).
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -23,6 +29,8 @@ struct Inner {
     _keeper: Mutex<Connection>,
     /// Every commit fails as on a full disk.
     full: AtomicBool,
+    /// Counts commits and crashes the runner at an armed one.
+    points: Arc<CrashPoints>,
 }
 
 /// An in-memory store owned outside the runner. Cheap to clone; clones share it.
@@ -38,8 +46,14 @@ impl Default for MemDb {
 }
 
 impl MemDb {
-    /// A new, empty database.
+    /// A new, empty database with a crash counter of its own.
     pub fn new() -> Self {
+        Self::with_crash_points(CrashPoints::new())
+    }
+
+    /// A new, empty database counting its commits on `points` (share it with the disk
+    /// to number file operations and commits in one sequence).
+    pub fn with_crash_points(points: Arc<CrashPoints>) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let uri = format!("file:steadfast-testkit-{n}?mode=memory&cache=shared");
         let keeper = open(&uri).unwrap_or_else(|e| panic!("in-memory sqlite must open: {e}"));
@@ -48,8 +62,14 @@ impl MemDb {
                 uri,
                 _keeper: Mutex::new(keeper),
                 full: AtomicBool::new(false),
+                points,
             }),
         }
+    }
+
+    /// The crash counter its commits go through.
+    pub fn crash_points(&self) -> &Arc<CrashPoints> {
+        &self.inner.points
     }
 
     /// Makes every commit fail with `SQLITE_FULL` (or stop failing), as a full disk
@@ -87,14 +107,21 @@ impl Database for MemDb {
         _label: &'static str,
         commit: impl FnOnce() -> rusqlite::Result<T> + Send,
     ) -> impl Future<Output = rusqlite::Result<T>> + Send {
-        let result = if self.inner.full.load(Ordering::SeqCst) {
-            Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-                Some("database or disk is full".to_string()),
-            ))
-        } else {
-            commit()
-        };
-        std::future::ready(result)
+        let inner = self.inner.clone();
+        async move {
+            inner
+                .points
+                .point("db.commit", || {
+                    if inner.full.load(Ordering::SeqCst) {
+                        Err(rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                            Some("database or disk is full".to_string()),
+                        ))
+                    } else {
+                        commit()
+                    }
+                })
+                .await
+        }
     }
 }
