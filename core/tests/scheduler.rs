@@ -501,3 +501,45 @@ async fn command_steps_get_their_environment_and_their_outputs_feed_later_steps(
     assert_eq!(vars["STEADFAST_IDEMPOTENCY_KEY"].len(), 32);
     assert!(vars["STEADFAST_CHECKPOINT"].starts_with("/state/checkpoints/video.render."));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_wall_clock_jump_catches_up_the_latest_slot_instead_of_a_burst() {
+    let env = TestEnv::new(start(), 3);
+    let state = Arc::new(Mutex::new(Api::default()));
+    api(&env, "api.test", state.clone());
+    let steps = vec![http_step("poll", "GET", "http://api.test/poll", "api")];
+    let cfg = config(Patterns::ALL, vec![job("mail", 15, steps)], &["api"]);
+    // The machine sleeps 3 hours at 10:20: the wall clock jumps, monotonic time does
+    // not (a Mac's sleep, seen from the process).
+    let sleeper = env.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(20 * 60)).await;
+        sleeper.parts().clock.step_wall(chrono::Duration::hours(3));
+    });
+    run_for(&env, cfg, Duration::from_secs(30 * 60)).await;
+    let events = env.events_so_far();
+    let started: Vec<String> = events
+        .iter()
+        .filter(|e| e.event == EventKind::RunStarted)
+        .filter_map(|e| e.run_id.as_ref().map(ToString::to_string))
+        .collect();
+    // 10:15 before the sleep; on waking at 13:20 the latest passed slot (13:15) once,
+    // not the eleven in between back to back; then 13:30 on time.
+    assert_eq!(
+        started,
+        [
+            "mail-20260302T101500Z",
+            "mail-20260302T131500Z",
+            "mail-20260302T133000Z"
+        ],
+    );
+    let db = steadfast_core::db::Db::open(env.clone(), std::path::Path::new("/state"))
+        .await
+        .unwrap();
+    let missed = db.missed_counts("mail", start()).unwrap();
+    assert_eq!(
+        missed.get(&steadfast_core::db::MissReason::Downtime),
+        Some(&11),
+        "10:30 .. 13:00 recorded missed: {missed:?}"
+    );
+}

@@ -36,6 +36,10 @@ use crate::taxonomy::ErrorClass;
 /// in all before it is settled as failed and a fresh run takes the next slot.
 const MAX_ATTEMPTS: u32 = 5;
 
+/// A task that wakes this long after its slot was not running in between (sleeping
+/// waits are sliced into minutes, so an awake runner is never this late).
+const LATE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Why the loop ends.
 #[derive(Debug)]
 pub(super) struct Ended;
@@ -74,6 +78,18 @@ impl<E: Env> JobLoop<E> {
                 biased;
                 _ = wait_true(&mut self.halt) => return,
                 _ = sleep_until_wall(&env, start_at) => {}
+            }
+            let late = env.now() - start_at;
+            if late > chrono::Duration::from_std(LATE).unwrap_or(chrono::Duration::MAX) {
+                // The wall clock ran on while this task did not (the machine slept, the
+                // process was stopped, the clock stepped): the slots that passed go
+                // through the catch-up policy, as after a restart, never in a burst.
+                let Ok((next, through)) = self.woke(task, cursor, late).await else {
+                    return;
+                };
+                task = next;
+                cursor = through;
+                continue;
             }
             cursor = due;
             let Ok(next) = self.slot(task, due).await else {
@@ -139,6 +155,41 @@ impl<E: Env> JobLoop<E> {
             task = self.slot(task, *due).await?;
         }
         Ok((task, plan.through.unwrap_or(after).max(after)))
+    }
+
+    /// After the task woke `late` past its slot: the slots in `(cursor, now]` are run
+    /// or recorded missed by the catch-up policy. Returns the last slot accounted for.
+    async fn woke(
+        &mut self,
+        mut task: Task<E, Idle>,
+        cursor: DateTime<Utc>,
+        late: chrono::Duration,
+    ) -> Result<(Task<E, Idle>, DateTime<Utc>), Ended> {
+        let env = self.svc.env.clone();
+        let now = env.now();
+        let plan = catch_up::plan(
+            &self.schedule,
+            cursor,
+            now,
+            self.job.catch_up,
+            self.job.catch_up_window,
+        );
+        let passed = plan.run.len() as u64 + plan.missed.iter().map(|r| r.count).sum::<u64>();
+        env.emit(
+            Event::new(EventKind::RunSkipped)
+                .job(&self.job.name)
+                .detail(format!(
+                    "woke {}s after a slot: {passed} slot(s) passed; catching up {} ({})",
+                    late.num_seconds(),
+                    plan.run.len(),
+                    self.job.catch_up.as_str()
+                )),
+        );
+        self.record_missed(&plan.missed, MissReason::Downtime).await;
+        for due in &plan.run {
+            task = self.slot(task, *due).await?;
+        }
+        Ok((task, plan.through.unwrap_or(cursor).max(cursor)))
     }
 
     /// One due slot: skipped by its window, absorbed by an open run, or run.
