@@ -37,6 +37,15 @@ pub enum StoreError {
         /// What the parser said.
         detail: String,
     },
+    /// The value could not be turned into JSON (a bug, not a disk problem): nothing
+    /// was written.
+    #[error("failed to serialise the state for {path}: {detail}")]
+    Serialize {
+        /// The file that was not written.
+        path: PathBuf,
+        /// What serde said.
+        detail: String,
+    },
 }
 
 impl StoreError {
@@ -44,7 +53,7 @@ impl StoreError {
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
             Self::Io { source, .. } => Some(source),
-            Self::Corrupt { .. } => None,
+            Self::Corrupt { .. } | Self::Serialize { .. } => None,
         }
     }
 }
@@ -55,9 +64,9 @@ pub async fn write_json<F: FileSystem, T: Serialize>(
     path: &Path,
     value: &T,
 ) -> Result<(), StoreError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Corrupt {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Serialize {
         path: path.to_path_buf(),
-        detail: format!("failed to serialise: {e}"),
+        detail: e.to_string(),
     })?;
     bytes.push(b'\n');
     write_atomic(fs, path, &bytes).await

@@ -118,6 +118,7 @@ fn every_invalid_fixture_renders_its_expected_diagnostics() {
 
 #[test]
 fn every_expected_file_has_a_fixture() {
+    let mut checked = 0;
     for entry in std::fs::read_dir(fixture_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|x| x == "expected") {
@@ -126,8 +127,13 @@ fn every_expected_file_has_a_fixture() {
                 "orphan {}",
                 path.display()
             );
+            checked += 1;
         }
     }
+    assert!(
+        checked > 0,
+        "no .expected file found: the test checked nothing"
+    );
 }
 
 #[test]

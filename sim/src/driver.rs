@@ -246,7 +246,6 @@ struct Driver<'a> {
     trace_cursor: usize,
     /// Each job's output so far, as the operator sees it.
     outputs: OutputTimes,
-    leak: u64,
     faults_since_fix: Vec<String>,
 }
 
@@ -315,7 +314,6 @@ impl Driver<'_> {
                 );
             }
             Action::Leak(bytes) => {
-                self.leak = bytes;
                 faults.set_memory(MemoryModel {
                     base_bytes: self.scenario.world.memory_base_bytes,
                     leak_bytes_per_hour: bytes,
@@ -553,7 +551,6 @@ pub fn simulate(
         revoked: Vec::new(),
         trace_cursor: 0,
         outputs: OutputTimes::default(),
-        leak: 0,
         faults_since_fix: Vec::new(),
     };
     let actions = timeline(scenario);
@@ -618,7 +615,6 @@ pub fn simulate(
         }
     }
     progress(1.0);
-    let _ = driver.leak;
     Ok(SimRun {
         seed,
         profile,

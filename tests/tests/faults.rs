@@ -169,6 +169,7 @@ fn every_fault_scenario_has_a_test() {
         .join("..")
         .join("scenarios");
     let src = include_str!("faults.rs");
+    let mut checked = 0;
     for entry in std::fs::read_dir(dir).expect("scenarios/") {
         let name = entry
             .expect("entry")
@@ -185,5 +186,10 @@ fn every_fault_scenario_has_a_test() {
             src.contains(&format!("\"{stem}\"")),
             "no test runs scenarios/{name}"
         );
+        checked += 1;
     }
+    assert!(
+        checked >= 10,
+        "only {checked} fault scenarios found in scenarios/"
+    );
 }

@@ -28,11 +28,9 @@
 //!   generator keeps every fault healed by hour 8 so this is always checked.
 //!
 //! Committed regressions: proptest's own seeds in `proptest-regressions/`, and every
-//! scenario file in `tests/regressions/`, which `committed_regressions_hold` runs.
-//! Failures found and not fixed yet are in `tests/known-failures/`, each saying what
-//! breaks and where the cause lies; `known_failures_still_fail` keeps them honest
-//! (when one passes, move it to `tests/regressions/`). Until the token-stall one is
-//! fixed, the property test itself fails on it: it is a real bug, not excluded.
+//! scenario file in `tests/regressions/`, which `committed_regressions_hold` runs (each
+//! file says which bug it caught). A failure found and not fixed yet fails the suite:
+//! there is no folder of excused cases.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -352,30 +350,6 @@ fn committed_regressions_hold() {
         "regressions failed again:\n{}",
         failed.join("\n")
     );
-}
-
-/// Cases that fail today for a reason outside the runner's patterns (each file says
-/// why). They must keep failing: when one starts to pass, its cause was fixed and the
-/// file belongs in `tests/regressions/`.
-#[test]
-fn known_failures_still_fail() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("known-failures");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.extension().is_some_and(|x| x == "toml"));
-    files.sort();
-    for path in &files {
-        let scenario = match Scenario::load(path) {
-            Ok(s) => s,
-            Err(d) => panic!("{d}"),
-        };
-        assert!(
-            !check(&scenario).is_empty(),
-            "{} holds now: move it to tests/regressions/",
-            path.display()
-        );
-    }
 }
 
 #[test]

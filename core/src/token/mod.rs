@@ -654,5 +654,9 @@ fn duplicate_store(err: &StoreError) -> StoreError {
             path: path.clone(),
             detail: detail.clone(),
         },
+        StoreError::Serialize { path, detail } => StoreError::Serialize {
+            path: path.clone(),
+            detail: detail.clone(),
+        },
     }
 }
