@@ -1,7 +1,8 @@
 //! The store's fake: an in-memory SQLite database that outlives the runner using it.
 //!
-//! Each [`MemDb`] is a named shared-cache in-memory database, kept alive by a connection
-//! this value holds. The runner opens its own connection per boot; when a crash drops
+//! Each [`MemDb`] is a named in-memory database on SQLite's `memdb` VFS (shared by the
+//! connections of one process without shared-cache locking), kept alive by a
+//! connection this value holds. The runner opens its own connection per boot; when a crash drops
 //! the runner, its connection goes and SQLite rolls back whatever was not committed,
 //! while every committed transaction stays for the next boot. The same SQL runs as in
 //! production; only the file (and its fsyncs) is missing.
@@ -55,7 +56,7 @@ impl MemDb {
     /// to number file operations and commits in one sequence).
     pub fn with_crash_points(points: Arc<CrashPoints>) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let uri = format!("file:steadfast-testkit-{n}?mode=memory&cache=shared");
+        let uri = format!("file:/steadfast-testkit-{n}?vfs=memdb");
         let keeper = open(&uri).unwrap_or_else(|e| panic!("in-memory sqlite must open: {e}"));
         Self {
             inner: Arc::new(Inner {

@@ -241,6 +241,28 @@ fn slot_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SlotRecord> {
     })
 }
 
+/// The row covering slot `due` of `job`: its own row, or a missed range over it.
+///
+/// Two indexed lookups rather than one "latest row at or before" query: SQLite
+/// re-prepares a statement that orders a range scan with a bound parameter on every
+/// execution, and this runs for every slot.
+fn covering(c: &rusqlite::Connection, job: &str, due: i64) -> rusqlite::Result<Option<SlotRecord>> {
+    let own = c
+        .prepare_cached(&format!(
+            "SELECT {SLOT_COLUMNS} FROM slots WHERE job = ?1 AND due = ?2"
+        ))?
+        .query_row(params![job, due], slot_from_row)
+        .optional()?;
+    if own.is_some() {
+        return Ok(own);
+    }
+    c.prepare_cached(&format!(
+        "SELECT {SLOT_COLUMNS} FROM slots WHERE job = ?1 AND slot_count > 1 AND due <= ?2 AND last_due >= ?2"
+    ))?
+    .query_row(params![job, due], slot_from_row)
+    .optional()
+}
+
 fn parse_outcome(s: &str) -> Option<Outcome> {
     Some(match s {
         "succeeded" => Outcome::Succeeded,
@@ -258,13 +280,9 @@ impl<E: Env> Db<E> {
     pub async fn register_job(&self, job: &str, now: DateTime<Utc>) -> Result<JobRecord, DbError> {
         let job = job.to_string();
         self.write("register a job", move |tx| {
-            tx.execute(
-                "INSERT INTO jobs (job, registered_at) VALUES (?1, ?2) ON CONFLICT (job) DO NOTHING",
-                params![job, to_ms(now)],
+            tx.prepare_cached("INSERT INTO jobs (job, registered_at) VALUES (?1, ?2) ON CONFLICT (job) DO NOTHING")?.execute(params![job, to_ms(now)],
             )?;
-            tx.query_row(
-                "SELECT registered_at, last_ok_at, failure_streak, stopped_reason FROM jobs WHERE job = ?1",
-                [&job],
+            tx.prepare_cached("SELECT registered_at, last_ok_at, failure_streak, stopped_reason FROM jobs WHERE job = ?1")?.query_row([&job],
                 |r| {
                     Ok(JobRecord {
                         registered_at: from_ms(r.get(0)?),
@@ -281,9 +299,7 @@ impl<E: Env> Db<E> {
     /// The job's row, if the runner has known it.
     pub fn job(&self, job: &str) -> Result<Option<JobRecord>, DbError> {
         self.read("read a job", |c| {
-            c.query_row(
-                "SELECT registered_at, last_ok_at, failure_streak, stopped_reason FROM jobs WHERE job = ?1",
-                [job],
+            c.prepare_cached("SELECT registered_at, last_ok_at, failure_streak, stopped_reason FROM jobs WHERE job = ?1")?.query_row([job],
                 |r| {
                     Ok(JobRecord {
                         registered_at: from_ms(r.get(0)?),
@@ -301,10 +317,8 @@ impl<E: Env> Db<E> {
     pub async fn clear_stop(&self, job: &str) -> Result<(), DbError> {
         let job = job.to_string();
         self.write("clear a job's stop", move |tx| {
-            tx.execute(
-                "UPDATE jobs SET stopped_reason = NULL WHERE job = ?1",
-                [job],
-            )?;
+            tx.prepare_cached("UPDATE jobs SET stopped_reason = NULL WHERE job = ?1")?
+                .execute([job])?;
             Ok(())
         })
         .await
@@ -313,37 +327,30 @@ impl<E: Env> Db<E> {
     /// The last slot of `job` the journal accounts for, if any.
     pub fn last_slot(&self, job: &str) -> Result<Option<DateTime<Utc>>, DbError> {
         self.read("read a job's last slot", |c| {
-            c.query_row(
-                "SELECT MAX(last_due) FROM slots WHERE job = ?1",
-                [job],
-                |r| r.get::<_, Option<i64>>(0),
-            )
+            c.prepare_cached("SELECT last_due FROM slots WHERE job = ?1 ORDER BY due DESC LIMIT 1")?
+                .query_row([job], |r| r.get::<_, Option<i64>>(0))
         })
         .map(|ms| ms.map(from_ms))
     }
 
     /// The journal row covering `run`'s slot, if any.
     pub fn slot(&self, run: &RunId) -> Result<Option<SlotRecord>, DbError> {
-        let due = to_ms(run.due());
-        self.read("read a slot", |c| {
-            c.query_row(
-                &format!(
-                    "SELECT {SLOT_COLUMNS} FROM slots WHERE job = ?1 AND due <= ?2 AND ?2 <= last_due"
-                ),
-                params![run.job(), due],
-                slot_from_row,
-            )
-            .optional()
-        })
+        self.read("read a slot", |c| covering(c, run.job(), to_ms(run.due())))
     }
 
     /// Runs of `job` that started and never finished, oldest first (bounded).
     pub fn unfinished(&self, job: &str) -> Result<Vec<SlotRecord>, DbError> {
         self.read("read unfinished runs", |c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {SLOT_COLUMNS} FROM slots WHERE job = ?1 AND state = 'running' ORDER BY due LIMIT 64"
+            // Sorted here, not by SQL: an ORDER BY makes SQLite re-prepare the
+            // statement on every execution, and this runs at every slot.
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SLOT_COLUMNS} FROM slots WHERE state = 'running' AND job = ?1 LIMIT 64"
             ))?;
-            stmt.query_map([job], slot_from_row)?.collect()
+            let mut open: Vec<SlotRecord> = stmt
+                .query_map([job], slot_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            open.sort_by_key(|r| r.due);
+            Ok(open)
         })
     }
 
@@ -355,8 +362,11 @@ impl<E: Env> Db<E> {
         to: DateTime<Utc>,
     ) -> Result<Vec<SlotRecord>, DbError> {
         self.read("read slots", |c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {SLOT_COLUMNS} FROM slots WHERE job = ?1 AND last_due >= ?2 AND due <= ?3 ORDER BY due LIMIT 10000"
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SLOT_COLUMNS} FROM (SELECT * FROM slots WHERE job = ?1 AND due <= ?2 ORDER BY due DESC LIMIT 1) AS c WHERE last_due >= ?2
+                 UNION ALL
+                 SELECT {SLOT_COLUMNS} FROM (SELECT * FROM slots WHERE job = ?1 AND due > ?2 AND due <= ?3 ORDER BY due LIMIT 10000) AS r
+                 ORDER BY due"
             ))?;
             stmt.query_map(params![job, to_ms(from), to_ms(to)], slot_from_row)?
                 .collect()
@@ -373,25 +383,16 @@ impl<E: Env> Db<E> {
         let due = to_ms(run.due());
         let started = self
             .write("start a run", move |tx| {
-                let existing: Option<(String, i64)> = tx
-                    .query_row(
-                        "SELECT state, attempt FROM slots WHERE job = ?1 AND due <= ?2 AND ?2 <= last_due",
-                        params![job, due],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
+                let existing = covering(tx, &job, due)?
+                    .map(|r| (r.state.as_str().to_string(), i64::from(r.attempt)));
                 match existing {
                     None => {
-                        tx.execute(
-                            "INSERT INTO slots (job, due, last_due, slot_count, state, attempt, started_at) VALUES (?1, ?2, ?2, 1, 'running', 1, ?3)",
-                            params![job, due, to_ms(now)],
+                        tx.prepare_cached("INSERT INTO slots (job, due, last_due, slot_count, state, attempt, started_at) VALUES (?1, ?2, ?2, 1, 'running', 1, ?3)")?.execute(params![job, due, to_ms(now)],
                         )?;
                         Ok(Ok(1))
                     }
                     Some((state, attempt)) if state == "running" => {
-                        tx.execute(
-                            "UPDATE slots SET attempt = attempt + 1 WHERE job = ?1 AND due = ?2",
-                            params![job, due],
+                        tx.prepare_cached("UPDATE slots SET attempt = attempt + 1 WHERE job = ?1 AND due = ?2")?.execute(params![job, due],
                         )?;
                         Ok(Ok((attempt + 1).clamp(1, i64::from(u32::MAX)) as u32))
                     }
@@ -415,10 +416,8 @@ impl<E: Env> Db<E> {
         })?;
         let step = step.clone();
         self.write("record a step", move |tx| {
-            tx.execute(
-                "INSERT INTO steps (job, due, step, idempotency_key, outputs, done_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (job, due, step) DO UPDATE SET idempotency_key = excluded.idempotency_key, outputs = excluded.outputs, done_at = excluded.done_at",
-                params![job, due, step.name, step.idempotency_key, outputs, to_ms(step.done_at)],
+            tx.prepare_cached("INSERT INTO steps (job, due, step, idempotency_key, outputs, done_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (job, due, step) DO UPDATE SET idempotency_key = excluded.idempotency_key, outputs = excluded.outputs, done_at = excluded.done_at")?.execute(params![job, due, step.name, step.idempotency_key, outputs, to_ms(step.done_at)],
             )?;
             Ok(())
         })
@@ -430,15 +429,17 @@ impl<E: Env> Db<E> {
     /// A row that does not parse is an error, never skipped: resuming without it would
     /// repeat the step under a new key.
     pub fn steps_done(&self, run: &RunId) -> Result<Vec<StepRecord>, DbError> {
-        let rows: Vec<(String, String, String, i64)> = self.read("read a run's steps", |c| {
-            let mut stmt = c.prepare(
-                "SELECT step, idempotency_key, outputs, done_at FROM steps WHERE job = ?1 AND due = ?2 ORDER BY done_at, step LIMIT 1000",
+        let mut rows: Vec<(String, String, String, i64)> = self.read("read a run's steps", |c| {
+            // Sorted below, not by SQL (see `unfinished`).
+            let mut stmt = c.prepare_cached(
+                "SELECT step, idempotency_key, outputs, done_at FROM steps WHERE job = ?1 AND due = ?2 LIMIT 1000",
             )?;
             stmt.query_map(params![run.job(), to_ms(run.due())], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?
             .collect()
         })?;
+        rows.sort_by(|a, b| (a.3, &a.0).cmp(&(b.3, &b.0)));
         rows.into_iter()
             .map(|(name, key, outputs, done_at)| {
                 let outputs = serde_json::from_str(&outputs).map_err(|e| DbError::Corrupt {
@@ -470,34 +471,22 @@ impl<E: Env> Db<E> {
         let at = to_ms(now);
         let streak = self
             .write("finish a run", move |tx| {
-                tx.execute(
-                    "UPDATE slots SET state = 'done', outcome = ?3, reason = ?4, finished_at = ?5 WHERE job = ?1 AND due = ?2",
-                    params![job, due, outcome.as_str(), detail, at],
+                tx.prepare_cached("UPDATE slots SET state = 'done', outcome = ?3, reason = ?4, finished_at = ?5 WHERE job = ?1 AND due = ?2")?.execute(params![job, due, outcome.as_str(), detail, at],
                 )?;
-                tx.execute(
-                    "DELETE FROM processes WHERE job = ?1 AND due = ?2",
-                    params![job, due],
+                tx.prepare_cached("DELETE FROM processes WHERE job = ?1 AND due = ?2")?.execute(params![job, due],
                 )?;
                 if outcome.is_ok() {
-                    tx.execute(
-                        "UPDATE jobs SET last_ok_at = ?2, failure_streak = 0 WHERE job = ?1",
-                        params![job, at],
+                    tx.prepare_cached("UPDATE jobs SET last_ok_at = ?2, failure_streak = 0 WHERE job = ?1")?.execute(params![job, at],
                     )?;
                 } else {
-                    tx.execute(
-                        "UPDATE jobs SET failure_streak = failure_streak + 1 WHERE job = ?1",
-                        [&job],
+                    tx.prepare_cached("UPDATE jobs SET failure_streak = failure_streak + 1 WHERE job = ?1")?.execute([&job],
                     )?;
                 }
                 if outcome == Outcome::Fatal {
-                    tx.execute(
-                        "UPDATE jobs SET stopped_reason = ?2 WHERE job = ?1",
-                        params![job, detail.as_deref().unwrap_or("fatal error")],
+                    tx.prepare_cached("UPDATE jobs SET stopped_reason = ?2 WHERE job = ?1")?.execute(params![job, detail.as_deref().unwrap_or("fatal error")],
                     )?;
                 }
-                tx.query_row(
-                    "SELECT failure_streak FROM jobs WHERE job = ?1",
-                    [&job],
+                tx.prepare_cached("SELECT failure_streak FROM jobs WHERE job = ?1")?.query_row([&job],
                     |r| r.get::<_, i64>(0),
                 )
                 .optional()
@@ -524,24 +513,16 @@ impl<E: Env> Db<E> {
         let streak = self
             .write("note an attempt", move |tx| {
                 // `finished_at` of an open run is when its last attempt ended.
-                tx.execute(
-                    "UPDATE slots SET outcome = ?3, reason = ?4, finished_at = ?5 WHERE job = ?1 AND due = ?2 AND state = 'running'",
-                    params![job, due, outcome.as_str(), detail, at],
+                tx.prepare_cached("UPDATE slots SET outcome = ?3, reason = ?4, finished_at = ?5 WHERE job = ?1 AND due = ?2 AND state = 'running'")?.execute(params![job, due, outcome.as_str(), detail, at],
                 )?;
                 if outcome.is_ok() {
-                    tx.execute(
-                        "UPDATE jobs SET last_ok_at = ?2 WHERE job = ?1",
-                        params![job, at],
+                    tx.prepare_cached("UPDATE jobs SET last_ok_at = ?2 WHERE job = ?1")?.execute(params![job, at],
                     )?;
                 } else {
-                    tx.execute(
-                        "UPDATE jobs SET failure_streak = failure_streak + 1 WHERE job = ?1",
-                        [&job],
+                    tx.prepare_cached("UPDATE jobs SET failure_streak = failure_streak + 1 WHERE job = ?1")?.execute([&job],
                     )?;
                 }
-                tx.query_row(
-                    "SELECT failure_streak FROM jobs WHERE job = ?1",
-                    [&job],
+                tx.prepare_cached("SELECT failure_streak FROM jobs WHERE job = ?1")?.query_row([&job],
                     |r| r.get::<_, i64>(0),
                 )
                 .optional()
@@ -562,10 +543,8 @@ impl<E: Env> Db<E> {
         let due = to_ms(run.due());
         let why = why.to_string();
         self.write("close a run", move |tx| {
-            tx.execute(
-                "UPDATE slots SET state = 'done', outcome = COALESCE(outcome, 'failed'), reason = ?3, finished_at = ?4
-                 WHERE job = ?1 AND due = ?2 AND state = 'running'",
-                params![job, due, why, to_ms(now)],
+            tx.prepare_cached("UPDATE slots SET state = 'done', outcome = COALESCE(outcome, 'failed'), reason = ?3, finished_at = ?4
+                 WHERE job = ?1 AND due = ?2 AND state = 'running'")?.execute(params![job, due, why, to_ms(now)],
             )?;
             Ok(())
         })
@@ -592,16 +571,12 @@ impl<E: Env> Db<E> {
         let (first, last) = (to_ms(first), to_ms(last));
         let count = i64::try_from(count).unwrap_or(i64::MAX);
         self.write("record missed slots", move |tx| {
-            tx.execute(
-                "INSERT INTO slots (job, due, last_due, slot_count, state, attempt, reason, finished_at) VALUES (?1, ?2, ?3, ?4, 'missed', 0, ?5, ?6)
-                 ON CONFLICT (job, due) DO NOTHING",
-                params![job, first, last, count, reason.as_str(), to_ms(now)],
+            tx.prepare_cached("INSERT INTO slots (job, due, last_due, slot_count, state, attempt, reason, finished_at) VALUES (?1, ?2, ?3, ?4, 'missed', 0, ?5, ?6)
+                 ON CONFLICT (job, due) DO NOTHING")?.execute(params![job, first, last, count, reason.as_str(), to_ms(now)],
             )?;
             if reason.is_by_design() {
                 // A slot its window skips is the job doing what it should: a heartbeat.
-                tx.execute(
-                    "UPDATE jobs SET last_ok_at = ?2 WHERE job = ?1",
-                    params![job, to_ms(now)],
+                tx.prepare_cached("UPDATE jobs SET last_ok_at = ?2 WHERE job = ?1")?.execute(params![job, to_ms(now)],
                 )?;
             }
             Ok(())
@@ -616,7 +591,7 @@ impl<E: Env> Db<E> {
         since: DateTime<Utc>,
     ) -> Result<BTreeMap<MissReason, u64>, DbError> {
         let rows: Vec<(String, i64)> = self.read("count missed slots", |c| {
-            let mut stmt = c.prepare(
+            let mut stmt = c.prepare_cached(
                 "SELECT reason, SUM(slot_count) FROM slots WHERE job = ?1 AND state = 'missed' AND last_due >= ?2 GROUP BY reason",
             )?;
             stmt.query_map(params![job, to_ms(since)], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -634,13 +609,9 @@ impl<E: Env> Db<E> {
         let before = to_ms(before);
         self.write("prune the journal", move |tx| {
             const OLD: &str = "s.state <> 'running' AND s.last_due < ?1 AND s.last_due < (SELECT MAX(l.last_due) FROM slots l WHERE l.job = s.job)";
-            tx.execute(
-                &format!("DELETE FROM steps WHERE EXISTS (SELECT 1 FROM slots s WHERE s.job = steps.job AND s.due = steps.due AND {OLD})"),
-                [before],
+            tx.prepare_cached(&format!("DELETE FROM steps WHERE EXISTS (SELECT 1 FROM slots s WHERE s.job = steps.job AND s.due = steps.due AND {OLD})"))?.execute([before],
             )?;
-            tx.execute(
-                &format!("DELETE FROM slots AS s WHERE {OLD}"),
-                [before],
+            tx.prepare_cached(&format!("DELETE FROM slots AS s WHERE {OLD}"))?.execute([before],
             )?;
             Ok(())
         })

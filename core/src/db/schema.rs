@@ -37,6 +37,10 @@ pub const MIGRATIONS: &[&str] = &[
         finished_at BIGINT,
         PRIMARY KEY (job, due)
     );
+    -- Open runs and missed ranges are looked up at every slot: indexes keep that
+    -- independent of how long the history is.
+    CREATE INDEX slots_by_state ON slots (state, job, due);
+    CREATE INDEX slots_ranges ON slots (job, due) WHERE slot_count > 1;
     -- Each step a run completed, with what a resume needs.
     CREATE TABLE steps (
         job TEXT NOT NULL,
