@@ -59,8 +59,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
+use steadfast_core::config::raw::RawKind;
 use steadfast_core::config::{
-    Config, Diagnostic, Diagnostics, NoSecretSources, parse_config_value,
+    Config, Diagnostic, Diagnostics, NoSecretSources, ReadOptions, Reader, SECTIONS, Source,
+    parse_document, read_config,
 };
 
 pub use profile::Profile;
@@ -323,20 +325,31 @@ impl Scenario {
     /// Parses scenario text; `file` names it in diagnostics.
     pub fn parse(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Self, Diagnostics> {
         let mut diags = Diagnostics::default();
-        // The runner's sections, by the runner's own parser.
-        let config = match parse_config_value(text, file, &SIM_SECTIONS, &NoSecretSources) {
-            Ok((config, _extra)) => Some(config),
+        let src = Source::new(file, text)?;
+        let raw = parse_document(&src)?;
+        // The runner's sections, by the runner's own reader, with cron schedules read in
+        // the world's zone (the runner runs in it).
+        let zone = raw
+            .get("world")
+            .and_then(|w| match &w.value.kind {
+                RawKind::Table(t) => t.get("zone"),
+                _ => None,
+            })
+            .and_then(|z| match &z.value.kind {
+                RawKind::String(z) => z.parse::<Tz>().ok(),
+                _ => None,
+            })
+            .unwrap_or(Tz::UTC);
+        let reader = Reader::new(&src, &NoSecretSources);
+        let keys = [SECTIONS, &SIM_SECTIONS].concat();
+        let top_core = reader.table(&raw, "", &keys);
+        top_core.finish();
+        let config = read_config(&top_core, ReadOptions { zone: Some(zone) });
+        let config = match reader.finish(config) {
+            Ok(config) => Some(config),
             Err(d) => {
                 diags.0.extend(d.0);
                 None
-            }
-        };
-        let raw = match steadfast_core::config::raw::parse(text) {
-            Ok(raw) => raw,
-            Err(_) => {
-                // The runner's parser already reported the syntax error.
-                diags.sort();
-                return Err(diags);
             }
         };
         let mut top = Section::new(file, text, "", &raw);
