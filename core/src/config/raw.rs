@@ -4,7 +4,7 @@
 //! the owned tree below, where every key and value carries its byte range. Entries are
 //! kept in file order (not key order) so that stage two reports problems, and builds
 //! ordered things such as headers, in the order a reader sees them. Nothing here knows
-//! what the keys mean; that is [`super::validate`]'s job.
+//! what the keys mean; that is [`super::reader`]'s job.
 
 use std::fmt;
 use std::ops::Range;

@@ -1,6 +1,6 @@
 //! Secrets: a string literal, `{ env = "NAME" }` or `{ file = "PATH" }`.
 //!
-//! Resolved once, while the file is read, through the caller's [`SecretResolver`]
+//! Resolved once, while the file is read, through the caller's [`super::SecretResolver`]
 //! (the daemon's reads the process environment and files; the simulator's resolves
 //! nothing). Credentials and the daemon's secret URLs (webhooks, pings) go through
 //! this one function. Messages name the variable or file, never the value.
