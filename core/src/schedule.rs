@@ -34,7 +34,7 @@ pub enum ScheduleError {
 }
 
 /// A job's schedule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     /// What fires when.
     kind: Kind,
@@ -43,7 +43,7 @@ pub struct Schedule {
 }
 
 /// The two kinds of schedule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Kind {
     /// Multiples of this many nanoseconds since the Unix epoch (never zero).
     Every(u128),
@@ -91,20 +91,40 @@ impl Schedule {
                 })
             }
             ScheduleConfig::Cron(expr) => {
-                let cron_error = |detail: String| ScheduleError::Cron {
+                let cron = Cron::from_str(expr).map_err(|e| ScheduleError::Cron {
                     expr: expr.clone(),
-                    detail,
-                };
-                let cron = Cron::from_str(expr).map_err(|e| cron_error(e.to_string()))?;
-                let nominal = cron_nominal_interval(&cron, zone).map_err(cron_error)?;
-                Ok(Self {
-                    kind: Kind::Cron {
-                        cron: Box::new(cron),
-                        zone,
-                    },
-                    nominal,
-                })
+                    detail: e.to_string(),
+                })?;
+                Self::from_cron(cron, zone)
             }
+        }
+    }
+
+    /// A schedule from a cron pattern already parsed (the configuration reader parses
+    /// it once, for its own messages).
+    ///
+    /// # Errors
+    ///
+    /// [`ScheduleError::Cron`] when the pattern never fires repeatedly.
+    pub fn from_cron(cron: Cron, zone: Tz) -> Result<Self, ScheduleError> {
+        let nominal = cron_nominal_interval(&cron, zone).map_err(|detail| ScheduleError::Cron {
+            expr: cron.as_str().to_string(),
+            detail,
+        })?;
+        Ok(Self {
+            kind: Kind::Cron {
+                cron: Box::new(cron),
+                zone,
+            },
+            nominal,
+        })
+    }
+
+    /// The cron pattern as written, or `None` for a fixed interval.
+    pub fn cron_pattern(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Every(_) => None,
+            Kind::Cron { cron, .. } => Some(cron.as_str()),
         }
     }
 

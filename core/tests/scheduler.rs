@@ -13,8 +13,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use steadfast_core::alert::{AlertKind, CollectAlerts};
 use steadfast_core::config::{
-    CatchUp, Config, HttpStep, JobConfig, Overlap, Patterns, RetryPolicy, RunnerSettings,
-    ScheduleConfig, ServiceConfig, StepConfig, StepKind,
+    CatchUp, Config, HttpStep, JobConfig, Overlap, Patterns, RetryPolicy, RunnerSettings, Schedule,
+    ScheduleConfig, ServiceConfig, StepConfig, StepKind, Template,
 };
 use steadfast_core::event::{Event, EventKind, Outcome, StateName};
 use steadfast_core::scheduler::{Exit, Runner};
@@ -85,11 +85,11 @@ fn http_step(name: &str, method: &str, url: &str, service: &str) -> StepConfig {
         name: name.to_string(),
         action: None,
         kind: StepKind::Http(HttpStep {
-            method: method.to_string(),
-            url: url.to_string(),
+            method: method.parse().unwrap(),
+            url: Template::parse(url).unwrap(),
             headers: Vec::new(),
             body: None,
-            service: service.to_string(),
+            service: service.into(),
             credential: None,
             extract: BTreeMap::from([("id".to_string(), "/id".to_string())]),
         }),
@@ -99,7 +99,11 @@ fn http_step(name: &str, method: &str, url: &str, service: &str) -> StepConfig {
 fn job(name: &str, every_min: u64, steps: Vec<StepConfig>) -> JobConfig {
     JobConfig {
         name: name.to_string(),
-        schedule: ScheduleConfig::Every(Duration::from_secs(every_min * 60)),
+        schedule: Schedule::new(
+            &ScheduleConfig::Every(Duration::from_secs(every_min * 60)),
+            chrono_tz::UTC,
+        )
+        .unwrap(),
         start_jitter: Duration::ZERO,
         overlap: Overlap::Skip,
         catch_up: CatchUp::Latest,
@@ -470,7 +474,7 @@ async fn command_steps_get_their_environment_and_their_outputs_feed_later_steps(
         name: name.to_string(),
         action: None,
         kind: StepKind::Command(CommandStep {
-            argv: argv.iter().map(|a| a.to_string()).collect(),
+            argv: argv.iter().map(|a| Template::parse(a).unwrap()).collect(),
             cwd: None,
             env: vec![("MODE".into(), "test".into())],
             timeout: Duration::from_secs(60),

@@ -18,7 +18,7 @@ use runner::daemon::status::{StateFiles, Status};
 use runner::daemon::status_file;
 use runner::env::tokio::TcpConnector;
 use runner::secrets::OsSecrets;
-use steadfast_core::config::{Config, SecretResolver, parse_config_value};
+use steadfast_core::config::{Config, SecretResolver, Source};
 use steadfast_core::say;
 use steadfast_core::scheduler::{Exit, Runner};
 
@@ -192,25 +192,23 @@ fn load(path: &Path, secrets: &dyn SecretResolver) -> Result<(Config, DaemonSett
             return Err(ExitCode::from(exit::USAGE));
         }
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    // Bounded and UTF-8 checked by the core's reader; only opening is done here.
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
         Err(e) => {
             eprintln!(
-                "error: failed to read {}: {e} (hint: pass the file with --config)",
+                "error: failed to open {}: {e} (hint: pass the file with --config)",
                 path.display()
             );
             return Err(ExitCode::from(exit::USAGE));
         }
     };
-    let (config, rest) =
-        parse_config_value(&text, &path, settings::SECTIONS, secrets).map_err(|diags| {
+    let (config, daemon) = Source::read(&path, file)
+        .and_then(|source| settings::parse(&source, secrets))
+        .map_err(|diags| {
             eprintln!("{diags}");
             ExitCode::from(exit::USAGE)
         })?;
-    let daemon = settings::parse(&rest, &config, &text, &path, secrets).map_err(|diags| {
-        eprintln!("{diags}");
-        ExitCode::from(exit::USAGE)
-    })?;
     Ok((config, daemon))
 }
 

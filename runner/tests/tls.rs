@@ -15,7 +15,7 @@ use runner::env::tokio::TcpConnector;
 use runner::secrets::OsSecrets;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use steadfast_core::alert::CollectAlerts;
-use steadfast_core::config::{Url, parse_config_value};
+use steadfast_core::config::{Source, Url};
 use steadfast_core::env::NetErrorKind;
 use steadfast_core::event::{EventKind, MemorySink, Outcome};
 use steadfast_core::http::{HttpError, Method, Request};
@@ -104,11 +104,8 @@ fn daemon_settings(dir: &Path, body: &str) -> (steadfast_core::config::Config, D
     let file = dir.join("runner.toml");
     let text = format!("[runner]\nstate_dir = \"state\"\nmonitor_interval = \"1h\"\n{body}");
     std::fs::write(&file, &text).unwrap();
-    let (config, rest) = parse_config_value(&text, &file, settings::SECTIONS, &OsSecrets)
-        .unwrap_or_else(|d| panic!("{d}"));
-    let daemon =
-        settings::parse(&rest, &config, &text, &file, &OsSecrets).unwrap_or_else(|d| panic!("{d}"));
-    (config, daemon)
+    let source = Source::new(&file, text).unwrap_or_else(|d| panic!("{d}"));
+    settings::parse(&source, &OsSecrets).unwrap_or_else(|d| panic!("{d}"))
 }
 
 fn get(port: u16) -> Request {

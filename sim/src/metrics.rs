@@ -23,7 +23,6 @@ use steadfast_core::breaker::BreakerState;
 use steadfast_core::config::{Config, JobConfig, StepKind};
 use steadfast_core::event::{Event, EventKind, MemorySink, Outcome, SkipReason, StateName};
 use steadfast_core::job::RunId;
-use steadfast_core::schedule::Schedule;
 use steadfast_core::window::Windows;
 
 use crate::driver::SimRun;
@@ -140,9 +139,7 @@ fn slots(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Vec<DateTime<Utc>> {
-    let Ok(schedule) = Schedule::new(&job.schedule, config.runner.time_zone) else {
-        return Vec::new();
-    };
+    let schedule = &job.schedule;
     let windows = required_windows(config);
     let mut out = Vec::new();
     let mut t = schedule.next_after(start);
@@ -240,9 +237,7 @@ fn evaluate_trace(scenario: &Scenario, run: &SimRun, trace: &[Event]) -> Verdict
 
     // Slots and their outcomes.
     for job in &config.jobs {
-        let interval = Schedule::new(&job.schedule, config.runner.time_zone)
-            .map(|s| to_chrono(s.nominal_interval()))
-            .unwrap_or_else(|_| chrono::Duration::minutes(15));
+        let interval = to_chrono(job.schedule.nominal_interval());
         let slots = slots(job, config, run.start, run.end - to_chrono(job.deadline));
         let in_a_slot = |t: DateTime<Utc>| {
             let i = slots.partition_point(|s| *s <= t);
@@ -577,9 +572,7 @@ fn liveness(
     let bound = to_chrono(scenario.invariants.recovery_bound);
     let mut late = Vec::new();
     for job in &config.jobs {
-        let Ok(schedule) = Schedule::new(&job.schedule, config.runner.time_zone) else {
-            continue;
-        };
+        let schedule = &job.schedule;
         let windows = required_windows(config);
         // The first slot after healing when the job may run, plus the bound.
         let mut first = schedule.next_after(heal);

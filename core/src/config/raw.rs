@@ -4,7 +4,7 @@
 //! the owned tree below, where every key and value carries its byte range. Entries are
 //! kept in file order (not key order) so that stage two reports problems, and builds
 //! ordered things such as headers, in the order a reader sees them. Nothing here knows
-//! what the keys mean; that is [`super::validate`]'s job.
+//! what the keys mean; that is [`super::reader`]'s job.
 
 use std::fmt;
 use std::ops::Range;
@@ -70,27 +70,52 @@ pub enum RawKind {
 pub struct SyntaxError {
     /// What the parser said, as a lowercase fragment.
     pub message: String,
+    /// How to fix it.
+    pub hint: String,
     /// Where, when the parser knows.
     pub span: Option<Span>,
 }
 
+/// The longest key quoted back in a message.
+const MAX_QUOTED_KEY: usize = 64;
+
 /// Parses a whole document. Only the first syntax error is returned: after one, the
 /// parser's guesses about the rest of the file produce confusing follow-on errors.
 pub fn parse(text: &str) -> Result<RawTable, SyntaxError> {
-    let doc = DeTable::parse(text).map_err(|e| SyntaxError {
-        message: syntax_message(e.message()),
-        span: e.span(),
-    })?;
+    let doc = DeTable::parse(text).map_err(|e| syntax_error(text, e.message(), e.span()))?;
     let span = doc.span();
     table(doc.get_ref(), span)
 }
 
-fn syntax_message(message: &str) -> String {
+/// The parser's message as a fragment with a hint. "duplicate key" (the commonest
+/// mistake: a key pasted twice, or a `[section]` written twice) names the key, which
+/// the parser's message leaves out.
+fn syntax_error(text: &str, message: &str, span: Option<Span>) -> SyntaxError {
     let first = message.lines().next().unwrap_or("").trim();
-    if first.is_empty() {
-        "invalid toml".to_string()
-    } else {
-        format!("invalid toml: {first}")
+    let key = span
+        .as_ref()
+        .and_then(|s| text.get(s.clone()))
+        .map(|k| k.trim().trim_matches(['[', ']', '"', '\'']).trim())
+        .filter(|k| !k.is_empty() && k.len() <= MAX_QUOTED_KEY && !k.contains('\n'));
+    if first.starts_with("duplicate key") {
+        let message = match key {
+            Some(k) => format!("invalid toml: duplicate key `{k}`"),
+            None => "invalid toml: duplicate key".to_string(),
+        };
+        return SyntaxError {
+            message,
+            hint: "a key may appear once per table, and a [section] once per file; remove or merge the second one".to_string(),
+            span,
+        };
+    }
+    SyntaxError {
+        message: if first.is_empty() {
+            "invalid toml".to_string()
+        } else {
+            format!("invalid toml: {first}")
+        },
+        hint: "strings need quotes, each `key = value` goes on its own line, and [section] headers stand alone".to_string(),
+        span,
     }
 }
 
@@ -116,6 +141,7 @@ fn value(v: &Spanned<DeValue<'_>>) -> Result<RawValue, SyntaxError> {
             Err(_) => {
                 return Err(SyntaxError {
                     message: "integer does not fit in 64 bits".to_string(),
+                    hint: "integers are at most 9223372036854775807".to_string(),
                     span: Some(span),
                 });
             }
@@ -125,6 +151,7 @@ fn value(v: &Spanned<DeValue<'_>>) -> Result<RawValue, SyntaxError> {
             None => {
                 return Err(SyntaxError {
                     message: "float is out of range".to_string(),
+                    hint: "write a smaller number".to_string(),
                     span: Some(span),
                 });
             }
@@ -267,7 +294,9 @@ mod tests {
         assert!(err.message.starts_with("invalid toml"), "{err:?}");
         assert!(err.span.is_some());
         let err = parse("a = 1\na = 2\n").unwrap_err();
-        assert!(err.message.contains("duplicate key"), "{err:?}");
+        assert_eq!(err.message, "invalid toml: duplicate key `a`");
+        let err = parse("[runner]\n[runner]\n").unwrap_err();
+        assert_eq!(err.message, "invalid toml: duplicate key `runner`");
     }
 
     #[test]

@@ -38,7 +38,10 @@ pub(crate) fn credential_of<'a, E: Env>(
     step: &StepConfig,
 ) -> Option<&'a Arc<TokenManager<E>>> {
     match &step.kind {
-        StepKind::Http(h) => h.credential.as_ref().and_then(|c| svc.tokens.get(c)),
+        StepKind::Http(h) => h
+            .credential
+            .as_ref()
+            .and_then(|c| svc.tokens.get(c.as_str())),
         StepKind::Command(_) => None,
     }
 }
@@ -63,7 +66,7 @@ pub(crate) async fn attempt_step<E: Env>(
     }
 }
 
-fn template_error(e: template::TemplateError) -> StepError {
+fn template_error(e: crate::config::MissingValue) -> StepError {
     StepError::new(FailureKind::BadConfig, e.to_string()).with_class(ErrorClass::Degraded)
 }
 
@@ -82,7 +85,7 @@ async fn attempt_http<E: Env>(
     // breaker.
     let token = match &http_step.credential {
         None => None,
-        Some(name) => match svc.tokens.get(name) {
+        Some(name) => match svc.tokens.get(name.as_str()) {
             None => {
                 let err = StepError::new(
                     FailureKind::BadConfig,
@@ -122,12 +125,7 @@ async fn attempt_http<E: Env>(
     if attempt == 1 {
         svc.retrier.record_call(service, env.now());
     }
-    let timeout = svc
-        .config
-        .services
-        .get(service)
-        .map(|s| s.call_timeout)
-        .unwrap_or(std::time::Duration::from_secs(30));
+    let timeout = svc.config.service(&http_step.service).call_timeout;
     let result = match http::send(env.connector(), &request, timeout).await {
         Ok(resp) => match FailureKind::from_status(resp.status) {
             None => {
@@ -161,14 +159,12 @@ fn build_request<E: Env>(
     vars: &Vars,
     token: Option<&SecretString>,
 ) -> Result<Request, StepError> {
-    let url_text = template::fill(&http_step.url, vars).map_err(template_error)?;
+    let url_text = http_step.url.fill(vars).map_err(template_error)?;
     let url = Url::parse(&url_text)
         .map_err(|e| StepError::new(FailureKind::BadConfig, format!("{e} in step url")))?;
-    let method = http::Method::from_bytes(http_step.method.as_bytes())
-        .map_err(|_| StepError::new(FailureKind::BadConfig, "invalid http method"))?;
-    let mut request = Request::new(method, url);
+    let mut request = Request::new(http_step.method.clone(), url);
     for (name, value) in &http_step.headers {
-        request = request.header(name, template::fill(value, vars).map_err(template_error)?);
+        request = request.header(name.as_str(), value.fill(vars).map_err(template_error)?);
     }
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {}", token.expose_secret()));
@@ -177,7 +173,7 @@ fn build_request<E: Env>(
         request = request.header("idempotency-key", idempotency_key(run_id, step));
     }
     if let Some(body) = &http_step.body {
-        request = request.body(template::fill(body, vars).map_err(template_error)?);
+        request = request.body(body.fill(vars).map_err(template_error)?);
     }
     Ok(request)
 }
@@ -203,7 +199,7 @@ async fn attempt_command<E: Env>(
     let env = &svc.env;
     let mut argv = Vec::with_capacity(cmd.argv.len());
     for arg in &cmd.argv {
-        argv.push(template::fill(arg, vars).map_err(template_error)?);
+        argv.push(arg.fill(vars).map_err(template_error)?);
     }
     let mut vars_env: Vec<(String, String)> = cmd.env.clone();
     vars_env.push(("STEADFAST_JOB".into(), job.to_string()));
@@ -230,7 +226,7 @@ async fn attempt_command<E: Env>(
         progress.display().to_string(),
     ));
     for name in &cmd.credentials {
-        let Some(manager) = svc.tokens.get(name) else {
+        let Some(manager) = svc.tokens.get(name.as_str()) else {
             return Err(StepError::new(
                 FailureKind::BadConfig,
                 format!("credential `{name}` is not configured"),
@@ -242,7 +238,7 @@ async fn attempt_command<E: Env>(
             .map_err(|e| StepError::new(e.kind(), e.to_string()))?;
         let var = format!(
             "ACCESS_TOKEN_{}",
-            name.to_ascii_uppercase().replace(['-', '.'], "_")
+            name.as_str().to_ascii_uppercase().replace(['-', '.'], "_")
         );
         vars_env.push((var, token.expose_secret().to_string()));
     }

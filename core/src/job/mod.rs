@@ -281,22 +281,10 @@ fn store_failure(e: &DbError, what: &str) -> RunOutcome {
 
 /// The first skipped step whose outputs `step` needs.
 fn depends_on<'a>(step: &StepConfig, skipped: &'a [String]) -> Option<&'a str> {
-    let texts: Vec<&str> = match &step.kind {
-        crate::config::StepKind::Http(h) => {
-            let mut t = vec![h.url.as_str()];
-            t.extend(h.headers.iter().map(|(_, v)| v.as_str()));
-            t.extend(h.body.as_deref());
-            t
-        }
-        crate::config::StepKind::Command(c) => c.argv.iter().map(String::as_str).collect(),
-    };
-    texts
-        .iter()
-        .flat_map(|t| template::placeholders(t))
-        .find_map(|name| {
-            let owner = name.split('.').next().unwrap_or_default().to_string();
-            skipped.iter().find(|s| **s == owner).map(String::as_str)
-        })
+    step.templates()
+        .into_iter()
+        .flat_map(|t| t.refs())
+        .find_map(|(owner, _)| skipped.iter().find(|s| *s == owner).map(String::as_str))
 }
 
 /// Runs one step: window, attempts, retries.

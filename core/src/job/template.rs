@@ -1,59 +1,11 @@
-//! `{{step.output}}` placeholders and JSON-pointer extraction.
-//!
-//! Hand-written because the whole language is one substitution form; a template engine
-//! would add a dependency and a second syntax users could trip on.
+//! The values `{{step.output}}` placeholders are filled from, and JSON-pointer
+//! extraction. The placeholders themselves are parsed once, by the configuration reader
+//! ([`crate::config::Template`]).
 
 use std::collections::BTreeMap;
 
 /// Values placeholders can name: `step.output`, plus `run.id`, `run.due` and `job.name`.
 pub type Vars = BTreeMap<String, String>;
-
-/// Why a template could not be filled.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TemplateError {
-    /// The value is not known (its step was skipped or produced no such output).
-    #[error(
-        "placeholder `{{{{{0}}}}}` has no value (hint: the step that produces it was skipped or did not return it)"
-    )]
-    Missing(String),
-    /// `{{` without `}}`.
-    #[error("unclosed placeholder in `{0}`")]
-    Unclosed(String),
-}
-
-/// Fills every `{{name}}` in `text` from `vars`.
-pub fn fill(text: &str, vars: &Vars) -> Result<String, TemplateError> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(open) = rest.find("{{") {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 2..];
-        let close = after
-            .find("}}")
-            .ok_or_else(|| TemplateError::Unclosed(text.to_string()))?;
-        let name = after[..close].trim();
-        let value = vars
-            .get(name)
-            .ok_or_else(|| TemplateError::Missing(name.to_string()))?;
-        out.push_str(value);
-        rest = &after[close + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// The names of the placeholders in `text`, in order.
-pub fn placeholders(text: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find("{{") {
-        let after = &rest[open + 2..];
-        let Some(close) = after.find("}}") else { break };
-        names.push(after[..close].trim().to_string());
-        rest = &after[close + 2..];
-    }
-    names
-}
 
 /// Extracts `name -> JSON pointer` values from a JSON body. Strings are taken as is,
 /// other values as their JSON text; missing pointers are left out.
@@ -81,23 +33,6 @@ pub fn extract(body: &[u8], pointers: &BTreeMap<String, String>) -> BTreeMap<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fills_and_reports_missing() {
-        let vars = Vars::from([("fetch.id".to_string(), "42".to_string())]);
-        assert_eq!(fill("/v/{{fetch.id}}/x", &vars).unwrap(), "/v/42/x");
-        assert_eq!(fill("{{ fetch.id }}", &vars).unwrap(), "42");
-        assert_eq!(fill("plain", &vars).unwrap(), "plain");
-        assert_eq!(
-            fill("{{nope.x}}", &vars),
-            Err(TemplateError::Missing("nope.x".into()))
-        );
-        assert!(matches!(
-            fill("{{open", &vars),
-            Err(TemplateError::Unclosed(_))
-        ));
-        assert_eq!(placeholders("a{{x.y}}b{{z.w}}"), vec!["x.y", "z.w"]);
-    }
 
     #[test]
     fn extracts_by_pointer() {

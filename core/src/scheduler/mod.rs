@@ -203,14 +203,7 @@ impl<E: Env> Runner<E> {
         let state_dir = config.runner.state_dir.clone();
         let mut schedules = Vec::with_capacity(config.jobs.len());
         for job in &config.jobs {
-            let schedule =
-                Schedule::new(&job.schedule, config.runner.time_zone).map_err(|source| {
-                    StartError::Schedule {
-                        job: job.name.clone(),
-                        source,
-                    }
-                })?;
-            schedules.push((job.clone(), schedule));
+            schedules.push((job.clone(), job.schedule.clone()));
         }
         let db = Arc::new(Db::open(env.clone(), &state_dir).await?);
         let retention = chrono::Duration::from_std(JOURNAL_RETENTION).unwrap_or_default();

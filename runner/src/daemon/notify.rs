@@ -196,7 +196,9 @@ impl Notifier {
 
 impl AlertSink for Notifier {
     fn alert(&self, alert: Alert) {
-        tracing::error!(target: "steadfast::alert", kind = ?alert.kind, job = alert.job.as_deref(), service = alert.service.as_deref(), message = %alert.message, "alert");
+        // The alert's text is the line's one `message` (a `message = ...` field next to
+        // a format string gave the JSON line two `message` keys).
+        tracing::error!(target: "steadfast::alert", event = "alert", kind = ?alert.kind, job = alert.job.as_deref(), service = alert.service.as_deref(), "{}", alert.message);
         if self.webhooks.is_empty() || !self.admit(&alert, Instant::now()) {
             return;
         }
@@ -324,7 +326,46 @@ impl EventSink for Pinger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
+
+    /// Log lines written by a JSON subscriber, as the daemon configures it.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue 11: the alert log line had two `message` keys.
+    #[tokio::test]
+    async fn an_alert_log_line_has_one_message_key() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let (outbox, _task) = Outbox::spawn(1);
+        let notifier = Notifier::new(&NotifySettings::default(), Arc::new(outbox));
+        tracing::subscriber::with_default(subscriber, || {
+            notifier.alert(alert(AlertKind::Overdue, "clock"));
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line = text.lines().next().unwrap_or_default();
+        assert_eq!(line.matches("\"message\":").count(), 1, "{line}");
+        let json: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(json["message"], "no success for 2h");
+        assert_eq!(json["event"], "alert");
+        assert_eq!(json["job"], "clock");
+    }
 
     fn alert(kind: AlertKind, job: &str) -> Alert {
         Alert {

@@ -1,9 +1,11 @@
-//! The daemon's own configuration sections, kept in the same file as the core's.
+//! The daemon's own configuration sections, read with the core's reader in the same
+//! pass as the core's sections.
 //!
-//! The core's parser rejects unknown keys, so the daemon asks it to hand back
-//! `[notify]`, `[http]`, `[logs]` and `[tls]` raw ([`steadfast_core::config::parse_config_value`])
-//! and validates them here, with the same diagnostics: every problem at once, each with
-//! file, line (of the section), key path and hint.
+//! `[notify]`, `[http]`, `[logs]` and `[tls]` are declared next to the core's sections
+//! and read through the same [`Table`], so their problems come with the same
+//! file:line:col, key path and hint, in one list with the core's. Secret URLs go
+//! through the core's one secret resolver. [`parse`] also checks what only the daemon
+//! can: that `state_dir` is (or can become) a directory.
 //!
 //! ```toml
 //! [notify]
@@ -33,13 +35,18 @@
 //! relative to the config file's directory; each must hold at least one PEM
 //! certificate, and `check` reads them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
+
 use crate::env::tls::{CaFile, CaFileError, Roots, TlsSettings};
-use steadfast_core::config::{Config, Diagnostic, Diagnostics, SecretResolver, Url, duration};
+use steadfast_core::config::raw::{RawEntry, RawKind, RawTable, Span};
+use steadfast_core::config::{
+    self, Config, Diagnostics, ReadOptions, Reader, SecretResolver, Source, Table, Url,
+    did_you_mean, parse_document, read_config,
+};
 
 /// The top-level sections the daemon reads itself.
 pub const SECTIONS: &[&str] = &["notify", "http", "logs", "tls"];
@@ -154,374 +161,275 @@ impl Default for LogSettings {
 /// The default endpoint address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
-/// Validates the raw daemon sections returned by the core parser.
+/// At most this many webhooks.
+const MAX_WEBHOOKS: usize = 100;
+/// At most this many CA files.
+const MAX_CA_FILES: usize = 100;
+
+/// Reads a whole configuration file: the core's sections and the daemon's, in one
+/// pass with one list of problems.
+///
+/// # Errors
+///
+/// Every problem in the file, in file order.
 pub fn parse(
-    rest: &toml::Table,
-    config: &Config,
-    text: &str,
-    file: &Path,
+    source: &Source,
     secrets: &dyn SecretResolver,
-) -> Result<DaemonSettings, Diagnostics> {
-    let mut v = V {
-        text,
-        file,
-        dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
-        secrets,
-        diags: Diagnostics::default(),
+) -> Result<(Config, DaemonSettings), Diagnostics> {
+    let doc = parse_document(source)?;
+    let reader = Reader::new(source, secrets);
+    let keys = [config::SECTIONS, SECTIONS].concat();
+    let top = reader.table(&doc, "", &keys);
+    top.finish();
+    let config = read_config(&top, ReadOptions::default());
+    let daemon = read(&top, config.as_ref());
+    if let Some(config) = &config {
+        check_state_dir(&top, config);
+    }
+    reader.finish(config.zip(daemon))
+}
+
+/// Reads the daemon's sections from the top-level table. `config` is `None` when the
+/// core's sections had problems (the pings' job names are then not checked).
+pub fn read(top: &Table<'_>, config: Option<&Config>) -> Option<DaemonSettings> {
+    let before = top.reader().error_count();
+    let jobs: Option<BTreeSet<&str>> =
+        config.map(|c| c.jobs.iter().map(|j| j.name.as_str()).collect());
+    let out = DaemonSettings {
+        notify: top
+            .table("notify", NOTIFY_KEYS)
+            .map(|t| notify(&t, jobs.as_ref()))
+            .unwrap_or_default(),
+        http: match top.table("http", &["listen"]) {
+            Some(t) => http(&t),
+            None => None,
+        },
+        logs: top
+            .table("logs", &["file_max_mb", "files"])
+            .map(|t| logs(&t))
+            .unwrap_or_default(),
+        tls: top
+            .table("tls", &["roots", "ca_files"])
+            .map(|t| tls(&t))
+            .unwrap_or_default(),
     };
-    let mut out = DaemonSettings::default();
-    if let Some(value) = rest.get("notify") {
-        out.notify = v.notify(value, config);
+    (top.reader().error_count() == before).then_some(out)
+}
+
+/// `state_dir` must be a directory or creatable as one: a path through a file passed
+/// `check` and failed only when the daemon started.
+fn check_state_dir(top: &Table<'_>, config: &Config) {
+    let dir = &config.runner.state_dir;
+    let Some(blocker) = dir.ancestors().find(|p| p.exists()) else {
+        return;
+    };
+    if blocker.is_dir() {
+        return;
     }
-    if let Some(value) = rest.get("http") {
-        out.http = v.http(value);
-    }
-    if let Some(value) = rest.get("logs") {
-        out.logs = v.logs(value);
-    }
-    if let Some(value) = rest.get("tls") {
-        out.tls = v.tls(value);
-    }
-    if v.diags.is_empty() {
-        Ok(out)
+    let span = top.raw().get("runner").and_then(|r| match &r.value.kind {
+        RawKind::Table(t) => t.get("state_dir").map(|e| e.value.span.clone()),
+        _ => None,
+    });
+    let message = if blocker == dir {
+        format!("state directory `{}` is a file", dir.display())
     } else {
-        Err(v.diags)
-    }
+        format!(
+            "state directory `{}` cannot be created: `{}` is a file",
+            dir.display(),
+            blocker.display()
+        )
+    };
+    top.reader().report(
+        span.map(|s| s.start),
+        "runner.state_dir",
+        message,
+        Some("point state_dir at a directory (it is created when missing); relative paths start at the config file's directory".to_string()),
+    );
 }
 
-struct V<'a> {
-    text: &'a str,
-    file: &'a Path,
-    dir: PathBuf,
-    secrets: &'a dyn SecretResolver,
-    diags: Diagnostics,
-}
+const NOTIFY_KEYS: &[&str] = &["webhooks", "dedup_window", "max_per_hour", "pings"];
 
-impl V<'_> {
-    fn report(&mut self, key: &str, message: impl Into<String>, hint: Option<&str>) {
-        let section = key.split(['.', '[']).next().unwrap_or(key);
-        let offset = find_section(self.text, section);
-        let mut d = Diagnostic::at_offset(self.file, self.text, offset, key, message);
-        if let Some(h) = hint {
-            d = d.hint(h);
-        }
-        self.diags.push(d);
+fn notify(t: &Table<'_>, jobs: Option<&BTreeSet<&str>>) -> NotifySettings {
+    let mut out = NotifySettings::default();
+    t.finish();
+    if let Some((d, _)) = t.positive_duration("dedup_window") {
+        out.dedup_window = d;
     }
-
-    fn table<'t>(&mut self, value: &'t toml::Value, key: &str) -> Option<&'t toml::Table> {
-        match value.as_table() {
-            Some(t) => Some(t),
-            None => {
-                self.report(key, "expected a table", None);
-                None
-            }
-        }
+    if let Some(n) = t.u32_in("max_per_hour", 1, 10_000) {
+        out.max_per_hour = n;
     }
-
-    fn unknown(&mut self, table: &toml::Table, key: &str, known: &[&str]) {
-        for k in table.keys() {
-            if !known.contains(&k.as_str()) {
-                let hint = format!("known keys: {}", known.join(", "));
-                self.report(
-                    &format!("{key}.{k}"),
-                    format!("unknown key `{k}`"),
-                    Some(&hint),
-                );
-            }
-        }
-    }
-
-    fn duration(&mut self, value: &toml::Value, key: &str) -> Option<Duration> {
-        match value.as_str().map(duration::parse) {
-            Some(Ok(d)) if !d.is_zero() => Some(d),
-            Some(Ok(_)) => {
-                self.report(key, "must be longer than zero", None);
-                None
-            }
-            Some(Err(e)) => {
-                self.report(key, e, Some("write durations like \"90s\" or \"1h\""));
-                None
-            }
-            None => {
-                self.report(key, "expected a duration string", Some("e.g. \"1h\""));
-                None
-            }
-        }
-    }
-
-    fn positive(&mut self, value: &toml::Value, key: &str, max: i64) -> Option<i64> {
-        match value.as_integer() {
-            Some(n) if (1..=max).contains(&n) => Some(n),
-            _ => {
-                self.report(
-                    key,
-                    format!("expected a whole number from 1 to {max}"),
-                    None,
-                );
-                None
-            }
-        }
-    }
-
-    /// A URL given inline or as `{ env = "NAME" }` / `{ file = "PATH" }`.
-    fn secret_url(&mut self, value: &toml::Value, key: &str) -> Option<SecretUrl> {
-        let text = match value {
-            toml::Value::String(s) => s.clone(),
-            toml::Value::Table(t) if t.len() == 1 && t.contains_key("env") => {
-                let name = t.get("env").and_then(toml::Value::as_str).unwrap_or("");
-                match self.secrets.env(name) {
-                    Some(v) => v.trim().to_string(),
-                    None => {
-                        self.report(
-                            key,
-                            format!("environment variable `{name}` is not set"),
-                            Some("set it in the environment the daemon starts in"),
-                        );
-                        return None;
-                    }
-                }
-            }
-            toml::Value::Table(t) if t.len() == 1 && t.contains_key("file") => {
-                let rel = t.get("file").and_then(toml::Value::as_str).unwrap_or("");
-                let path = self.dir.join(rel);
-                match self.secrets.file(&path) {
-                    Ok(v) => v.trim().to_string(),
-                    Err(e) => {
-                        self.report(
-                            key,
-                            format!("failed to read {}: {e}", path.display()),
-                            Some("paths are relative to the config file's directory"),
-                        );
-                        return None;
-                    }
-                }
-            }
-            _ => {
-                self.report(
-                    key,
-                    "expected a url string, { env = \"NAME\" } or { file = \"PATH\" }",
-                    None,
-                );
-                return None;
-            }
-        };
-        // Never quote the value: the URL is the secret.
-        match Url::parse(&text) {
-            Ok(u) => Some(SecretUrl(u)),
-            Err(e) => {
-                self.report(key, e, Some("an absolute http(s) url"));
-                None
-            }
-        }
-    }
-
-    fn notify(&mut self, value: &toml::Value, config: &Config) -> NotifySettings {
-        let mut out = NotifySettings::default();
-        let Some(t) = self.table(value, "notify") else {
-            return out;
-        };
-        self.unknown(
-            t,
-            "notify",
-            &["webhooks", "dedup_window", "max_per_hour", "pings"],
-        );
-        if let Some(v) = t.get("dedup_window")
-            && let Some(d) = self.duration(v, "notify.dedup_window")
-        {
-            out.dedup_window = d;
-        }
-        if let Some(v) = t.get("max_per_hour")
-            && let Some(n) = self.positive(v, "notify.max_per_hour", 10_000)
-        {
-            out.max_per_hour = n as u32;
-        }
-        match t.get("webhooks") {
-            None => {}
-            Some(toml::Value::Array(items)) => {
-                for (i, item) in items.iter().enumerate() {
-                    let key = format!("notify.webhooks[{i}]");
-                    let Some(w) = self.table(item, &key) else {
-                        continue;
-                    };
-                    self.unknown(w, &key, &["format", "url"]);
-                    let format = match w.get("format").and_then(toml::Value::as_str) {
-                        None | Some("json") => Some(WebhookFormat::Json),
-                        Some("ntfy") => Some(WebhookFormat::Ntfy),
-                        Some("slack") => Some(WebhookFormat::Slack),
-                        Some(other) => {
-                            self.report(
-                                &format!("{key}.format"),
-                                format!("unknown format `{other}`"),
-                                Some("json, ntfy or slack"),
-                            );
-                            None
-                        }
-                    };
-                    let url = match w.get("url") {
-                        Some(u) => self.secret_url(u, &format!("{key}.url")),
-                        None => {
-                            self.report(&format!("{key}.url"), "missing url", None);
-                            None
-                        }
-                    };
-                    if let (Some(format), Some(url)) = (format, url) {
-                        out.webhooks.push(Webhook { format, url });
-                    }
-                }
-            }
-            Some(_) => self.report(
-                "notify.webhooks",
-                "expected an array of tables",
-                Some("write each as [[notify.webhooks]]"),
-            ),
-        }
-        if let Some(v) = t.get("pings")
-            && let Some(p) = self.table(v, "notify.pings")
-        {
-            for (job, url) in p {
-                let key = format!("notify.pings.{job}");
-                if !config.jobs.iter().any(|j| &j.name == job) {
-                    self.report(
-                        &key,
-                        format!("no job named `{job}`"),
-                        Some("ping keys are job names"),
-                    );
-                    continue;
-                }
-                if let Some(u) = self.secret_url(url, &key) {
-                    out.pings.insert(job.clone(), u);
-                }
-            }
-        }
-        out
-    }
-
-    fn http(&mut self, value: &toml::Value) -> Option<HttpSettings> {
-        let t = self.table(value, "http")?;
-        self.unknown(t, "http", &["listen"]);
-        let text = match t.get("listen") {
-            None => DEFAULT_LISTEN,
-            Some(v) => match v.as_str() {
-                Some(s) => s,
-                None => {
-                    self.report("http.listen", "expected \"host:port\"", None);
-                    return None;
-                }
-            },
-        };
-        match text.parse::<SocketAddr>() {
-            Ok(listen) => Some(HttpSettings { listen }),
-            Err(e) => {
-                self.report(
-                    "http.listen",
-                    format!("invalid address: {e}"),
-                    Some("e.g. \"127.0.0.1:9464\"; bind beyond localhost only behind a firewall"),
-                );
-                None
-            }
-        }
-    }
-
-    fn logs(&mut self, value: &toml::Value) -> LogSettings {
-        let mut out = LogSettings::default();
-        let Some(t) = self.table(value, "logs") else {
-            return out;
-        };
-        self.unknown(t, "logs", &["file_max_mb", "files"]);
-        if let Some(v) = t.get("file_max_mb")
-            && let Some(n) = self.positive(v, "logs.file_max_mb", 1024)
-        {
-            out.file_max_bytes = n as u64 * 1024 * 1024;
-        }
-        if let Some(v) = t.get("files")
-            && let Some(n) = self.positive(v, "logs.files", 100)
-        {
-            out.files = n as u32;
-        }
-        out
-    }
-
-    fn tls(&mut self, value: &toml::Value) -> TlsSettings {
-        let mut out = TlsSettings::default();
-        let Some(t) = self.table(value, "tls") else {
-            return out;
-        };
-        self.unknown(t, "tls", &["roots", "ca_files"]);
-        if let Some(v) = t.get("roots") {
-            let hint = format!("one of \"{}\"", Roots::NAMES.join("\", \""));
-            match v.as_str() {
-                Some(name) => match Roots::parse(name) {
-                    Some(roots) => out.roots = roots,
-                    None => {
-                        self.report("tls.roots", format!("unknown roots `{name}`"), Some(&hint))
-                    }
+    if let Some((_, hooks)) = t.array_of_tables(
+        "webhooks",
+        MAX_WEBHOOKS,
+        &["format", "url"],
+        "write each as [[notify.webhooks]]",
+    ) {
+        for w in hooks.iter().flatten() {
+            w.finish();
+            let format = match w.entry("format") {
+                None => Some(WebhookFormat::Json),
+                Some(_) => match w.choice("format", &["json", "ntfy", "slack"]) {
+                    Some("ntfy") => Some(WebhookFormat::Ntfy),
+                    Some("slack") => Some(WebhookFormat::Slack),
+                    Some(_) => Some(WebhookFormat::Json),
+                    None => None,
                 },
-                None => self.report("tls.roots", "expected a string", Some(&hint)),
+            };
+            if w.entry("url").is_none() {
+                w.missing("url", "the webhook's URL, e.g. { env = \"NTFY_URL\" }");
+            }
+            let url = secret_url(w, "url");
+            if let (Some(format), Some(url)) = (format, url) {
+                out.webhooks.push(Webhook { format, url });
             }
         }
-        match t.get("ca_files") {
-            None => {}
-            Some(toml::Value::Array(items)) => {
-                for (i, item) in items.iter().enumerate() {
-                    if let Some(file) = self.ca_file(item, &format!("tls.ca_files[{i}]")) {
-                        out.ca_files.push(file);
-                    }
-                }
-            }
-            Some(_) => self.report(
-                "tls.ca_files",
-                "expected an array of file paths",
-                Some("e.g. ca_files = [\"certs/home-ca.pem\"]"),
-            ),
-        }
-        out
     }
-
-    fn ca_file(&mut self, value: &toml::Value, key: &str) -> Option<CaFile> {
-        let Some(rel) = value.as_str() else {
-            self.report(key, "expected a file path", None);
-            return None;
+    if let Some(e) = t.entry("pings") {
+        let RawKind::Table(pings) = &e.value.kind else {
+            t.wrong_type(
+                e,
+                "a table",
+                Some("write it as [notify.pings] with job = url"),
+            );
+            return out;
         };
-        match CaFile::read(&self.dir.join(rel)) {
-            Ok(file) => Some(file),
-            Err(e) => {
-                let hint = match e {
-                    CaFileError::Read { .. } => "paths are relative to the config file's directory",
-                    CaFileError::Pem { .. } | CaFileError::NoCertificate { .. } => {
-                        "a PEM file with -----BEGIN CERTIFICATE----- sections"
-                    }
-                    CaFileError::Invalid { .. } => {
-                        "each CERTIFICATE section must be an x.509 certificate"
-                    }
-                };
-                self.report(key, e.to_string(), Some(hint));
-                None
+        let keys: Vec<&'static str> = Vec::new();
+        let reader = t.reader();
+        for p in &pings.entries {
+            let key = format!("notify.pings.{}", p.key);
+            if let Some(jobs) = jobs
+                && !jobs.contains(p.key.as_str())
+            {
+                reader.error_hint(
+                    &p.key_span,
+                    &key,
+                    format!("no job named `{}`", p.key),
+                    format!(
+                        "{}ping keys are job names",
+                        did_you_mean(&p.key, jobs.iter().copied())
+                    ),
+                );
+                continue;
             }
+            // One entry read as a one-key table so the secret reader sees it.
+            let one = RawTable {
+                span: p.key_span.clone(),
+                entries: vec![p.clone()],
+            };
+            let table = reader.table(&one, "notify.pings", &keys);
+            if let Some(u) = secret_url_entry(&table, p) {
+                out.pings.insert(p.key.clone(), u);
+            }
+        }
+    }
+    out
+}
+
+/// A URL that is itself a secret: a string, `{ env = "NAME" }` or `{ file = "PATH" }`.
+fn secret_url(t: &Table<'_>, key: &'static str) -> Option<SecretUrl> {
+    let e = t.entry(key)?;
+    secret_url_entry(t, e)
+}
+
+fn secret_url_entry(t: &Table<'_>, e: &RawEntry) -> Option<SecretUrl> {
+    let secret = t.secret_of(e)?;
+    // Never quote the value: the URL is the secret.
+    match Url::parse(secret.expose_secret().trim()) {
+        Ok(u) => Some(SecretUrl(u)),
+        Err(message) => {
+            t.reader().error_hint(
+                &e.value.span,
+                &t.key(&e.key),
+                message,
+                "an absolute http(s) url",
+            );
+            None
         }
     }
 }
 
-/// The byte offset of `[section` (or `[[section`) in the text, for a line number.
-fn find_section(text: &str, section: &str) -> Option<usize> {
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        let t = line.trim_start().trim_start_matches('[');
-        if line.trim_start().starts_with('[')
-            && t.starts_with(section)
-            && t[section.len()..].starts_with([']', '.'])
-        {
-            return Some(offset + (line.len() - line.trim_start().len()));
+fn http(t: &Table<'_>) -> Option<HttpSettings> {
+    t.finish();
+    let (text, span) = match t.string("listen") {
+        Some(x) => x,
+        None if t.entry("listen").is_some() => return None,
+        None => (DEFAULT_LISTEN, t.span().clone()),
+    };
+    match text.parse::<SocketAddr>() {
+        Ok(listen) => Some(HttpSettings { listen }),
+        Err(e) => {
+            t.error_hint(
+                &span,
+                "listen",
+                format!("invalid address: {e}"),
+                "e.g. \"127.0.0.1:9464\"; bind beyond localhost only behind a firewall",
+            );
+            None
         }
-        offset += line.len();
     }
-    None
+}
+
+fn logs(t: &Table<'_>) -> LogSettings {
+    let mut out = LogSettings::default();
+    t.finish();
+    if let Some(n) = t.u32_in("file_max_mb", 1, 1024) {
+        out.file_max_bytes = u64::from(n) * 1024 * 1024;
+    }
+    if let Some(n) = t.u32_in("files", 1, 100) {
+        out.files = n;
+    }
+    out
+}
+
+fn tls(t: &Table<'_>) -> TlsSettings {
+    let mut out = TlsSettings::default();
+    t.finish();
+    if let Some(name) = t.choice("roots", &Roots::NAMES)
+        && let Some(roots) = Roots::parse(name)
+    {
+        out.roots = roots;
+    }
+    let hint = "e.g. ca_files = [\"certs/home-ca.pem\"]";
+    for (i, item) in t
+        .string_items("ca_files", MAX_CA_FILES, hint)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        if let Some((rel, span)) = item
+            && let Some(file) = ca_file(t, rel, &span, &format!("ca_files[{i}]"))
+        {
+            out.ca_files.push(file);
+        }
+    }
+    out
+}
+
+fn ca_file(t: &Table<'_>, rel: &str, span: &Span, key: &str) -> Option<CaFile> {
+    match CaFile::read(&t.reader().resolve(rel)) {
+        Ok(file) => Some(file),
+        Err(e) => {
+            let hint = match e {
+                CaFileError::Read { .. } => "paths are relative to the config file's directory",
+                CaFileError::Pem { .. } | CaFileError::NoCertificate { .. } => {
+                    "a PEM file with -----BEGIN CERTIFICATE----- sections"
+                }
+                CaFileError::Invalid { .. } => {
+                    "each CERTIFICATE section must be an x.509 certificate"
+                }
+            };
+            t.error_hint(span, key, e.to_string(), hint);
+            None
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
     use super::*;
     use crate::secrets::OsSecrets;
-    use steadfast_core::config::parse_config_value;
 
     const BASE: &str = "[[jobs]]\nname = \"a\"\nevery = \"1m\"\n[[jobs.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"true\"]\n";
 
@@ -570,7 +478,10 @@ mod tests {
         ] {
             assert!(err.contains(needle), "missing {needle} in:\n{err}");
         }
-        assert!(err.contains(":9"), "line of [notify] expected:\n{err}");
+        assert!(
+            err.contains("runner.toml:9:1: `notify.bogus`: unknown key `bogus`"),
+            "the key's own line and column expected:\n{err}"
+        );
     }
 
     /// A scratch directory holding `runner.toml`'s neighbours; returns the config path.
@@ -584,9 +495,10 @@ mod tests {
 
     fn parse_at(file: &Path, extra: &str) -> Result<DaemonSettings, String> {
         let text = format!("{BASE}{extra}");
-        let (config, rest) =
-            parse_config_value(&text, file, SECTIONS, &OsSecrets).map_err(|d| d.to_string())?;
-        parse(&rest, &config, &text, file, &OsSecrets).map_err(|d| d.to_string())
+        let source = Source::new(file, text).map_err(|d| d.to_string())?;
+        parse(&source, &OsSecrets)
+            .map(|(_, daemon)| daemon)
+            .map_err(|d| d.to_string())
     }
 
     fn write_ca(path: &Path) {
@@ -624,12 +536,12 @@ mod tests {
         let err = parse_text("[tls]\nroots = \"mozilla\"\n").unwrap_err();
         assert!(
             err.contains(
-                "/tmp/steadfast-test/runner.toml:8:1: `tls.roots`: unknown roots `mozilla`"
+                "/tmp/steadfast-test/runner.toml:9:9: `tls.roots`: unknown value `mozilla`"
             ),
             "{err}"
         );
         assert!(
-            err.contains("(hint: one of \"system+webpki\", \"system\", \"webpki\")"),
+            err.contains("(hint: one of `system+webpki`, `system`, `webpki`)"),
             "{err}"
         );
     }
@@ -640,7 +552,7 @@ mod tests {
         let missing = file.parent().unwrap().join("certs/missing.pem");
         let err = parse_at(&file, "[tls]\nca_files = [\"certs/missing.pem\"]\n").unwrap_err();
         let expected = format!(
-            "{}:8:1: `tls.ca_files[0]`: failed to read {}:",
+            "{}:9:13: `tls.ca_files[0]`: failed to read {}:",
             file.display(),
             missing.display()
         );
@@ -658,7 +570,7 @@ mod tests {
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let err = parse_at(&file, "[tls]\nca_files = [\"certs/notes.pem\"]\n").unwrap_err();
         let expected = format!(
-            "{}:8:1: `tls.ca_files[0]`: {} contains no certificate (hint: a PEM file with -----BEGIN CERTIFICATE----- sections)",
+            "{}:9:13: `tls.ca_files[0]`: {} contains no certificate (hint: a PEM file with -----BEGIN CERTIFICATE----- sections)",
             file.display(),
             empty.display()
         );
@@ -670,7 +582,7 @@ mod tests {
         let err = parse_text("[tls]\nverify = false\n").unwrap_err();
         assert!(
             err.contains(
-                "runner.toml:8:1: `tls.verify`: unknown key `verify` (hint: known keys: roots, ca_files)"
+                "runner.toml:9:1: `tls.verify`: unknown key `verify` (hint: valid keys here: `roots`, `ca_files`)"
             ),
             "{err}"
         );
@@ -686,9 +598,9 @@ mod tests {
         .unwrap_err();
         for needle in [
             "`logs.files`",
-            "`tls.roots`: expected a string",
+            "`tls.roots`: must be a string, not an integer",
             "`tls.ca_files[0]`: failed to read",
-            "`tls.ca_files[1]`: expected a file path",
+            "`tls.ca_files[1]`: must be a string, not an integer",
             "`tls.extra`: unknown key",
         ] {
             assert!(err.contains(needle), "missing {needle} in:\n{err}");

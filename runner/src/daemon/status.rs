@@ -14,7 +14,6 @@ use super::lock::StateLock;
 use super::status_file::{self, StatusFile};
 use steadfast_core::breaker::BreakerState;
 use steadfast_core::config::Config;
-use steadfast_core::schedule::Schedule;
 use steadfast_core::state_machine::TaskState;
 use steadfast_core::store::file_stem;
 
@@ -227,11 +226,9 @@ impl Status {
                 let saved = files.jobs.as_ref().and_then(|f| f.jobs.get(&job.name));
                 let live = saved.filter(|_| daemon_running);
                 // The daemon's own next run (start jitter included) while it runs.
-                let next_run = live.and_then(|s| s.next_run).or_else(|| {
-                    Schedule::new(&job.schedule, config.runner.time_zone)
-                        .ok()
-                        .map(|s| s.next_after(now))
-                });
+                let next_run = live
+                    .and_then(|s| s.next_run)
+                    .or_else(|| Some(job.schedule.next_after(now)));
                 let open = files.open_runs.get(&job.name);
                 JobRow {
                     job: job.name.clone(),

@@ -2,14 +2,15 @@
 //!
 //! A scenario is one TOML file. The runner's own sections (`[runner]`, `[retry]`,
 //! `[windows]`, `[services.*]`, `[credentials.*]`, `[[jobs]]`) are read by the runner's
-//! configuration parser, unchanged; the simulator adds:
+//! configuration reader, unchanged, in the world's zone; the simulator's sections below
+//! are read through the same reader ([`steadfast_core::config::Table`]), in the same pass:
 //!
 //! ```toml
 //! [world]
 //! start = "2026-03-02T08:00:00"   # local date-time in `zone`
 //! zone = "America/New_York"
 //! duration = "2d"
-//! tick = "60s"
+//! tick = "60s"                   # 1ms to 1h
 //! seed = 1                        # the default seed; `--seed` overrides it
 //! memory_base_mb = 200            # resident memory after a start
 //! memory_limit_mb = 4096          # above this the process is killed (OOM)
@@ -46,10 +47,12 @@
 //! recovery_bound = "2h"
 //! ```
 //!
-//! Every problem in the file is reported at once with file, line, key path and hint.
+//! Every problem in the file is reported at once with file:line:col, key path and hint.
+//! Limits: `tick` is 1 ms to 1 h; `start` must exist in `zone` (not inside a
+//! daylight-saving gap); a world whose runs would write more events than the trace keeps
+//! (`steadfast_core::event::DEFAULT_MEMORY_SINK_LIMIT`, the world's default) is refused, since its later runs would count as lost.
 
 pub mod profile;
-mod reader;
 pub mod swarm;
 pub mod write;
 
@@ -59,12 +62,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
+use steadfast_core::config::raw::{RawKind, RawValue, Span};
+use steadfast_core::config::runner_settings::time_zone;
 use steadfast_core::config::{
-    Config, Diagnostic, Diagnostics, NoSecretSources, parse_config_value,
+    Config, Diagnostic, Diagnostics, NoSecretSources, ReadOptions, Reader, SECTIONS, Source, Table,
+    did_you_mean, parse_document, read_config,
 };
 
 pub use profile::Profile;
-use reader::Section;
 pub use swarm::SwarmSpec;
 
 /// The sections the simulator reads itself.
@@ -309,149 +314,126 @@ impl Scenario {
         }
     }
 
-    /// Reads and parses a scenario file.
+    /// Reads and parses a scenario file (bounded in size, UTF-8 checked).
     pub fn load(path: &Path) -> Result<Self, Diagnostics> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let file = std::fs::File::open(path).map_err(|e| {
             Diagnostics(vec![
                 Diagnostic::at_offset(path, "", None, "", format!("failed to read: {e}"))
                     .hint("check the path; scenarios live in scenarios/"),
             ])
         })?;
-        Self::parse(&text, path, Some(path.to_path_buf()))
+        let source = Source::read(path, file)?;
+        Self::from_source(&source, Some(path.to_path_buf()))
     }
 
     /// Parses scenario text; `file` names it in diagnostics.
     pub fn parse(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Self, Diagnostics> {
-        let mut diags = Diagnostics::default();
-        // The runner's sections, by the runner's own parser.
-        let config = match parse_config_value(text, file, &SIM_SECTIONS, &NoSecretSources) {
-            Ok((config, _extra)) => Some(config),
-            Err(d) => {
-                diags.0.extend(d.0);
-                None
+        Self::from_source(&Source::new(file, text)?, source)
+    }
+
+    /// Reads every section with the core's one reader: the runner's sections (cron
+    /// schedules in the world's zone, which the runner runs in) and the simulator's.
+    fn from_source(src: &Source, origin: Option<PathBuf>) -> Result<Self, Diagnostics> {
+        let doc = parse_document(src)?;
+        let reader = Reader::new(src, &NoSecretSources);
+        let keys = [SECTIONS, &SIM_SECTIONS].concat();
+        let top = reader.table(&doc, "", &keys);
+        top.finish();
+        let world = match top.table("world", WORLD_KEYS) {
+            Some(t) => read_world(&t),
+            None => {
+                if top.entry("world").is_none() {
+                    reader.report(
+                        Some(0),
+                        "world",
+                        "missing section",
+                        Some("add [world] with start, zone and duration".to_string()),
+                    );
+                }
+                WorldRead::default()
             }
         };
-        let raw = match steadfast_core::config::raw::parse(text) {
-            Ok(raw) => raw,
-            Err(_) => {
-                // The runner's parser already reported the syntax error.
-                diags.sort();
-                return Err(diags);
-            }
-        };
-        let mut top = Section::new(file, text, "", &raw);
-        let world = top
-            .table("world", &mut diags)
-            .map(|t| read_world(Section::new(file, text, "world", t), &mut diags));
-        if world.is_none() {
-            diags.push(
-                Diagnostic::at_offset(file, text, Some(0), "world", "missing section")
-                    .hint("add [world] with start, zone and duration"),
-            );
-        }
+        let zone = world.zone.unwrap_or(Tz::UTC);
+        let config = read_config(&top, ReadOptions { zone: Some(zone) });
         let operator = top
-            .table("operator", &mut diags)
-            .map(|t| read_operator(Section::new(file, text, "operator", t), &mut diags))
-            .unwrap_or_else(|| OperatorSpec {
-                alert_response: Duration::from_secs(2 * 3600),
-                checks: vec![NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default()],
-            });
+            .table("operator", &["alert_response", "checks"])
+            .map_or_else(OperatorSpec::default, |t| read_operator(&t));
         let oauth: BTreeMap<String, OAuthSpec> = top
-            .named_tables("oauth", &mut diags)
+            .named_tables(
+                "oauth",
+                "token server name",
+                MAX_SERVERS,
+                &["expires_in", "rotate", "reuse_grace"],
+                "write it as an [oauth.NAME] section",
+            )
             .into_iter()
-            .map(|(name, t)| {
-                let path = format!("oauth.{name}");
-                (
-                    name,
-                    read_oauth(Section::new(file, text, path, t), &mut diags),
-                )
-            })
+            .map(|(name, _, t)| (name.to_string(), read_oauth(&t)))
             .collect();
         let apis: BTreeMap<String, ApiSpec> = top
-            .named_tables("apis", &mut diags)
+            .named_tables(
+                "apis",
+                "API name",
+                MAX_SERVERS,
+                &["rate_per_minute", "daily_quota", "latency", "auth"],
+                "write it as an [apis.NAME] section",
+            )
             .into_iter()
-            .map(|(name, t)| {
-                let path = format!("apis.{name}");
-                (
-                    name,
-                    read_api(Section::new(file, text, path, t), &mut diags),
-                )
-            })
+            .map(|(name, _, t)| (name.to_string(), read_api(&t)))
             .collect();
-        let profile = match top.table("profile", &mut diags) {
+        let profile = match top.table("profile", &["name"]) {
             None => Profile::named("self-healing"),
-            Some(t) => {
-                let mut s = Section::new(file, text, "profile", t);
-                let p = match s.string("name", &mut diags) {
-                    None => Profile::named("self-healing"),
-                    Some((name, at)) => {
-                        let p = Profile::named(&name);
-                        if p.is_none() {
-                            diags.push(
-                                s.diag(at, "name", format!("unknown profile `{name}`"))
-                                    .hint(format!(
-                                        "one of: {}",
-                                        profile::names().collect::<Vec<_>>().join(", ")
-                                    )),
-                            );
-                        }
-                        p
-                    }
-                };
-                s.finish(&mut diags);
-                p
-            }
+            Some(t) => read_profile(&t),
         };
-        let faults: Vec<FaultSpec> = top
-            .tables("faults", &mut diags)
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, t)| {
-                read_fault(
-                    Section::new(file, text, format!("faults[{i}]"), t),
-                    &mut diags,
-                )
+        // Each fault with its index in the file, for messages about it.
+        let faults: Vec<(usize, FaultSpec)> = top
+            .array_of_tables(
+                "faults",
+                MAX_FAULTS,
+                FAULT_KEYS,
+                "write each fault as a [[faults]] section",
+            )
+            .map(|(_, tables)| {
+                tables
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, t)| Some((i, read_fault(t.as_ref()?)?)))
+                    .collect()
             })
-            .collect();
-        let swarm = top
-            .table("swarm", &mut diags)
-            .map(|t| read_swarm(Section::new(file, text, "swarm", t), &mut diags));
-        let invariants = top
-            .table("invariants", &mut diags)
-            .map(|t| read_invariants(Section::new(file, text, "invariants", t), &mut diags))
             .unwrap_or_default();
-        // Unknown top-level keys are the runner parser's to report; it knows its own.
-        drop(top);
-        let (Some(config), Some(world), Some(profile)) = (config, world, profile) else {
-            diags.sort();
-            return Err(diags);
-        };
-        let Some(world) = world else {
-            diags.sort();
-            return Err(diags);
-        };
-        check_references(file, text, &config, &oauth, &apis, &faults, &mut diags);
-        if !diags.is_empty() {
-            diags.sort();
-            return Err(diags);
+        let swarm = top
+            .table("swarm", &["kinds", "presence"])
+            .map(|t| read_swarm(&t));
+        let invariants = top
+            .table("invariants", INVARIANT_KEYS)
+            .map_or_else(InvariantSpec::default, |t| read_invariants(&t));
+        if let Some(config) = &config {
+            check_references(&top, config, &oauth, &apis, &faults);
+            if let Some(world) = &world.spec {
+                check_trace_limit(&top, config, world);
+            }
         }
-        let name = file
+        let name = src
+            .file()
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| DEFAULT_NAME.to_string());
-        Ok(Self {
-            name,
-            file: source,
-            world,
-            operator,
-            oauth,
-            apis,
-            profile,
-            faults,
-            swarm,
-            invariants,
-            config,
-        })
+        let scenario = match (config, world.spec, profile) {
+            (Some(config), Some(world), Some(profile)) => Some(Self {
+                name,
+                file: origin,
+                world,
+                operator,
+                oauth,
+                apis,
+                profile,
+                faults: faults.into_iter().map(|(_, f)| f).collect(),
+                swarm,
+                invariants,
+                config,
+            }),
+            _ => None,
+        };
+        reader.finish(scenario)
     }
 
     /// The runner configuration for a profile: the profile's patterns, the world's
@@ -486,201 +468,301 @@ impl Scenario {
     }
 }
 
-fn read_world(mut s: Section<'_>, diags: &mut Diagnostics) -> Option<WorldSpec> {
-    let zone = match s.string("zone", diags) {
+/// At most this many token servers, and as many APIs.
+const MAX_SERVERS: usize = 100;
+/// At most this many `[[faults]]`.
+const MAX_FAULTS: usize = 10_000;
+/// The finest tick: turmoil steps the world in ticks, and a finer one only costs time.
+const MIN_TICK: Duration = Duration::from_millis(1);
+/// The coarsest tick.
+const MAX_TICK: Duration = Duration::from_secs(3600);
+
+const WORLD_KEYS: &[&str] = &[
+    "start",
+    "zone",
+    "duration",
+    "tick",
+    "seed",
+    "memory_base_mb",
+    "memory_limit_mb",
+    "supervisor_delay",
+];
+
+/// `[world]` as far as it could be read: its zone on its own, so the runner's
+/// sections can be read in it even when another world key is wrong.
+#[derive(Debug, Default)]
+struct WorldRead {
+    zone: Option<Tz>,
+    spec: Option<WorldSpec>,
+}
+
+fn read_world(t: &Table<'_>) -> WorldRead {
+    t.finish();
+    let zone = match t.entry("zone") {
         None => Some(Tz::UTC),
-        Some((z, at)) => match z.parse::<Tz>() {
-            Ok(tz) => Some(tz),
-            Err(_) => {
-                diags
-                    .push(s.diag(at, "zone", format!("unknown time zone `{z}`")).hint(
-                        "use an IANA name such as \"Europe/Berlin\" or \"America/New_York\"",
-                    ));
-                None
-            }
-        },
+        Some(_) => time_zone(t, "zone"),
     };
-    let start = match s.string("start", diags) {
+    let start = world_start(t, zone);
+    if t.entry("duration").is_none() {
+        t.missing("duration", "duration = \"2d\"");
+    }
+    let duration = t.positive_duration("duration").map(|(d, _)| d);
+    let tick = match t.entry("tick") {
+        None => Some(Duration::from_secs(60)),
+        Some(_) => t
+            .duration_in("tick", MIN_TICK, MAX_TICK, "60s is a good tick")
+            .map(|(d, _)| d),
+    };
+    let seed = t.u64_to("seed", u64::MAX >> 1).unwrap_or(1);
+    let mb = 1024 * 1024;
+    let base = t.u64_to("memory_base_mb", 1 << 20).unwrap_or(200) * mb;
+    let limit = t.u64_to("memory_limit_mb", 1 << 20).unwrap_or(4096) * mb;
+    let supervisor_delay = t
+        .duration("supervisor_delay")
+        .map_or(Duration::from_secs(10), |(d, _)| d);
+    let spec = (|| {
+        Some(WorldSpec {
+            start: start?,
+            zone: zone?,
+            duration: duration?,
+            tick: tick?,
+            seed,
+            memory_base_bytes: base,
+            memory_limit_bytes: limit,
+            supervisor_delay,
+        })
+    })();
+    WorldRead { zone, spec }
+}
+
+/// `start`: a local date-time that exists in `zone` (one inside a spring-forward gap
+/// used to stop the program with exit 2 and no word).
+fn world_start(t: &Table<'_>, zone: Option<Tz>) -> Option<DateTime<Utc>> {
+    const HINT: &str = "write it as \"2026-03-02T08:00:00\" (local time in `zone`)";
+    if t.entry("start").is_none() {
+        t.missing(
+            "start",
+            "start = \"2026-03-02T08:00:00\" (local time in `zone`)",
+        );
+        return None;
+    }
+    let (text, span) = t.short_string("start", 64, HINT)?;
+    let naive = match NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S") {
+        Ok(n) => n,
+        Err(e) => {
+            t.error_hint(&span, "start", format!("invalid date-time: {e}"), HINT);
+            return None;
+        }
+    };
+    let zone = zone?;
+    match zone.from_local_datetime(&naive).earliest() {
+        Some(at) => Some(at.with_timezone(&Utc)),
         None => {
-            diags.push(
-                s.diag(s.start(), "start", "missing key")
-                    .hint("start = \"2026-03-02T08:00:00\" (local time in `zone`)"),
+            t.error_hint(
+                &span,
+                "start",
+                format!(
+                    "`{text}` does not exist in {zone}: the clocks skip it (a daylight-saving gap)"
+                ),
+                "start an hour later, or before the change",
             );
             None
         }
-        Some((text, at)) => match NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S") {
-            Ok(naive) => zone
-                .and_then(|z| z.from_local_datetime(&naive).earliest())
-                .map(|t| t.with_timezone(&Utc)),
-            Err(e) => {
-                diags.push(
-                    s.diag(at, "start", format!("invalid date-time: {e}"))
-                        .hint("write it as \"2026-03-02T08:00:00\" (local time in `zone`)"),
+    }
+}
+
+impl Default for OperatorSpec {
+    fn default() -> Self {
+        Self {
+            alert_response: Duration::from_secs(2 * 3600),
+            checks: vec![NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default()],
+        }
+    }
+}
+
+/// At most this many unprompted looks a day.
+const MAX_CHECKS: usize = 100;
+
+fn read_operator(t: &Table<'_>) -> OperatorSpec {
+    t.finish();
+    let d = OperatorSpec::default();
+    let alert_response = t
+        .duration("alert_response")
+        .map_or(d.alert_response, |(d, _)| d);
+    let checks = match t.entry("checks") {
+        None => d.checks,
+        Some(e) => match &e.value.kind {
+            RawKind::Array(items) if items.len() > MAX_CHECKS => {
+                t.error(
+                    &e.value.span,
+                    "checks",
+                    format!("{} checks, more than the {MAX_CHECKS} allowed", items.len()),
                 );
-                None
+                d.checks
+            }
+            RawKind::Array(items) => {
+                let mut checks: Vec<NaiveTime> = items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| t.time_value(item, &format!("checks[{i}]")))
+                    .collect();
+                checks.sort();
+                checks
+            }
+            _ => {
+                t.wrong_type(
+                    e,
+                    "an array of local times",
+                    Some("checks = [\"09:00\", \"21:00\"]"),
+                );
+                d.checks
             }
         },
     };
-    let duration = s.duration("duration", diags);
-    if duration.is_none() {
-        diags.push(
-            s.diag(s.start(), "duration", "missing key")
-                .hint("duration = \"2d\""),
-        );
-    }
-    let tick = s.duration("tick", diags).unwrap_or(Duration::from_secs(60));
-    let seed = s.integer("seed", u64::MAX >> 1, diags).unwrap_or(1);
-    let mb = 1024 * 1024;
-    let base = s.integer("memory_base_mb", 1 << 20, diags).unwrap_or(200) * mb;
-    let limit = s.integer("memory_limit_mb", 1 << 20, diags).unwrap_or(4096) * mb;
-    let supervisor_delay = s
-        .duration("supervisor_delay", diags)
-        .unwrap_or(Duration::from_secs(10));
-    if tick.is_zero() || tick > Duration::from_secs(3600) {
-        diags.push(
-            s.diag(s.start(), "tick", "must be between 1ms and 1h")
-                .hint("60s is a good tick"),
-        );
-    }
-    s.finish(diags);
-    Some(WorldSpec {
-        start: start?,
-        zone: zone?,
-        duration: duration?,
-        tick,
-        seed,
-        memory_base_bytes: base,
-        memory_limit_bytes: limit,
-        supervisor_delay,
-    })
-}
-
-fn read_operator(mut s: Section<'_>, diags: &mut Diagnostics) -> OperatorSpec {
-    let alert_response = s
-        .duration("alert_response", diags)
-        .unwrap_or(Duration::from_secs(2 * 3600));
-    let mut checks = Vec::new();
-    for (text, at) in s
-        .strings("checks", diags)
-        .unwrap_or_else(|| vec![("09:00".into(), 0)])
-    {
-        match NaiveTime::parse_from_str(&text, "%H:%M") {
-            Ok(t) => checks.push(t),
-            Err(_) => diags.push(
-                s.diag(at, "checks", format!("invalid time `{text}`"))
-                    .hint("local times like \"09:00\""),
-            ),
-        }
-    }
-    checks.sort();
-    s.finish(diags);
     OperatorSpec {
         alert_response,
         checks,
     }
 }
 
-fn read_oauth(mut s: Section<'_>, diags: &mut Diagnostics) -> OAuthSpec {
-    let spec = OAuthSpec {
-        expires_in: s
-            .duration("expires_in", diags)
-            .unwrap_or(Duration::from_secs(3600)),
-        rotate: s.boolean("rotate", diags).unwrap_or(true),
+fn read_oauth(t: &Table<'_>) -> OAuthSpec {
+    t.finish();
+    OAuthSpec {
+        expires_in: t
+            .positive_duration("expires_in")
+            .map_or(Duration::from_secs(3600), |(d, _)| d),
+        rotate: t.boolean("rotate").unwrap_or(true),
         // Providers that rotate refresh tokens keep a short reuse interval so a client
         // whose answer was lost in transit can retry; "0s" models a strict one.
-        reuse_grace: s
-            .duration("reuse_grace", diags)
-            .unwrap_or(Duration::from_secs(60)),
-    };
-    s.finish(diags);
-    spec
+        reuse_grace: t
+            .duration("reuse_grace")
+            .map_or(Duration::from_secs(60), |(d, _)| d),
+    }
 }
 
-fn read_api(mut s: Section<'_>, diags: &mut Diagnostics) -> ApiSpec {
-    let spec = ApiSpec {
-        rate_per_minute: s
-            .integer("rate_per_minute", 1_000_000, diags)
-            .map(|v| v as u32),
-        daily_quota: s
-            .integer("daily_quota", 100_000_000, diags)
-            .map(|v| v as u32),
-        latency: s
-            .duration("latency", diags)
-            .unwrap_or(Duration::from_millis(100)),
-        auth: s.string("auth", diags).map(|(a, _)| a),
-    };
-    s.finish(diags);
-    spec
+fn read_api(t: &Table<'_>) -> ApiSpec {
+    t.finish();
+    ApiSpec {
+        rate_per_minute: t.u32_in("rate_per_minute", 0, 1_000_000),
+        daily_quota: t.u32_in("daily_quota", 0, 100_000_000),
+        latency: t
+            .duration("latency")
+            .map_or(Duration::from_millis(100), |(d, _)| d),
+        auth: t.string("auth").map(|(a, _)| a.to_string()),
+    }
 }
 
-fn read_fault(mut s: Section<'_>, diags: &mut Diagnostics) -> Option<FaultSpec> {
-    let kind = match s.string("kind", diags) {
+fn read_profile(t: &Table<'_>) -> Option<Profile> {
+    t.finish();
+    let Some((name, span)) = t.string("name") else {
+        return Profile::named("self-healing");
+    };
+    let p = Profile::named(name);
+    if p.is_none() {
+        let shown = if name.len() > 64 {
+            "(too long to show)"
+        } else {
+            name
+        };
+        t.error_hint(
+            &span,
+            "name",
+            format!("unknown profile `{shown}`"),
+            format!(
+                "{}one of: {}",
+                did_you_mean(name, profile::names()),
+                profile::names().collect::<Vec<_>>().join(", ")
+            ),
+        );
+    }
+    p
+}
+
+const FAULT_KEYS: &[&str] = &[
+    "kind",
+    "target",
+    "at",
+    "every",
+    "duration",
+    "probability",
+    "stall",
+    "latency",
+    "status",
+    "retry_after",
+    "restart_after",
+    "leak_mb_per_hour",
+];
+
+fn read_fault(t: &Table<'_>) -> Option<FaultSpec> {
+    t.finish();
+    let kind = match t.string("kind") {
         None => {
-            diags.push(s.diag(s.start(), "kind", "missing key").hint(kinds_hint()));
+            if t.entry("kind").is_none() {
+                t.missing("kind", kinds_hint());
+            }
             None
         }
-        Some((k, at)) => {
+        Some((k, span)) => {
             let found = FaultSpecKind::ALL
                 .iter()
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| *v);
             if found.is_none() {
-                diags.push(
-                    s.diag(at, "kind", format!("unknown fault kind `{k}`"))
-                        .hint(kinds_hint()),
+                let shown = if k.len() > 64 {
+                    "(too long to show)"
+                } else {
+                    k
+                };
+                let names = FaultSpecKind::ALL.iter().map(|(n, _)| *n);
+                t.error_hint(
+                    &span,
+                    "kind",
+                    format!("unknown fault kind `{shown}`"),
+                    format!("{}{}", did_you_mean(k, names), kinds_hint()),
                 );
             }
             found
         }
     };
-    let target = s.string("target", diags).map(|(t, _)| t);
-    if target.is_none() {
-        diags.push(
-            s.diag(s.start(), "target", "missing key")
-                .hint("an API or token server name, or \"runner\""),
-        );
-    }
-    let at = s.duration("at", diags).unwrap_or_default();
-    let every = s.duration("every", diags);
-    let duration = s.duration("duration", diags).unwrap_or_default();
-    let probability = s.float("probability", (0.0, 1.0), diags).unwrap_or(1.0);
-    let stall = s
-        .duration("stall", diags)
-        .unwrap_or(Duration::from_secs(30));
-    let latency = s
-        .duration("latency", diags)
-        .unwrap_or(Duration::from_secs(5));
-    let status = s
-        .integer("status", 599, diags)
-        .map(|v| v as u16)
-        .unwrap_or(503);
-    let retry_after = s
-        .duration("retry_after", diags)
-        .unwrap_or(Duration::from_secs(60));
-    let restart_after = s
-        .duration("restart_after", diags)
-        .unwrap_or(Duration::from_secs(60));
-    let leak = s.integer("leak_mb_per_hour", 1 << 20, diags).unwrap_or(0) * 1024 * 1024;
-    if let Some(every) = every
-        && every <= duration
+    let target = t
+        .required_string("target", "an API or token server name, or \"runner\"")
+        .map(|(s, _)| s.to_string());
+    let at = t.duration("at").map(|(d, _)| d).unwrap_or_default();
+    let every = t.duration("every");
+    let duration = t.duration("duration").map(|(d, _)| d).unwrap_or_default();
+    let probability = t.fraction("probability", true).unwrap_or(1.0);
+    let stall = t
+        .duration("stall")
+        .map_or(Duration::from_secs(30), |(d, _)| d);
+    let latency = t
+        .duration("latency")
+        .map_or(Duration::from_secs(5), |(d, _)| d);
+    let status = match t.integer("status", 500, 599) {
+        Some((n, _)) => u16::try_from(n).unwrap_or(503),
+        None => 503,
+    };
+    let retry_after = t
+        .duration("retry_after")
+        .map_or(Duration::from_secs(60), |(d, _)| d);
+    let restart_after = t
+        .duration("restart_after")
+        .map_or(Duration::from_secs(60), |(d, _)| d);
+    let leak = t.u64_to("leak_mb_per_hour", 1 << 20).unwrap_or(0) * 1024 * 1024;
+    if let Some((every, span)) = &every
+        && *every <= duration
     {
-        diags.push(
-            s.diag(s.start(), "every", "must be longer than `duration`")
-                .hint("a recurring fault needs time to heal between onsets"),
+        t.error_hint(
+            span,
+            "every",
+            "must be longer than `duration`",
+            "a recurring fault needs time to heal between onsets",
         );
     }
-    if status != 0 && !(500..=599).contains(&status) {
-        diags.push(
-            s.diag(s.start(), "status", "must be a 5xx status")
-                .hint("503 is common"),
-        );
-    }
-    s.finish(diags);
     Some(FaultSpec {
         kind: kind?,
         target: target?,
         at,
-        every,
+        every: every.map(|(d, _)| d),
         duration,
         probability,
         stall,
@@ -697,105 +779,150 @@ fn kinds_hint() -> String {
     format!("one of: {}", names.join(", "))
 }
 
-fn read_swarm(mut s: Section<'_>, diags: &mut Diagnostics) -> SwarmSpec {
+fn read_swarm(t: &Table<'_>) -> SwarmSpec {
+    t.finish();
     let d = SwarmSpec::default();
-    let kinds = match s.strings("kinds", diags) {
+    let names: Vec<&str> = swarm::SWARM_KINDS.iter().map(|k| k.as_str()).collect();
+    let hint = format!("one of: {}", names.join(", "));
+    let kinds = match t.strings("kinds", 64, &hint) {
         None => d.kinds,
-        Some(names) => names
+        Some(items) => items
             .into_iter()
-            .filter_map(|(name, at)| {
+            .enumerate()
+            .filter_map(|(i, (name, span))| {
                 let kind = swarm::SWARM_KINDS
                     .iter()
                     .copied()
                     .find(|k| k.as_str() == name);
                 if kind.is_none() {
-                    let names: Vec<&str> = swarm::SWARM_KINDS.iter().map(|k| k.as_str()).collect();
-                    diags.push(
-                        s.diag(at, "kinds", format!("`{name}` cannot be drawn by a swarm"))
-                            .hint(format!("one of: {}", names.join(", "))),
+                    let shown = if name.len() > 64 {
+                        "(too long to show)"
+                    } else {
+                        name
+                    };
+                    t.error_hint(
+                        &span,
+                        &format!("kinds[{i}]"),
+                        format!("`{shown}` cannot be drawn by a swarm"),
+                        format!("{}{hint}", did_you_mean(name, names.iter().copied())),
                     );
                 }
                 kind
             })
             .collect(),
     };
-    let presence = s.float("presence", (0.0, 1.0), diags).unwrap_or(d.presence);
-    s.finish(diags);
+    let presence = t.fraction("presence", true).unwrap_or(d.presence);
     SwarmSpec { kinds, presence }
 }
 
-fn read_invariants(mut s: Section<'_>, diags: &mut Diagnostics) -> InvariantSpec {
+const INVARIANT_KEYS: &[&str] = &[
+    "max_lost_task_rate",
+    "max_duplicate_side_effects",
+    "max_window_violations",
+    "max_calls_to_open_breaker",
+    "max_token_expired_errors",
+    "recovery_bound",
+];
+
+fn read_invariants(t: &Table<'_>) -> InvariantSpec {
+    t.finish();
     let d = InvariantSpec::default();
-    let spec = InvariantSpec {
-        max_lost_task_rate: s
-            .float("max_lost_task_rate", (0.0, 1.0), diags)
+    let count = |key: &'static str, default: u64| t.u64_to(key, u64::MAX >> 1).unwrap_or(default);
+    InvariantSpec {
+        max_lost_task_rate: t
+            .fraction("max_lost_task_rate", true)
             .unwrap_or(d.max_lost_task_rate),
-        max_duplicate_side_effects: s
-            .integer("max_duplicate_side_effects", u64::MAX >> 1, diags)
-            .unwrap_or(d.max_duplicate_side_effects),
-        max_window_violations: s
-            .integer("max_window_violations", u64::MAX >> 1, diags)
-            .unwrap_or(d.max_window_violations),
-        max_calls_to_open_breaker: s
-            .integer("max_calls_to_open_breaker", u64::MAX >> 1, diags)
-            .unwrap_or(d.max_calls_to_open_breaker),
-        max_token_expired_errors: s
-            .integer("max_token_expired_errors", u64::MAX >> 1, diags)
-            .unwrap_or(d.max_token_expired_errors),
-        recovery_bound: s
-            .duration("recovery_bound", diags)
-            .unwrap_or(d.recovery_bound),
-    };
-    s.finish(diags);
-    spec
+        max_duplicate_side_effects: count(
+            "max_duplicate_side_effects",
+            d.max_duplicate_side_effects,
+        ),
+        max_window_violations: count("max_window_violations", d.max_window_violations),
+        max_calls_to_open_breaker: count("max_calls_to_open_breaker", d.max_calls_to_open_breaker),
+        max_token_expired_errors: count("max_token_expired_errors", d.max_token_expired_errors),
+        recovery_bound: t
+            .duration("recovery_bound")
+            .map_or(d.recovery_bound, |(d, _)| d),
+    }
+}
+
+/// The span of the value at `path` (table keys, or `[i]` into arrays) in the document.
+fn span_at(top: &Table<'_>, path: &[&str]) -> Option<Span> {
+    let mut value: Option<&RawValue> = None;
+    let mut table = top.raw();
+    for (i, key) in path.iter().enumerate() {
+        let v = match key.strip_prefix('[').and_then(|k| k.strip_suffix(']')) {
+            Some(index) => match value.map(|v| &v.kind) {
+                Some(RawKind::Array(items)) => items.get(index.parse::<usize>().ok()?)?,
+                _ => return None,
+            },
+            None => &table.get(key)?.value,
+        };
+        if let RawKind::Table(t) = &v.kind {
+            table = t;
+        } else if i + 1 < path.len() && !path[i + 1].starts_with('[') {
+            return None;
+        }
+        value = Some(v);
+    }
+    value.map(|v| v.span.clone())
+}
+
+/// Reports a cross-section problem at the value `path` names (or the file's start).
+fn report_at(top: &Table<'_>, path: &[&str], key: String, message: String, hint: String) {
+    let at = span_at(top, path).map_or(0, |s| s.start);
+    top.reader().report(Some(at), &key, message, Some(hint));
 }
 
 /// Cross-section checks: fault targets exist, APIs name existing token servers, the
 /// runner's services have a simulated API and its credentials a token server.
 fn check_references(
-    file: &Path,
-    text: &str,
+    top: &Table<'_>,
     config: &Config,
     oauth: &BTreeMap<String, OAuthSpec>,
     apis: &BTreeMap<String, ApiSpec>,
-    faults: &[FaultSpec],
-    diags: &mut Diagnostics,
+    faults: &[(usize, FaultSpec)],
 ) {
-    let d = |key: String, message: String, hint: String| {
-        Diagnostic::at_offset(file, text, None, key, message).hint(hint)
-    };
     let api_names = || apis.keys().cloned().collect::<Vec<_>>().join(", ");
     for (name, api) in apis {
         if let Some(auth) = &api.auth
             && !oauth.contains_key(auth)
         {
-            diags.push(d(
+            report_at(
+                top,
+                &["apis", name, "auth"],
                 format!("apis.{name}.auth"),
                 format!("no token server named `{auth}`"),
-                "add an [oauth.<name>] section or fix the name".into(),
-            ));
+                format!(
+                    "{}add an [oauth.<name>] section or fix the name",
+                    did_you_mean(auth, oauth.keys().map(String::as_str))
+                ),
+            );
         }
     }
     for name in config.services.keys() {
         if !apis.contains_key(name) {
-            diags.push(d(
+            report_at(
+                top,
+                &["services", name],
                 format!("services.{name}"),
                 format!("the runner's service `{name}` has no simulated API"),
                 format!("add [apis.{name}] (the API is served at {name}.sim)"),
-            ));
+            );
         }
     }
     for (name, cred) in &config.credentials {
         let server = cred.token_url.host.trim_end_matches(".sim");
         if !oauth.contains_key(server) {
-            diags.push(d(
+            report_at(
+                top,
+                &["credentials", name, "token_url"],
                 format!("credentials.{name}.token_url"),
                 format!("no token server serves `{}`", cred.token_url.host),
                 "point token_url at http://<oauth name>.sim/token".into(),
-            ));
+            );
         }
     }
-    for (i, f) in faults.iter().enumerate() {
+    for (i, f) in faults {
         let ok = if f.kind.targets_runner() {
             f.target == "runner"
         } else if f.kind.targets_oauth() {
@@ -813,7 +940,10 @@ fn check_references(
             } else {
                 format!("an API name ({})", api_names())
             };
-            diags.push(d(
+            let index = format!("[{i}]");
+            report_at(
+                top,
+                &["faults", &index, "target"],
                 format!("faults[{i}].target"),
                 format!(
                     "`{}` is not a valid target for {}",
@@ -821,7 +951,64 @@ fn check_references(
                     f.kind.as_str()
                 ),
                 format!("use {want}"),
-            ));
+            );
         }
     }
+}
+
+/// A world whose runs would write more events than the trace keeps reports false
+/// losses (the runs past the limit leave no trace). Every slot writes at least a start,
+/// a finish and one attempt per step; the slots of the first day (or of the whole world,
+/// if shorter), scaled to the world's length, estimate the events. A world past the
+/// limit is refused with the numbers.
+fn check_trace_limit(top: &Table<'_>, config: &Config, world: &WorldSpec) {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let limit = steadfast_core::event::DEFAULT_MEMORY_SINK_LIMIT as f64;
+    let window = world.duration.min(DAY);
+    if window.is_zero() {
+        return;
+    }
+    let start = world.start;
+    let window_end = start + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    let mut in_window: f64 = 0.0;
+    for job in &config.jobs {
+        let per_run = 2.0 + job.steps.len() as f64;
+        let slots = match job.schedule.cron_pattern() {
+            None => window.as_secs_f64() / job.schedule.nominal_interval().as_secs_f64(),
+            Some(_) => {
+                // A cron pattern fires at most once a second: at most 86,400 a day.
+                let mut n = 0u32;
+                let mut t = job.schedule.next_after(start);
+                while t < window_end && n <= 86_400 {
+                    n += 1;
+                    t = job.schedule.next_after(t);
+                }
+                f64::from(n)
+            }
+        };
+        in_window += slots * per_run;
+    }
+    let total = in_window * world.duration.as_secs_f64() / window.as_secs_f64();
+    if total <= limit {
+        return;
+    }
+    let fits = (world.duration.as_secs_f64() * limit / total) as u64;
+    let fits = match fits {
+        86_400.. => format!("{}d", fits / 86_400),
+        3600.. => format!("{}h", fits / 3600),
+        _ => format!("{fits}s"),
+    };
+    report_at(
+        top,
+        &["world", "duration"],
+        "world.duration".to_string(),
+        format!(
+            "the world's runs would write about {} trace events, more than the {} the trace keeps",
+            total.round() as u64,
+            steadfast_core::event::DEFAULT_MEMORY_SINK_LIMIT
+        ),
+        format!(
+            "runs past the limit leave no trace and would be counted as lost; shorten the world to at most {fits}, or run fewer or less frequent jobs"
+        ),
+    );
 }

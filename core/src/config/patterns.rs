@@ -1,0 +1,139 @@
+//! `[patterns]`: which self-healing patterns are on.
+
+use super::reader::Table;
+
+/// Pattern switches. Production keeps them all on; the simulator's profiles turn
+/// them off to measure what each buys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Patterns {
+    /// Pattern 1: how failed calls are retried.
+    pub retry: RetryMode,
+    /// Pattern 1: the jitter of backoff delays.
+    pub jitter: Jitter,
+    /// Pattern 1: per-service retry budget.
+    pub retry_budget: bool,
+    /// Pattern 2: refresh tokens before they expire.
+    pub proactive_refresh: bool,
+    /// Pattern 3: heartbeat monitor.
+    pub heartbeat: bool,
+    /// Pattern 4: per-job error boundaries and degraded steps.
+    pub isolation: bool,
+    /// Pattern 5: checkpoints and idempotency keys.
+    pub checkpoints: bool,
+    /// Pattern 6: time windows.
+    pub windows: bool,
+    /// Pattern 7: circuit breakers.
+    pub breakers: bool,
+}
+
+impl Patterns {
+    /// Every pattern on: the self-healing profile and the production default.
+    pub const ALL: Self = Self {
+        retry: RetryMode::Backoff,
+        jitter: Jitter::Full,
+        retry_budget: true,
+        proactive_refresh: true,
+        heartbeat: true,
+        isolation: true,
+        checkpoints: true,
+        windows: true,
+        breakers: true,
+    };
+
+    /// What the field report started with: a failure is logged and the job "will retry
+    /// next cycle" (its `run_engine`), tokens are refreshed only after a 401, and
+    /// nothing else.
+    pub const NAIVE: Self = Self {
+        retry: RetryMode::Off,
+        jitter: Jitter::None,
+        retry_budget: false,
+        proactive_refresh: false,
+        heartbeat: false,
+        isolation: false,
+        checkpoints: false,
+        windows: false,
+        breakers: false,
+    };
+}
+
+impl Default for Patterns {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+/// How failed calls are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryMode {
+    /// Never retry.
+    Off,
+    /// Retry at once, up to the attempt limit (the naive habit).
+    Immediate,
+    /// Exponential backoff with jitter.
+    Backoff,
+}
+
+/// The jitter applied to exponential backoff (AWS "Exponential Backoff And Jitter").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Jitter {
+    /// `min(cap, base * 2^n)`.
+    None,
+    /// Half fixed, half random.
+    Equal,
+    /// Uniform in `[0, min(cap, base * 2^n)]` (the default).
+    Full,
+    /// `min(cap, uniform(base, prev * 3))`.
+    Decorrelated,
+}
+
+/// The keys of `[patterns]`.
+pub(crate) const KEYS: &[&str] = &[
+    "retry",
+    "jitter",
+    "retry_budget",
+    "proactive_refresh",
+    "heartbeat",
+    "isolation",
+    "checkpoints",
+    "windows",
+    "breakers",
+];
+
+/// Reads `[patterns]` (absent: every pattern on).
+pub(crate) fn read(t: Option<Table<'_>>) -> Patterns {
+    let mut pat = Patterns::ALL;
+    let Some(t) = t else {
+        return pat;
+    };
+    t.finish();
+    match t.choice("retry", &["off", "immediate", "backoff"]) {
+        Some("off") => pat.retry = RetryMode::Off,
+        Some("immediate") => pat.retry = RetryMode::Immediate,
+        Some(_) => pat.retry = RetryMode::Backoff,
+        None => {}
+    }
+    match t.choice("jitter", &["none", "equal", "full", "decorrelated"]) {
+        Some("none") => pat.jitter = Jitter::None,
+        Some("equal") => pat.jitter = Jitter::Equal,
+        Some("decorrelated") => pat.jitter = Jitter::Decorrelated,
+        Some(_) => pat.jitter = Jitter::Full,
+        None => {}
+    }
+    let switches: [(&'static str, &mut bool); 7] = [
+        ("retry_budget", &mut pat.retry_budget),
+        ("proactive_refresh", &mut pat.proactive_refresh),
+        ("heartbeat", &mut pat.heartbeat),
+        ("isolation", &mut pat.isolation),
+        ("checkpoints", &mut pat.checkpoints),
+        ("windows", &mut pat.windows),
+        ("breakers", &mut pat.breakers),
+    ];
+    for (key, slot) in switches {
+        if let Some(b) = t.boolean(key) {
+            *slot = b;
+        }
+    }
+    pat
+}
