@@ -19,7 +19,8 @@
 //!   job's `catch_up` policy (`latest` by default: the newest one runs, the older ones
 //!   are recorded missed); none vanishes.
 //! - SIGTERM: no new step starts; a running step gets `shutdown_grace` to finish; the
-//!   run is left `running` in the journal and resumed at the next start.
+//!   run is left `running` in the journal and resumed at the next start. A token refresh
+//!   in flight is waited for (up to its `refresh_timeout`) so its answer is kept.
 
 pub mod catch_up;
 mod guard;
@@ -135,13 +136,11 @@ fn build_services<E: Env>(env: E, config: Config, db: Arc<Db<E>>) -> Services<E>
         .credentials
         .iter()
         .map(|(name, cred)| {
-            let timeout = Duration::from_secs(30);
             let manager = TokenManager::new(
                 env.clone(),
                 cred.clone(),
-                state_dir,
+                db.clone(),
                 patterns.proactive_refresh,
-                timeout,
             );
             (name.clone(), Arc::new(manager))
         })
@@ -276,6 +275,13 @@ impl<E: Env> Runner<E> {
             .collect()
     }
 
+    /// Waits for every credential's refresh in flight (each bounded by its timeout).
+    async fn settle_tokens(&self) {
+        for manager in self.svc.tokens.values() {
+            manager.settle().await;
+        }
+    }
+
     /// Runs one job once, now, in the foreground (debugging), as an extra slot due now
     /// in the journal. `None` for an unknown job.
     pub async fn run_once(&self, job: &str) -> Option<RunOutcome> {
@@ -297,6 +303,8 @@ impl<E: Env> Runner<E> {
             }
             Err(e) => RunOutcome::Failed(StepError::new(FailureKind::Io, e.to_string())),
         };
+        // A refresh the run started (and perhaps gave up waiting for) keeps its answer.
+        self.settle_tokens().await;
         let settled = match &outcome {
             RunOutcome::Interrupted => Ok(0),
             RunOutcome::Failed(e) | RunOutcome::Fatal(e) => {
@@ -387,6 +395,8 @@ impl<E: Env> Runner<E> {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
+        // A refresh in flight completes and is kept, or its rotated token is lost.
+        self.settle_tokens().await;
         env.emit(Event::new(EventKind::RunnerStopped).detail(match &exit {
             Exit::Shutdown => "shutdown".to_string(),
             Exit::FatalStop { job, reason } => {
