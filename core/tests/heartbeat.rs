@@ -665,3 +665,61 @@ async fn a_restart_neither_repeats_an_alert_nor_forgets_an_open_episode() {
     assert_eq!(raised.len(), 1, "{raised:?}");
     assert_eq!(raised[0].kind, AlertKind::ServiceUnhealthy);
 }
+
+/// A job overdue and failing: each of its runs is in progress for a moment, and a look
+/// in that moment used to close the episode, so the next look alerted again.
+#[tokio::test(start_paused = true)]
+async fn a_run_in_progress_does_not_close_an_overdue_episode() {
+    use steadfast_core::scheduler::JobStatus;
+    use steadfast_core::state_machine::TaskState;
+    let env = TestEnv::new(start(), 1);
+    let jobs = thresholds();
+    let db = Arc::new(Db::open(env.clone(), Path::new(STATE_DIR)).await.unwrap());
+    for (job, _) in &jobs {
+        db.register_job(job, env.now()).await.unwrap();
+    }
+    let idle = JobStatus {
+        state: TaskState::Idle,
+        last_outcome: None,
+        last_success: None,
+        next_run: None,
+        consecutive_failures: 0,
+    };
+    let board = Arc::new(StatusBoard::new(
+        jobs.iter()
+            .map(|(j, _)| (j.clone(), idle.clone()))
+            .collect(),
+    ));
+    let beats = Arc::new(Heartbeats::new(db.clone(), &jobs, board.clone()));
+    let hb = Hb {
+        beats: beats.clone(),
+        db,
+    };
+    let sink = Arc::new(CollectAlerts::default());
+    let mon = Monitor::new(
+        env.clone(),
+        beats,
+        Vec::new(),
+        1 << 30,
+        sink.clone(),
+        env.now(),
+    );
+    for job in ["youtube-engine", "blog-publisher"] {
+        hb.record_success(job, env.now()).await;
+    }
+    tokio::time::sleep(45 * MINUTE).await;
+    for job in ["youtube-engine", "blog-publisher"] {
+        hb.record_success(job, env.now()).await;
+    }
+    hb.record("email-monitor", env.now(), Outcome::Failed).await;
+    assert_eq!(overdue_jobs(&mon.check_once().await), ["email-monitor"]);
+    assert_eq!(alerts(&sink).len(), 1);
+    // A run starts (and fails again): a look during it, then one after it.
+    board.update("email-monitor", |s| s.state = TaskState::Running);
+    assert!(mon.check_once().await.is_empty());
+    tokio::time::sleep(MINUTE).await;
+    board.update("email-monitor", |s| s.state = TaskState::Idle);
+    hb.record("email-monitor", env.now(), Outcome::Failed).await;
+    assert_eq!(overdue_jobs(&mon.check_once().await), ["email-monitor"]);
+    assert_eq!(alerts(&sink).len(), 1, "{:?}", alerts(&sink));
+}

@@ -331,6 +331,17 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             }
             current.insert(key, looks);
         }
+        // A run in progress neither raises nor clears an overdue episode: the job is not
+        // overdue while it runs, but a run that fails again is the same episode, not a
+        // new alert.
+        for (key, looks) in open.iter() {
+            if let EpisodeKey::Overdue(job) = key
+                && !current.contains_key(key)
+                && self.heartbeats.is_running(job)
+            {
+                current.insert(key.clone(), *looks);
+            }
+        }
         // Keys absent now have cleared: their next appearance is a new episode.
         *open = current;
         let mut stored = self.stored.lock().unwrap_or_else(|p| p.into_inner());
