@@ -22,6 +22,7 @@
 //!   run is left `running` in the journal and resumed at the next start. A token refresh
 //!   in flight is waited for (up to its `refresh_timeout`) so its answer is kept.
 
+mod alert_gate;
 pub mod catch_up;
 mod guard;
 mod job_loop;
@@ -51,6 +52,7 @@ use crate::state_machine::TaskState;
 use crate::taxonomy::{FailureKind, StepError};
 use crate::token::TokenManager;
 use crate::window::Windows;
+use alert_gate::AlertGate;
 use guard::run_guarded;
 use job_loop::JobLoop;
 
@@ -110,6 +112,9 @@ pub struct Runner<E: Env> {
     schedules: Vec<(JobConfig, Schedule)>,
     status: Arc<StatusBoard>,
     alerts: Arc<dyn AlertSinkDyn>,
+    /// The runner's own alerts of one key go out at most once per this window, across
+    /// restarts (none: every one goes out).
+    alert_dedup: Option<Duration>,
     started: DateTime<Utc>,
     /// Pattern 3: the heartbeat monitor and the memory watch run (alerting with them).
     heartbeat: bool,
@@ -245,8 +250,17 @@ impl<E: Env> Runner<E> {
             schedules,
             status,
             alerts: Arc::new(SinkBox(alerts)),
+            alert_dedup: None,
             started,
         })
+    }
+
+    /// Sends the runner's own alerts of one kind for one job at most once per `window`,
+    /// remembered in the store so a restart loop does not repeat them (the heartbeat
+    /// monitor alerts once per episode regardless).
+    pub fn dedup_alerts(mut self, window: Duration) -> Self {
+        self.alert_dedup = Some(window);
+        self
     }
 
     /// The live status of every job, by name.
@@ -339,6 +353,11 @@ impl<E: Env> Runner<E> {
         );
         let (stop_tx, mut stop_rx) = mpsc::channel::<Stop>(16);
         let (halt_tx, halt_rx) = watch::channel(false);
+        let gate = Arc::new(AlertGate {
+            db: self.svc.db.clone(),
+            window: self.alert_dedup,
+            sink: self.alerts.clone(),
+        });
         let mut tasks = tokio::task::JoinSet::new();
         for (job, schedule) in self.schedules.iter().cloned() {
             let job_loop = JobLoop {
@@ -347,7 +366,7 @@ impl<E: Env> Runner<E> {
                     .heartbeat
                     .then_some(self.svc.config.runner.memory_fatal_bytes),
                 status: self.status.clone(),
-                alerts: self.alerts.clone(),
+                alerts: gate.clone(),
                 stop: stop_tx.clone(),
                 halt: halt_rx.clone(),
                 job,
