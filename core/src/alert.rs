@@ -20,6 +20,19 @@ pub enum AlertKind {
     BreakerStuck,
 }
 
+impl AlertKind {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fatal => "fatal",
+            Self::Overdue => "overdue",
+            Self::Memory => "memory",
+            Self::ServiceUnhealthy => "service_unhealthy",
+            Self::BreakerStuck => "breaker_stuck",
+        }
+    }
+}
+
 /// One alert.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {

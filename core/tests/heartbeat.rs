@@ -604,3 +604,122 @@ async fn a_breaker_open_past_the_limit_alerts_once_per_episode() {
     assert_eq!(stuck(&mon.check_once().await), 1);
     assert_eq!(breaker_alerts(&sink), 2);
 }
+
+/// Issue 10: every restart repeated alerts already sent and forgot episodes building up.
+/// The episodes live in the store now.
+#[tokio::test(start_paused = true)]
+async fn a_restart_neither_repeats_an_alert_nor_forgets_an_open_episode() {
+    let env = TestEnv::new(start(), 1);
+    let youtube = health_server(&env, "youtube.test");
+    let probes = || vec![probe("youtube", "http://youtube.test/health")];
+    let (hb, sink, mon) = monitor(&env, probes()).await;
+    for job in ["youtube-engine", "blog-publisher", "email-monitor"] {
+        hb.record_success(job, env.now()).await;
+    }
+    // The email monitor dies; an hour later it is overdue and a human hears of it once.
+    tokio::time::sleep(45 * MINUTE).await;
+    for job in ["youtube-engine", "blog-publisher"] {
+        hb.record_success(job, env.now()).await;
+    }
+    assert_eq!(overdue_jobs(&mon.check_once().await), ["email-monitor"]);
+    assert_eq!(alerts(&sink).len(), 1);
+    // The health endpoint starts failing: two looks, not yet an alert.
+    youtube.store(503, Ordering::SeqCst);
+    mon.check_once().await;
+    mon.check_once().await;
+    assert_eq!(alerts(&sink).len(), 1);
+    let findings_before = env
+        .events_so_far()
+        .iter()
+        .filter(|e| e.event == EventKind::HeartbeatFinding)
+        .count();
+
+    // Restart: a new process, a new monitor over the same store.
+    drop(mon);
+    let (_hb, sink, mon) = monitor(&env, probes()).await;
+    let findings = mon.check_once().await;
+    assert_eq!(findings.len(), 2, "{findings:?}");
+    let raised = alerts(&sink);
+    // The overdue job was alerted before the restart: not again. The service's third
+    // failed look in a row is its alert, the restart notwithstanding.
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].kind, AlertKind::ServiceUnhealthy);
+    let findings_after = env
+        .events_so_far()
+        .iter()
+        .filter(|e| e.event == EventKind::HeartbeatFinding)
+        .count();
+    assert_eq!(findings_after, findings_before, "no finding event repeated");
+
+    // The service recovers, the episode closes, in the store too: a restart and a new
+    // outage start a new episode.
+    youtube.store(200, Ordering::SeqCst);
+    assert_eq!(mon.check_once().await.len(), 1);
+    drop(mon);
+    youtube.store(503, Ordering::SeqCst);
+    let (_hb, sink, mon) = monitor(&env, probes()).await;
+    for _ in 0..steadfast_core::heartbeat::monitor::UNHEALTHY_LOOKS_BEFORE_ALERT {
+        mon.check_once().await;
+    }
+    let raised = alerts(&sink);
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].kind, AlertKind::ServiceUnhealthy);
+}
+
+/// A job overdue and failing: each of its runs is in progress for a moment, and a look
+/// in that moment used to close the episode, so the next look alerted again.
+#[tokio::test(start_paused = true)]
+async fn a_run_in_progress_does_not_close_an_overdue_episode() {
+    use steadfast_core::scheduler::JobStatus;
+    use steadfast_core::state_machine::TaskState;
+    let env = TestEnv::new(start(), 1);
+    let jobs = thresholds();
+    let db = Arc::new(Db::open(env.clone(), Path::new(STATE_DIR)).await.unwrap());
+    for (job, _) in &jobs {
+        db.register_job(job, env.now()).await.unwrap();
+    }
+    let idle = JobStatus {
+        state: TaskState::Idle,
+        last_outcome: None,
+        last_success: None,
+        next_run: None,
+        consecutive_failures: 0,
+    };
+    let board = Arc::new(StatusBoard::new(
+        jobs.iter()
+            .map(|(j, _)| (j.clone(), idle.clone()))
+            .collect(),
+    ));
+    let beats = Arc::new(Heartbeats::new(db.clone(), &jobs, board.clone()));
+    let hb = Hb {
+        beats: beats.clone(),
+        db,
+    };
+    let sink = Arc::new(CollectAlerts::default());
+    let mon = Monitor::new(
+        env.clone(),
+        beats,
+        Vec::new(),
+        1 << 30,
+        sink.clone(),
+        env.now(),
+    );
+    for job in ["youtube-engine", "blog-publisher"] {
+        hb.record_success(job, env.now()).await;
+    }
+    tokio::time::sleep(45 * MINUTE).await;
+    for job in ["youtube-engine", "blog-publisher"] {
+        hb.record_success(job, env.now()).await;
+    }
+    hb.record("email-monitor", env.now(), Outcome::Failed).await;
+    assert_eq!(overdue_jobs(&mon.check_once().await), ["email-monitor"]);
+    assert_eq!(alerts(&sink).len(), 1);
+    // A run starts (and fails again): a look during it, then one after it.
+    board.update("email-monitor", |s| s.state = TaskState::Running);
+    assert!(mon.check_once().await.is_empty());
+    tokio::time::sleep(MINUTE).await;
+    board.update("email-monitor", |s| s.state = TaskState::Idle);
+    hb.record("email-monitor", env.now(), Outcome::Failed).await;
+    assert_eq!(overdue_jobs(&mon.check_once().await), ["email-monitor"]);
+    assert_eq!(alerts(&sink).len(), 1, "{:?}", alerts(&sink));
+}

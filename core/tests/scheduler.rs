@@ -547,3 +547,59 @@ async fn a_wall_clock_jump_catches_up_the_latest_slot_instead_of_a_burst() {
         "10:30 .. 13:00 recorded missed: {missed:?}"
     );
 }
+
+/// Issue 10: the dedup window of alerts lived in memory, so a restart loop paged a human
+/// once per restart for the same stop. With a window (the daemon's `dedup_window`) the
+/// store remembers what was sent.
+#[tokio::test(start_paused = true)]
+async fn a_restart_loop_does_not_repeat_a_fatal_alert_within_the_dedup_window() {
+    async fn three_boots(window: Option<Duration>) -> Vec<AlertKind> {
+        let env = TestEnv::new(start(), 8);
+        // 501: the server does not implement the call, which no retry fixes (fatal).
+        env.parts().net.route(
+            "broken.test",
+            Arc::new(|stream| {
+                serve(
+                    stream,
+                    service_fn(|_req| async {
+                        Ok::<_, Infallible>(
+                            hyper::Response::builder()
+                                .status(501)
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        )
+                    }),
+                );
+            }),
+        );
+        let steps = vec![http_step("get", "GET", "http://broken.test/x", "broken")];
+        let mut sync = job("sync", 15, steps);
+        // Only the stops alert here (overdue has its own episodes).
+        sync.heartbeat_threshold = Duration::from_secs(24 * 3600);
+        let cfg = config(Patterns::ALL, vec![sync], &["broken"]);
+        let alerts = Arc::new(CollectAlerts::default());
+        // Three processes of 20 minutes each; each one's first slot stops the job.
+        for _ in 0..3 {
+            let mut runner = Runner::new(env.clone(), cfg.clone(), alerts.clone())
+                .await
+                .unwrap();
+            if let Some(window) = window {
+                runner = runner.dedup_alerts(window);
+            }
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let handle = tokio::spawn(runner.run(rx));
+            tokio::time::sleep(Duration::from_secs(20 * 60)).await;
+            let _ = tx.send(true);
+            handle.await.unwrap();
+        }
+        alerts.0.lock().unwrap().iter().map(|a| a.kind).collect()
+    }
+    let without = three_boots(None).await;
+    assert_eq!(without, [AlertKind::Fatal; 3], "every stop alerts");
+    let with = three_boots(Some(Duration::from_secs(3600))).await;
+    assert_eq!(
+        with,
+        [AlertKind::Fatal],
+        "once within the hour, across restarts"
+    );
+}

@@ -347,6 +347,163 @@ async fn oauth2_mock_server_short_lived_tokens_are_refreshed_before_they_expire(
     assert!(expiry > chrono::Utc::now());
 }
 
+/// oauth2-mock-server made strict, as rotating providers are: every refresh answer
+/// carries a new refresh token (the mock's own), the presented one is spent at once, and
+/// presenting a spent one is reuse: `invalid_grant`, the whole family revoked. The
+/// first `SLOW_ANSWERS` answers leave `ANSWER_DELAY_MS` after the server has rotated.
+/// It writes what it saw to `STATS_FILE` after every request.
+const STRICT_OAUTH_SCRIPT: &str = r#"
+import { OAuth2Server } from 'MODULE';
+import { writeFileSync } from 'node:fs';
+const lifetime = Number(process.env.TOKEN_LIFETIME_S);
+const delayMs = Number(process.env.ANSWER_DELAY_MS);
+let slow = Number(process.env.SLOW_ANSWERS);
+const stats = { refreshes: 0, rotations: 0, spent_presented: 0, unknown_presented: 0 };
+let valid = process.env.INITIAL_REFRESH_TOKEN;
+const spent = new Set();
+const save = () => writeFileSync(process.env.STATS_FILE, JSON.stringify(stats));
+save();
+const server = new OAuth2Server();
+await server.issuer.keys.generate('RS256');
+server.service.on('beforeTokenSigning', (token) => {
+  token.payload.exp = Math.floor(Date.now() / 1000) + lifetime;
+});
+server.service.on('beforeResponse', (response, req) => {
+  if (req.body.grant_type !== 'refresh_token') return;
+  stats.refreshes += 1;
+  const presented = req.body.refresh_token;
+  if (valid === null || presented !== valid) {
+    if (spent.has(presented)) { stats.spent_presented += 1; valid = null; }
+    else stats.unknown_presented += 1;
+    response.statusCode = 400;
+    response.body = { error: 'invalid_grant' };
+  } else {
+    spent.add(presented);
+    valid = response.body.refresh_token;
+    stats.rotations += 1;
+    response.body.expires_in = lifetime;
+  }
+  save();
+  if (slow > 0) {
+    slow -= 1;
+    const res = req.res;
+    const json = res.json.bind(res);
+    res.json = (body) => { setTimeout(() => json(body), delayMs); return res; };
+  }
+});
+await server.start(0, '127.0.0.1');
+console.log('PORT ' + server.address().port);
+"#;
+
+/// What the strict server saw.
+#[derive(Debug, serde::Deserialize)]
+struct StrictStats {
+    refreshes: u32,
+    rotations: u32,
+    spent_presented: u32,
+    unknown_presented: u32,
+}
+
+fn start_strict_oauth_server(
+    initial_refresh: &str,
+    answer_delay_ms: u32,
+    slow_answers: u32,
+) -> (Server, u16, PathBuf) {
+    let module = repo_root().join(".ci/servers/node_modules/oauth2-mock-server/dist/index.mjs");
+    assert!(
+        module.exists(),
+        "oauth2-mock-server is not installed at {} (fix: bash .ci/setup-servers.sh)",
+        module.display()
+    );
+    let dir = scratch("strict-oauth");
+    let script = dir.join("server.mjs");
+    let stats = dir.join("stats.json");
+    let url = format!("file://{}", module.display());
+    std::fs::write(&script, STRICT_OAUTH_SCRIPT.replace("MODULE", &url)).unwrap();
+    let mut child = Command::new("node")
+        .arg(&script)
+        .env("TOKEN_LIFETIME_S", "4")
+        .env("ANSWER_DELAY_MS", answer_delay_ms.to_string())
+        .env("SLOW_ANSWERS", slow_answers.to_string())
+        .env("INITIAL_REFRESH_TOKEN", initial_refresh)
+        .env("STATS_FILE", &stats)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node must be installed (fix: bash .ci/setup-servers.sh)");
+    let stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("oauth2-mock-server printed nothing");
+    let port = line
+        .trim()
+        .strip_prefix("PORT ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("oauth2-mock-server did not start: {line:?}"));
+    (server, port, stats)
+}
+
+/// Issue 10's token case: a refresh answered after the run's deadline. The strict
+/// server has rotated the refresh token by then; the runner must keep the answer, so
+/// the next refresh (by a restarted runner) presents the rotated token, not the spent one.
+#[tokio::test]
+async fn oauth2_mock_server_a_refresh_answered_after_the_runs_deadline_keeps_the_rotated_token() {
+    let initial = "rt-from-the-consent-screen";
+    // The first answer leaves 3 s after the rotation; the run's deadline is 1 s.
+    let (_oauth, port, stats) = start_strict_oauth_server(initial, 3000, 1);
+    let api = MockServer::start().await;
+    Mock::given(path("/inbox"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{\"n\": 1}"))
+        .mount(&api)
+        .await;
+    let cfg = config(
+        "strict-oauth-runner",
+        &format!(
+            "[services.api]\n[credentials.mock]\ntoken_url = \"http://127.0.0.1:{port}/token\"\nclient_id = \"steadfast\"\nrefresh_token = \"{initial}\"\nskew = \"3s\"\n[[jobs]]\nname = \"inbox\"\nevery = \"1h\"\ndeadline = \"1s\"\n[[jobs.steps]]\nname = \"get\"\nurl = \"{}/inbox\"\nservice = \"api\"\ncredential = \"mock\"\n",
+            api.uri()
+        ),
+    );
+    let read_stats =
+        || -> StrictStats { serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap() };
+    let (runner, first_events) = runner_for(cfg.clone()).await;
+    let first = runner.run_once("inbox").await.unwrap();
+    assert_eq!(first.kind(), Outcome::Failed, "the run hit its deadline");
+    drop(runner);
+    assert_eq!(
+        read_stats().rotations,
+        1,
+        "the server rotated on the cut-off refresh"
+    );
+
+    // A new process on the same state directory: its token (4 s lifetime, answered 3 s
+    // late) is already in its refresh window, so it refreshes with what the store kept.
+    let (runner, events) = runner_for(cfg).await;
+    let second = runner.run_once("inbox").await.unwrap();
+    let events: Vec<Event> = first_events
+        .drain()
+        .into_iter()
+        .chain(events.drain())
+        .collect();
+    let s = read_stats();
+    assert_eq!(
+        s.spent_presented, 0,
+        "a spent refresh token was presented: {s:?}"
+    );
+    assert_eq!(s.unknown_presented, 0, "{s:?}");
+    assert_eq!((s.refreshes, s.rotations), (2, 2), "{s:?}");
+    assert_eq!(second.kind(), Outcome::Succeeded, "{events:#?}");
+    assert!(
+        !events.iter().any(|e| e
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("invalid_grant"))),
+        "{events:#?}"
+    );
+    assert_eq!(api.received_requests().await.unwrap().len(), 1);
+}
+
 // ---------------------------------------------------------------------------------
 // nginx
 

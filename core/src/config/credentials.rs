@@ -60,10 +60,13 @@ pub struct CredentialConfig {
     pub client_id: String,
     /// The client secret, if the endpoint needs one.
     pub client_secret: Option<SecretString>,
-    /// The first refresh token (later ones are rotated into the state dir).
+    /// The first refresh token (later ones are rotated into the store).
     pub refresh_token: SecretString,
     /// Refresh when expiry is this close (default 5 min).
     pub skew: Duration,
+    /// How long one refresh may take, from sending the grant to its answer (default
+    /// 30 s). A refresh runs on its own, so a run's deadline never cuts it off.
+    pub refresh_timeout: Duration,
     /// Optional scope.
     pub scope: Option<String>,
 }
@@ -74,6 +77,7 @@ const KEYS: &[&str] = &[
     "client_secret",
     "refresh_token",
     "skew",
+    "refresh_timeout",
     "scope",
 ];
 /// At most this many credentials.
@@ -122,6 +126,9 @@ fn credential(name: &str, c: &Table<'_>) -> Option<CredentialConfig> {
     let skew = c
         .duration("skew")
         .map_or(Duration::from_secs(300), |(d, _)| d);
+    let refresh_timeout = c
+        .positive_duration("refresh_timeout")
+        .map_or(Duration::from_secs(30), |(d, _)| d);
     let scope = c.string("scope").map(|(s, _)| s.to_string());
     Some(CredentialConfig {
         name: name.to_string(),
@@ -130,6 +137,7 @@ fn credential(name: &str, c: &Table<'_>) -> Option<CredentialConfig> {
         client_secret,
         refresh_token: refresh_token?,
         skew,
+        refresh_timeout,
         scope,
     })
 }

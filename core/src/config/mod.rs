@@ -67,6 +67,7 @@
 //! client_secret = { env = "GOOGLE_CLIENT_SECRET" }   # optional
 //! refresh_token = { file = "google.refresh" }        # required
 //! skew = "5m"                    # refresh this long before expiry, default 5 min
+//! refresh_timeout = "30s"        # one refresh's own deadline (never a run's), default 30 s
 //! scope = "..."                  # optional
 //! # A secret is a string literal, { env = "NAME" } or { file = "PATH" } (contents trimmed).
 //!

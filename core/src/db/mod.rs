@@ -17,11 +17,15 @@
 //! # Layout
 //! - [`schema`]: versioned migrations, applied at start.
 //! - [`journal`]: every slot of every job: started, each step done, finished or missed.
+//! - [`tokens`]: each credential's token chain (rotated refresh tokens, access tokens).
+//! - [`alerts`]: alert deduplication (the monitor's open episodes, alerts sent).
 //! - [`time`]: instants as `BIGINT` milliseconds.
 
+pub mod alerts;
 pub mod journal;
 pub mod schema;
 pub mod time;
+pub mod tokens;
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -30,7 +34,9 @@ use rusqlite::Connection;
 use crate::env::{Database, Env};
 use crate::taxonomy::FailureKind;
 
+pub use alerts::Episode;
 pub use journal::{CatchUp, MissReason, SlotRecord, SlotState, StepRecord};
+pub use tokens::{StoredToken, TokenRow};
 
 /// Prepared statements kept per connection: more than the core has, so none is
 /// parsed twice.

@@ -61,11 +61,17 @@ pub const MIGRATIONS: &[&str] = &[
         started_at BIGINT NOT NULL,
         PRIMARY KEY (job, due, step)
     );
+    -- Each credential's token chain: the refresh token to present next (a rotation
+    -- replaces it in the same transaction as the access token it came with), the chain's
+    -- configured start (SHA-256, so a re-authorised config wins) and a refresh sent whose
+    -- answer is not kept yet (set before the grant is sent, cleared with its answer).
     CREATE TABLE tokens (
         credential TEXT PRIMARY KEY,
         access_token TEXT,
         expires_at BIGINT,
         refresh_token TEXT NOT NULL,
+        configured_sha256 TEXT,
+        refresh_sent_at BIGINT,
         updated_at BIGINT NOT NULL
     );
     CREATE TABLE breakers (
@@ -81,10 +87,14 @@ pub const MIGRATIONS: &[&str] = &[
         not_before BIGINT NOT NULL,
         reason TEXT NOT NULL
     );
-    -- Alerts sent, by deduplication key, so a restart does not repeat them.
+    -- Alert deduplication, so a restart neither repeats an alert nor forgets an episode:
+    -- the heartbeat monitor's open episodes (looks in a row, alerted or not yet) and the
+    -- last time an alert of a key was sent.
     CREATE TABLE alerts (
         dedup_key TEXT PRIMARY KEY,
-        sent_at BIGINT NOT NULL
+        opened_at BIGINT NOT NULL,
+        looks INTEGER NOT NULL,
+        sent_at BIGINT
     );
     ",
 ];

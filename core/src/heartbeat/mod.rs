@@ -99,6 +99,16 @@ impl<E: Env> Heartbeats<E> {
         }
     }
 
+    /// The store the heartbeats are read from (the monitor keeps its episodes there).
+    pub fn db(&self) -> &Arc<Db<E>> {
+        &self.db
+    }
+
+    /// Whether `job` has a run in progress in this process.
+    pub fn is_running(&self, job: &str) -> bool {
+        self.status.is_running(job)
+    }
+
     /// The end of `job`'s last good run (or its last slot skipped by its window).
     pub fn last_success(&self, job: &str) -> Option<DateTime<Utc>> {
         self.db.job(job).ok().flatten().and_then(|j| j.last_ok_at)

@@ -1,6 +1,11 @@
 //! The heartbeat monitor: every interval it looks for silent deaths (overdue jobs),
 //! memory over its warning threshold and services failing their health probe, and
 //! alerts a human once per episode.
+//!
+//! Episodes are kept in the store (`alerts`), so a restart neither alerts again for an
+//! episode a human already heard of nor forgets one that was building up (a service
+//! that failed two probes before the restart alerts on the third after it). They are
+//! written only when they change, not on every look.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,9 +18,11 @@ use tokio::time::MissedTickBehavior;
 use super::{Finding, Heartbeats};
 use crate::alert::{Alert, AlertKind, AlertSink};
 use crate::config::{ServiceConfig, Url};
+use crate::db::Episode;
 use crate::env::{Env, MemoryProbe};
 use crate::event::{Event, EventKind};
 use crate::http;
+use crate::taxonomy::ErrorClass;
 
 /// The shortest interval [`Monitor::run`] accepts (a zero interval would spin).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -56,6 +63,33 @@ enum EpisodeKey {
     Breaker(String),
 }
 
+impl EpisodeKey {
+    /// The key as stored.
+    fn stored(&self) -> String {
+        match self {
+            Self::Overdue(job) => format!("overdue:{job}"),
+            Self::Memory => "memory".to_string(),
+            Self::Service(service) => format!("service:{service}"),
+            Self::Breaker(service) => format!("breaker:{service}"),
+        }
+    }
+
+    /// A stored key; `None` for one this runner does not know (kept, not guessed at).
+    fn parse(stored: &str) -> Option<Self> {
+        if stored == "memory" {
+            return Some(Self::Memory);
+        }
+        let (kind, name) = stored.split_once(':')?;
+        let name = name.to_string();
+        Some(match kind {
+            "overdue" => Self::Overdue(name),
+            "service" => Self::Service(name),
+            "breaker" => Self::Breaker(name),
+            _ => return None,
+        })
+    }
+}
+
 /// Failed health probes in a row before a service's episode becomes an alert: one
 /// failed probe is a blip the runner's retries absorb, not something for a human.
 pub const UNHEALTHY_LOOKS_BEFORE_ALERT: u32 = 3;
@@ -86,6 +120,9 @@ pub struct Monitor<E: Env, A: AlertSink> {
     /// Findings of the previous check and how many looks in a row have seen each; an
     /// episode alerts once, on the look that reaches its count.
     open_episodes: Mutex<BTreeMap<EpisodeKey, u32>>,
+    /// The episodes as the store has them (looks capped at the alert's count), to write
+    /// only what changed.
+    stored: Mutex<BTreeMap<EpisodeKey, Episode>>,
     /// Breakers to watch, and how long one may stay open before it is a finding.
     breakers: Option<(OpenBreakers, Duration)>,
 }
@@ -103,7 +140,8 @@ impl<E: Env, A: AlertSink> std::fmt::Debug for Monitor<E, A> {
 impl<E: Env, A: AlertSink> Monitor<E, A> {
     /// A monitor over `heartbeats` (shared with the jobs that record successes), probing
     /// `probes`, warning above `memory_warn_bytes`, alerting `alerts`; `since` is the
-    /// runner's start time.
+    /// runner's start time. The episodes an earlier process left open are read back
+    /// from the store (an unreadable store is reported and starts with none).
     pub fn new(
         env: E,
         heartbeats: Arc<Heartbeats<E>>,
@@ -112,6 +150,21 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
         alerts: A,
         since: DateTime<Utc>,
     ) -> Self {
+        let stored: BTreeMap<EpisodeKey, Episode> = match heartbeats.db().episodes() {
+            Ok(rows) => rows
+                .into_iter()
+                .filter_map(|(key, e)| Some((EpisodeKey::parse(&key)?, e)))
+                .collect(),
+            Err(e) => {
+                env.emit(
+                    Event::new(EventKind::HeartbeatFinding)
+                        .class(ErrorClass::Degraded)
+                        .detail(format!("alert episodes start empty: {e}")),
+                );
+                BTreeMap::new()
+            }
+        };
+        let open = stored.iter().map(|(k, e)| (k.clone(), e.looks)).collect();
         Self {
             env,
             heartbeats,
@@ -119,7 +172,8 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             memory_warn_bytes,
             alerts,
             since,
-            open_episodes: Mutex::new(BTreeMap::new()),
+            open_episodes: Mutex::new(open),
+            stored: Mutex::new(stored),
             breakers: None,
         }
     }
@@ -156,7 +210,7 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
                 }
             }
         }
-        self.report(&findings);
+        self.report(&findings).await;
         findings
     }
 
@@ -224,9 +278,23 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             .collect()
     }
 
-    /// Emits each new episode's finding, and raises an alert for each episode that
-    /// has lasted its number of looks.
-    fn report(&self, findings: &[Finding]) {
+    /// Emits each new episode's finding, raises an alert for each episode that has
+    /// lasted its number of looks, and keeps the episodes that changed in the store.
+    async fn report(&self, findings: &[Finding]) {
+        let (changed, closed) = self.look(findings);
+        if let Err(e) = self.heartbeats.db().save_episodes(changed, closed).await {
+            // The alerts went out; only their memory across a restart is lost.
+            self.env.emit(
+                Event::new(EventKind::HeartbeatFinding)
+                    .class(ErrorClass::Degraded)
+                    .detail(format!("alert episodes not kept: {e}")),
+            );
+        }
+    }
+
+    /// One look's bookkeeping: events and alerts, then the episodes the store must
+    /// change (by stored key) and the ones it must forget.
+    fn look(&self, findings: &[Finding]) -> (Vec<(String, Episode)>, Vec<String>) {
         let now = self.env.now();
         let mut open = self.open_episodes.lock().unwrap_or_else(|p| p.into_inner());
         let mut current: BTreeMap<EpisodeKey, u32> = BTreeMap::new();
@@ -263,8 +331,46 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             }
             current.insert(key, looks);
         }
+        // A run in progress neither raises nor clears an overdue episode: the job is not
+        // overdue while it runs, but a run that fails again is the same episode, not a
+        // new alert.
+        for (key, looks) in open.iter() {
+            if let EpisodeKey::Overdue(job) = key
+                && !current.contains_key(key)
+                && self.heartbeats.is_running(job)
+            {
+                current.insert(key.clone(), *looks);
+            }
+        }
         // Keys absent now have cleared: their next appearance is a new episode.
         *open = current;
+        let mut stored = self.stored.lock().unwrap_or_else(|p| p.into_inner());
+        let closed: Vec<EpisodeKey> = stored
+            .keys()
+            .filter(|k| !open.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in &closed {
+            stored.remove(key);
+        }
+        let mut changed = Vec::new();
+        for (key, looks) in open.iter() {
+            let threshold = key.looks_before_alert();
+            let before = stored.get(key).copied();
+            let episode = Episode {
+                opened_at: before.map_or(now, |e| e.opened_at),
+                // Past the alert's count more looks change nothing worth a write.
+                looks: (*looks).min(threshold),
+                sent_at: before
+                    .and_then(|e| e.sent_at)
+                    .or_else(|| (*looks >= threshold).then_some(now)),
+            };
+            if before != Some(episode) {
+                stored.insert(key.clone(), episode);
+                changed.push((key.stored(), episode));
+            }
+        }
+        (changed, closed.iter().map(EpisodeKey::stored).collect())
     }
 
     fn describe(

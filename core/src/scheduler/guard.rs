@@ -39,6 +39,9 @@ pub(crate) async fn run_guarded<E: Env>(
         execute(&svc2, &ctx).await
     });
     let abort = handle.abort_handle();
+    // The run dies with its job's task (aborted at the end of shutdown's grace, or by a
+    // crash in tests): a run must never go on unseen behind a runner that has gone.
+    let _run_dies_with_us = AbortOnDrop(abort.clone());
     match tokio::time::timeout(job.deadline + DEADLINE_GRACE, handle).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(join)) if join.is_panic() => {
@@ -59,5 +62,14 @@ pub(crate) async fn run_guarded<E: Env>(
                 format!("run passed its deadline of {}s", job.deadline.as_secs()),
             ))
         }
+    }
+}
+
+/// Aborts a task when dropped (a finished task ignores it).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

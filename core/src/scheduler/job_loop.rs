@@ -16,9 +16,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 
+use super::alert_gate::AlertGate;
 use super::catch_up::{self, MissedRange};
 use super::guard::run_guarded;
-use super::{AlertSinkDyn, Stop, wait_true};
+use super::{Stop, wait_true};
 use crate::alert::{Alert, AlertKind};
 use crate::checkpoint::Resume;
 use crate::config::{CatchUp, JobConfig, Overlap};
@@ -50,7 +51,7 @@ pub(super) struct JobLoop<E: Env> {
     /// Pattern 3's memory watch: resident memory over this asks for a fresh process.
     pub(super) memory_limit: Option<u64>,
     pub(super) status: Arc<StatusBoard>,
-    pub(super) alerts: Arc<dyn AlertSinkDyn>,
+    pub(super) alerts: Arc<AlertGate<E>>,
     pub(super) stop: mpsc::Sender<Stop>,
     pub(super) halt: watch::Receiver<bool>,
     pub(super) job: JobConfig,
@@ -224,7 +225,7 @@ impl<E: Env> JobLoop<E> {
             .is_some_and(|limit| env.memory().resident_bytes() > limit)
         {
             let reason = "memory over the fatal threshold".to_string();
-            self.alert(AlertKind::Memory, &reason);
+            self.alert(AlertKind::Memory, &reason).await;
             let _ = self.stop.send(Stop::Memory).await;
             return Err(Ended);
         }
@@ -475,7 +476,7 @@ impl<E: Env> JobLoop<E> {
                 .class(ErrorClass::Fatal)
                 .detail(reason.to_string()),
         );
-        self.alert(AlertKind::Fatal, reason);
+        self.alert(AlertKind::Fatal, reason).await;
         if self.svc.boundary.fatal_stops_runner() {
             let _ = self
                 .stop
@@ -487,20 +488,21 @@ impl<E: Env> JobLoop<E> {
         }
     }
 
-    fn alert(&self, kind: AlertKind, message: &str) {
+    async fn alert(&self, kind: AlertKind, message: &str) {
         let env = &self.svc.env;
         env.emit(
             Event::new(EventKind::Alert)
                 .job(&self.job.name)
                 .detail(message.to_string()),
         );
-        self.alerts.send(Alert {
+        let alert = Alert {
             at: env.now(),
             kind,
             job: Some(self.job.name.clone()),
             service: None,
             message: message.to_string(),
-        });
+        };
+        self.alerts.send(env, alert).await;
     }
 
     fn update(&self, f: impl FnOnce(&mut JobStatus)) {

@@ -19,8 +19,10 @@
 //!   job's `catch_up` policy (`latest` by default: the newest one runs, the older ones
 //!   are recorded missed); none vanishes.
 //! - SIGTERM: no new step starts; a running step gets `shutdown_grace` to finish; the
-//!   run is left `running` in the journal and resumed at the next start.
+//!   run is left `running` in the journal and resumed at the next start. A token refresh
+//!   in flight is waited for (up to its `refresh_timeout`) so its answer is kept.
 
+mod alert_gate;
 pub mod catch_up;
 mod guard;
 mod job_loop;
@@ -50,6 +52,7 @@ use crate::state_machine::TaskState;
 use crate::taxonomy::{FailureKind, StepError};
 use crate::token::TokenManager;
 use crate::window::Windows;
+use alert_gate::AlertGate;
 use guard::run_guarded;
 use job_loop::JobLoop;
 
@@ -109,6 +112,9 @@ pub struct Runner<E: Env> {
     schedules: Vec<(JobConfig, Schedule)>,
     status: Arc<StatusBoard>,
     alerts: Arc<dyn AlertSinkDyn>,
+    /// The runner's own alerts of one key go out at most once per this window, across
+    /// restarts (none: every one goes out).
+    alert_dedup: Option<Duration>,
     started: DateTime<Utc>,
     /// Pattern 3: the heartbeat monitor and the memory watch run (alerting with them).
     heartbeat: bool,
@@ -135,13 +141,11 @@ fn build_services<E: Env>(env: E, config: Config, db: Arc<Db<E>>) -> Services<E>
         .credentials
         .iter()
         .map(|(name, cred)| {
-            let timeout = Duration::from_secs(30);
             let manager = TokenManager::new(
                 env.clone(),
                 cred.clone(),
-                state_dir,
+                db.clone(),
                 patterns.proactive_refresh,
-                timeout,
             );
             (name.clone(), Arc::new(manager))
         })
@@ -246,8 +250,17 @@ impl<E: Env> Runner<E> {
             schedules,
             status,
             alerts: Arc::new(SinkBox(alerts)),
+            alert_dedup: None,
             started,
         })
+    }
+
+    /// Sends the runner's own alerts of one kind for one job at most once per `window`,
+    /// remembered in the store so a restart loop does not repeat them (the heartbeat
+    /// monitor alerts once per episode regardless).
+    pub fn dedup_alerts(mut self, window: Duration) -> Self {
+        self.alert_dedup = Some(window);
+        self
     }
 
     /// The live status of every job, by name.
@@ -276,6 +289,13 @@ impl<E: Env> Runner<E> {
             .collect()
     }
 
+    /// Waits for every credential's refresh in flight (each bounded by its timeout).
+    async fn settle_tokens(&self) {
+        for manager in self.svc.tokens.values() {
+            manager.settle().await;
+        }
+    }
+
     /// Runs one job once, now, in the foreground (debugging), as an extra slot due now
     /// in the journal. `None` for an unknown job.
     pub async fn run_once(&self, job: &str) -> Option<RunOutcome> {
@@ -297,6 +317,8 @@ impl<E: Env> Runner<E> {
             }
             Err(e) => RunOutcome::Failed(StepError::new(FailureKind::Io, e.to_string())),
         };
+        // A refresh the run started (and perhaps gave up waiting for) keeps its answer.
+        self.settle_tokens().await;
         let settled = match &outcome {
             RunOutcome::Interrupted => Ok(0),
             RunOutcome::Failed(e) | RunOutcome::Fatal(e) => {
@@ -331,6 +353,11 @@ impl<E: Env> Runner<E> {
         );
         let (stop_tx, mut stop_rx) = mpsc::channel::<Stop>(16);
         let (halt_tx, halt_rx) = watch::channel(false);
+        let gate = Arc::new(AlertGate {
+            db: self.svc.db.clone(),
+            window: self.alert_dedup,
+            sink: self.alerts.clone(),
+        });
         let mut tasks = tokio::task::JoinSet::new();
         for (job, schedule) in self.schedules.iter().cloned() {
             let job_loop = JobLoop {
@@ -339,7 +366,7 @@ impl<E: Env> Runner<E> {
                     .heartbeat
                     .then_some(self.svc.config.runner.memory_fatal_bytes),
                 status: self.status.clone(),
-                alerts: self.alerts.clone(),
+                alerts: gate.clone(),
                 stop: stop_tx.clone(),
                 halt: halt_rx.clone(),
                 job,
@@ -387,6 +414,8 @@ impl<E: Env> Runner<E> {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
+        // A refresh in flight completes and is kept, or its rotated token is lost.
+        self.settle_tokens().await;
         env.emit(Event::new(EventKind::RunnerStopped).detail(match &exit {
             Exit::Shutdown => "shutdown".to_string(),
             Exit::FatalStop { job, reason } => {
