@@ -351,6 +351,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            let rt = daemon_runtime()?;
+            // SIGTERM and SIGINT are ours before the lock says a daemon runs here, so a
+            // stop sent the moment the lock appears is a clean shutdown, not a kill.
+            let shutdown = {
+                let _in_runtime = rt.enter();
+                shutdown_signal()
+            };
             let _lock = match lock(&cfg) {
                 Ok(l) => l,
                 Err(code) => return Ok(code),
@@ -360,8 +367,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            let rt = daemon_runtime()?;
-            rt.block_on(daemon_main(cfg, daemon, connector))
+            rt.block_on(daemon_main(cfg, daemon, connector, shutdown))
         }
         Command::Status {
             config: ConfigArg { config },
@@ -439,10 +445,8 @@ async fn daemon_main(
     cfg: Config,
     daemon: DaemonSettings,
     connector: TcpConnector,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitCode> {
-    // Registered before anything slow (opening the store, migrating it), so a SIGTERM
-    // during start-up is a clean shutdown, not the default action's kill.
-    let shutdown = shutdown_signal();
     let p = parts(&cfg, &daemon, connector);
     let (tx, rx) = tokio::sync::watch::channel(false);
     if let Some(http) = daemon.http {
