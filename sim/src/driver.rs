@@ -2,8 +2,13 @@
 //! flips faults on their timeline, plays the supervisor and the operator, and returns
 //! everything the metrics need.
 //!
-//! Driver actions (crash, restart, fault switches) land on tick boundaries; inside a
-//! tick, tokio's paused clock times latency, stalls, timeouts and backoff exactly.
+//! Driver actions (restart, fault switches) land on tick boundaries; inside a tick,
+//! tokio's paused clock times latency, stalls, timeouts and backoff exactly. A crash
+//! lands on a tick boundary when its instant is one; otherwise the runner host's reaper
+//! ([`World::reaper`]) kills the process at that exact instant inside the tick, and a
+//! crash at a durable operation stops the process inside its commit sequence (the
+//! testkit's `CrashPoints`, shared by the store and the disk). Either way the dead
+//! process does nothing more, and the driver drops the host at the end of the tick.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +18,7 @@ use chrono::{DateTime, NaiveTime, TimeZone, Utc};
 use secrecy::ExposeSecret;
 use steadfast_core::config::Config;
 use steadfast_core::scheduler::Runner;
+use steadfast_testkit::CrashAt;
 
 use crate::World;
 use crate::faults::{Fault, FaultKind, MemoryModel};
@@ -89,7 +95,19 @@ enum Action {
     RevokeRefresh(String),
     Leak(u64),
     DiskFull(bool),
-    Crash { restart_after: Option<Duration> },
+    Crash {
+        restart_after: Option<Duration>,
+    },
+    /// Kill the runner at this instant inside the coming tick.
+    KillAt {
+        at: DateTime<Utc>,
+        restart_after: Duration,
+    },
+    /// Crash the runner at a durable operation counted from now.
+    ArmCrash {
+        at: CrashAt,
+        restart_after: Duration,
+    },
     Check(NaiveTime),
 }
 
@@ -109,6 +127,15 @@ fn after(start: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 fn timeline(scenario: &Scenario) -> Vec<Timed> {
     let start = scenario.world.start;
     let end = after(start, scenario.world.duration);
+    let tick = chrono::Duration::from_std(scenario.world.tick)
+        .unwrap_or(chrono::Duration::MAX)
+        .num_milliseconds()
+        .max(1);
+    // The tick boundary at or before `at` (ticks count from the start).
+    let tick_of = move |at: DateTime<Utc>| {
+        let since = (at - start).num_milliseconds();
+        start + chrono::Duration::milliseconds(since - since.rem_euclid(tick))
+    };
     let mut out: Vec<Timed> = Vec::new();
     let mut push = |at: DateTime<Utc>, label: &'static str, action: Action| {
         let seq = out.len();
@@ -130,7 +157,7 @@ fn timeline(scenario: &Scenario) -> Vec<Timed> {
             } else {
                 after(onset, f.duration)
             };
-            for (at, action) in fault_actions(f, onset, until) {
+            for (at, action) in fault_actions(f, onset, until, &tick_of) {
                 push(at, f.kind.as_str(), action);
             }
             match f.every {
@@ -166,6 +193,7 @@ fn fault_actions(
     f: &FaultSpec,
     onset: DateTime<Utc>,
     until: DateTime<Utc>,
+    tick_of: &dyn Fn(DateTime<Utc>) -> DateTime<Utc>,
 ) -> Vec<(DateTime<Utc>, Action)> {
     let h = host(&f.target);
     let switch = |fault: Fault| {
@@ -204,12 +232,32 @@ fn fault_actions(
             (onset, Action::DiskFull(true)),
             (until, Action::DiskFull(false)),
         ],
-        FaultSpecKind::Crash => vec![(
-            onset,
-            Action::Crash {
-                restart_after: Some(f.restart_after),
-            },
-        )],
+        FaultSpecKind::Crash => match f.crash_point {
+            Some(p) => vec![(
+                onset,
+                Action::ArmCrash {
+                    at: if p.after {
+                        CrashAt::After(p.op)
+                    } else {
+                        CrashAt::Before(p.op)
+                    },
+                    restart_after: f.restart_after,
+                },
+            )],
+            None if tick_of(onset) == onset => vec![(
+                onset,
+                Action::Crash {
+                    restart_after: Some(f.restart_after),
+                },
+            )],
+            None => vec![(
+                tick_of(onset),
+                Action::KillAt {
+                    at: onset,
+                    restart_after: f.restart_after,
+                },
+            )],
+        },
         FaultSpecKind::SilentDeath if f.target == "runner" => {
             vec![(
                 onset,
@@ -247,6 +295,9 @@ struct Driver<'a> {
     /// Each job's output so far, as the operator sees it.
     outputs: OutputTimes,
     faults_since_fix: Vec<String>,
+    /// How long after a crash inside a tick (a kill or a crash point) the runner
+    /// restarts, while one is pending.
+    pending_crash: Option<Duration>,
 }
 
 const MAX_TIMELINE: usize = 20_000;
@@ -356,12 +407,71 @@ impl Driver<'_> {
                     }
                 }
             }
+            Action::KillAt { at, restart_after } => {
+                if sim.is_host_running(RUNNER_HOST) && !self.world.runner_dead() {
+                    self.world.schedule_kill(at);
+                    self.pending_crash = Some(restart_after);
+                } else {
+                    // Already down: the crash only pushes the restart back, as on a
+                    // tick boundary.
+                    self.was_running = false;
+                    self.restart_at = Some(after(at, restart_after));
+                    self.log(
+                        at,
+                        "crash",
+                        format!("restart in {}s", restart_after.as_secs()),
+                    );
+                }
+            }
+            Action::ArmCrash { at, restart_after } => {
+                self.world.fs().crash_points().arm(at);
+                self.pending_crash = Some(restart_after);
+                let (k, side) = match at {
+                    CrashAt::Before(k) => (k, "before"),
+                    CrashAt::After(k) => (k, "after"),
+                };
+                self.log(
+                    now,
+                    "crash_armed",
+                    format!("crash {side} the {k}th durable operation from now"),
+                );
+            }
             Action::Check(time) => {
                 if let Some(problem) = self.visible_problem(sim, now) {
                     self.intervene(sim, now, format!("check at {time}: {problem}"));
                 }
             }
         }
+    }
+
+    /// After a step: a runner that died inside the tick (a kill or a crash point) is
+    /// dropped with its disk's undurable data, dated when it died.
+    fn reap(&mut self, sim: &mut turmoil::Sim<'_>, now: DateTime<Utc>) {
+        let points = self.world.fs().crash_points().clone();
+        let Some(hit) = points.hit() else {
+            return;
+        };
+        let died = self.world.take_death().unwrap_or(now);
+        if sim.is_host_running(RUNNER_HOST) {
+            self.world.crash(sim, RUNNER_HOST);
+        } else {
+            self.world.fs().crash();
+        }
+        points.disarm();
+        self.was_running = false;
+        let restart_after = self.pending_crash.take().unwrap_or_default();
+        self.restart_at = Some(after(died, restart_after));
+        let place = if hit.label == "crash.instant" {
+            "at its instant".to_string()
+        } else {
+            let side = if hit.after { "after" } else { "before" };
+            format!("{side} durable operation {} ({})", hit.op, hit.label)
+        };
+        self.log(
+            died,
+            "crash",
+            format!("{place}; restart in {}s", restart_after.as_secs()),
+        );
     }
 
     /// A dead runner: a supervisor restarts it; without one it stays dead.
@@ -510,6 +620,11 @@ pub fn simulate(
     let mut sim = world
         .turmoil_builder(spec.tick, spec.duration + Duration::from_secs(86_400))
         .build();
+    // Only worlds with crashes inside ticks run a reaper beside the runner, so every
+    // other world's tasks (and traces) stay exactly as they were.
+    let reaper = timeline(scenario)
+        .iter()
+        .any(|t| matches!(t.action, Action::KillAt { .. } | Action::ArmCrash { .. }));
     {
         let world = world.clone();
         let config = shared_config.clone();
@@ -519,6 +634,9 @@ pub fn simulate(
             let config = config.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let sink = sink.clone();
             async move {
+                if reaper {
+                    tokio::spawn(world.clone().reaper());
+                }
                 let env = world.env();
                 match Runner::new(env, config, sink).await {
                     Ok(runner) => {
@@ -552,6 +670,7 @@ pub fn simulate(
         trace_cursor: 0,
         outputs: OutputTimes::default(),
         faults_since_fix: Vec::new(),
+        pending_crash: None,
     };
     let actions = timeline(scenario);
     let mut next = 0usize;
@@ -592,6 +711,7 @@ pub fn simulate(
         }
         sim.step().map_err(|e| SimError::Turmoil(e.to_string()))?;
         let now = after(spec.start, sim.elapsed());
+        driver.reap(&mut sim, now);
         let running = sim.is_host_running(RUNNER_HOST);
         if running && world.faults().memory_at(now) > spec.memory_limit_bytes {
             world.crash(&mut sim, RUNNER_HOST);

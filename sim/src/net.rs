@@ -16,6 +16,8 @@
 //! - Reset: the server reads the request, then drops the connection without answering.
 //! - Stall: the server handles the request, then holds the answer back.
 //! - 5xx and 429 storms: answered by the connection layer without handling.
+//! - A dead runner (a crash point hit or a kill inside a tick, the host not dropped
+//!   yet): its requests reach no service; they hang until the host is dropped.
 //!
 //! TLS is not simulated: an `https` target gets the same plain pipe.
 
@@ -25,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
-use steadfast_testkit::{Handler, RouteConnector, TimeSource};
+use steadfast_testkit::{CrashPoints, Handler, RouteConnector, TimeSource};
 use tokio::io::DuplexStream;
 
 use crate::env::TurmoilTime;
@@ -122,6 +124,7 @@ pub fn handler(
     faults: FaultState,
     time: TurmoilTime,
     stats: NetStats,
+    runner: Arc<CrashPoints>,
 ) -> Handler {
     let conn = Connection {
         host: host.to_string(),
@@ -129,6 +132,7 @@ pub fn handler(
         faults,
         time,
         stats,
+        runner,
     };
     Arc::new(move |stream| {
         tokio::spawn(conn.clone().serve(stream));
@@ -148,6 +152,8 @@ struct Connection {
     faults: FaultState,
     time: TurmoilTime,
     stats: NetStats,
+    /// The runner's crash points: once one hit, the process is dead.
+    runner: Arc<CrashPoints>,
 }
 
 impl Connection {
@@ -170,6 +176,11 @@ impl Connection {
             Ok(collected) => collected.to_bytes(),
             Err(_) => return Ok(to_hyper(SimResponse::error(413, "payload_too_large"))),
         };
+        if self.runner.hit().is_some() {
+            // The process died before this request left it: nothing reaches the
+            // service, and nobody is left to read an answer.
+            return std::future::pending().await;
+        }
         let verdict = self.faults.on_request(&self.host);
         if verdict.reset {
             self.stats.bump(&self.host, |s| s.resets += 1);

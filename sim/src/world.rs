@@ -7,8 +7,8 @@
 //! crashes the host through [`World::crash`], which loses what the disk had not made
 //! durable.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
@@ -57,6 +57,10 @@ pub struct World {
     trace: MemorySink,
     boots: Arc<AtomicU64>,
     services_added: Arc<AtomicU64>,
+    /// An instant at which the runner's reaper kills it (a crash inside a tick).
+    kill_at: Arc<tokio::sync::watch::Sender<Option<DateTime<Utc>>>>,
+    /// When the runner died at a crash point or a kill, as its reaper saw it.
+    died_at: Arc<Mutex<Option<DateTime<Utc>>>>,
 }
 
 impl World {
@@ -89,6 +93,8 @@ impl World {
             trace: MemorySink::default(),
             boots: Arc::default(),
             services_added: Arc::default(),
+            kill_at: Arc::new(tokio::sync::watch::Sender::new(None)),
+            died_at: Arc::default(),
         }
     }
 
@@ -158,6 +164,7 @@ impl World {
             self.faults.clone(),
             self.time.clone(),
             self.stats.clone(),
+            self.fs.crash_points().clone(),
         );
         self.net.route(&host, handler);
     }
@@ -186,6 +193,58 @@ impl World {
     pub fn crash(&self, sim: &mut turmoil::Sim<'_>, host: &str) {
         sim.crash(host);
         self.fs.crash();
+        // A kill scheduled for the process that just died dies with it.
+        self.kill_at.send_replace(None);
+    }
+
+    /// Has the runner's reaper kill the runner at `at` (inside the coming tick). The
+    /// reaper must be running ([`Self::reaper`], spawned at boot).
+    pub fn schedule_kill(&self, at: DateTime<Utc>) {
+        self.kill_at.send_replace(Some(at));
+    }
+
+    /// Whether the runner is dead: a crash point hit or a kill, and the driver has not
+    /// dropped the host yet. A dead process reaches no service and commits nothing.
+    pub fn runner_dead(&self) -> bool {
+        self.fs.crash_points().hit().is_some()
+    }
+
+    /// When the runner died (at a crash point or a kill) since the last call, if its
+    /// reaper saw it.
+    pub fn take_death(&self) -> Option<DateTime<Utc>> {
+        self.died_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// The runner host's reaper: spawned at boot beside the runner, it kills the process
+    /// at the instant [`Self::schedule_kill`] set (exactly, inside a tick: it sleeps on
+    /// the host's paused clock) and notes when a crash point stopped it, so the driver
+    /// can date a crash between its ticks. It ends when the process dies.
+    pub async fn reaper(self) {
+        let points = self.fs.crash_points().clone();
+        let mut kills = self.kill_at.subscribe();
+        loop {
+            let target = *kills.borrow_and_update();
+            let wait = target.map(|at| (at - self.time.now()).to_std().unwrap_or_default());
+            tokio::select! {
+                biased;
+                _ = points.crashed() => break,
+                changed = kills.changed() => {
+                    if changed.is_err() {
+                        // The sender lives in the world, as long as this task can.
+                        break;
+                    }
+                }
+                () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
+                    self.kill_at.send_replace(None);
+                    points.kill("crash.instant");
+                    break;
+                }
+            }
+        }
+        *self.died_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.time.now());
     }
 
     /// The seed everything derives from.

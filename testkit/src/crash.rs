@@ -118,6 +118,23 @@ impl CrashPoints {
         }
     }
 
+    /// Kills the process now, between durable operations (a crash at an instant rather
+    /// than at an operation): from here on every counted operation hangs, as after an
+    /// armed hit. Returns the hit (the one already reached, if the process was dead).
+    pub fn kill(&self, label: &'static str) -> CrashHit {
+        let mut s = self.lock();
+        if let Some(hit) = s.hit {
+            return hit;
+        }
+        let op = s.seen;
+        self.record(&mut s, op, label, true);
+        CrashHit {
+            op,
+            label,
+            after: true,
+        }
+    }
+
     /// Runs one durable operation `op`, labelled `label` (like `fs.rename` or
     /// `store.commit`), unless the process dies before or right after it: then this
     /// future never resolves. Other fakes call this around each of their durable steps.
@@ -227,6 +244,26 @@ mod tests {
         assert_eq!(hit.map(|h| (h.label, h.after)), Some(("b", true)));
         let (log, hit) = outcome(Some(CrashAt::Before(4))).await;
         assert_eq!((log.len(), hit), (3, None), "past the end: no crash");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kill_between_operations_hangs_the_next_one() {
+        let points = CrashPoints::new();
+        points.point("a", || ()).await;
+        points.arm(CrashAt::Before(5));
+        let hit = points.kill("instant");
+        assert_eq!((hit.op, hit.label, hit.after), (1, "instant", true));
+        assert_eq!(
+            points.hit(),
+            Some(hit),
+            "the arming is replaced by the kill"
+        );
+        let next = tokio::time::timeout(Duration::from_secs(1), points.point("b", || ()));
+        assert!(next.await.is_err(), "dead: nothing more happens");
+        assert_eq!(points.kill("again"), hit, "a dead process dies once");
+        points.disarm();
+        points.point("c", || ()).await;
+        assert_eq!(points.seen(), 2);
     }
 
     #[tokio::test(start_paused = true)]

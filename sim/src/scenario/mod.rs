@@ -42,10 +42,34 @@
 //! duration = "30m"
 //! probability = 0.5
 //!
+//! [[faults]]
+//! kind = "crash"                  # the runner dies: what was not durable is lost
+//! target = "runner"
+//! at = "4h 31m 7s 250ms"          # any instant, to the millisecond (inside a tick too)
+//! restart_after = "5m"
+//!
+//! [[faults]]
+//! kind = "crash"
+//! target = "runner"
+//! at = "2h"                       # from this instant on, count durable operations
+//! after_durable_ops = 37          # the 37th store commit or file write/sync/rename/remove
+//!                                 # happens, then the process dies before it returns
+//! # before_durable_op = 37        # or: the 37th does not happen, the process dies first
+//! restart_after = "30s"
+//!
 //! [invariants]
 //! max_lost_task_rate = 0.02
 //! recovery_bound = "2h"
 //! ```
+//!
+//! Crashes: a `crash` whose `at` falls on a tick boundary (the tick counted from `start`)
+//! lands between ticks, before anything due at that instant runs; any other `at` lands at
+//! that exact instant inside the tick. A crash at a durable operation lands inside
+//! whatever sequence of commits and file operations the runner was in (a step's commit,
+//! then the run's finish). From the crash on, the dead process reaches no service and
+//! completes no durable operation; the driver then drops the host and the disk loses what
+//! was not durable. A `restart_after` counts from the crash itself. Other faults switch on
+//! and off at the first tick boundary at or after their instant.
 //!
 //! Every problem in the file is reported at once with file:line:col, key path and hint.
 //! Limits: `tick` is 1 ms to 1 h; `start` must exist in `zone` (not inside a
@@ -269,6 +293,19 @@ pub struct FaultSpec {
     pub restart_after: Duration,
     /// Leak rate (memory_leak), bytes per hour.
     pub leak_bytes_per_hour: u64,
+    /// `crash` only: die at a durable operation counted from `at`, not at `at` itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crash_point: Option<CrashPoint>,
+}
+
+/// Where a `crash` lands in the runner's durable operations (store commits and file
+/// writes, syncs, renames and removes, as the testkit's `CrashPoints` count them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CrashPoint {
+    /// The operation's number, counted from 1 at the fault's onset.
+    pub op: u64,
+    /// Whether the operation happened (`after_durable_ops`) or not (`before_durable_op`).
+    pub after: bool,
 }
 
 /// `[invariants]`.
@@ -691,6 +728,8 @@ const FAULT_KEYS: &[&str] = &[
     "retry_after",
     "restart_after",
     "leak_mb_per_hour",
+    "after_durable_ops",
+    "before_durable_op",
 ];
 
 fn read_fault(t: &Table<'_>) -> Option<FaultSpec> {
@@ -748,6 +787,7 @@ fn read_fault(t: &Table<'_>) -> Option<FaultSpec> {
         .duration("restart_after")
         .map_or(Duration::from_secs(60), |(d, _)| d);
     let leak = t.u64_to("leak_mb_per_hour", 1 << 20).unwrap_or(0) * 1024 * 1024;
+    let crash_point = read_crash_point(t, kind);
     if let Some((every, span)) = &every
         && *every <= duration
     {
@@ -771,6 +811,47 @@ fn read_fault(t: &Table<'_>) -> Option<FaultSpec> {
         retry_after,
         restart_after,
         leak_bytes_per_hour: leak,
+        crash_point,
+    })
+}
+
+/// `after_durable_ops` / `before_durable_op`: only on a crash, one of them, at least 1.
+fn read_crash_point(t: &Table<'_>, kind: Option<FaultSpecKind>) -> Option<CrashPoint> {
+    const MAX_OP: i64 = 1 << 40;
+    let after = t.integer("after_durable_ops", 1, MAX_OP);
+    let before = t.integer("before_durable_op", 1, MAX_OP);
+    let point = match (after, before) {
+        (Some((_, span)), Some(_)) => {
+            t.error_hint(
+                &span,
+                "after_durable_ops",
+                "set together with `before_durable_op`",
+                "keep one: after_durable_ops = k lets the k-th operation happen, before_durable_op = k does not",
+            );
+            return None;
+        }
+        (Some((k, span)), None) => (k, span, true),
+        (None, Some((k, span))) => (k, span, false),
+        (None, None) => return None,
+    };
+    let (k, span, after) = point;
+    if kind.is_some_and(|k| k != FaultSpecKind::Crash) {
+        let key = if after {
+            "after_durable_ops"
+        } else {
+            "before_durable_op"
+        };
+        t.error_hint(
+            &span,
+            key,
+            "only a `crash` lands at a durable operation",
+            "set kind = \"crash\" and target = \"runner\", or remove the key",
+        );
+        return None;
+    }
+    Some(CrashPoint {
+        op: u64::try_from(k).unwrap_or(1),
+        after,
     })
 }
 

@@ -10,12 +10,18 @@
 //! kinds = ["reset", "stall", "dns"]   # what may be drawn (default: every kind below)
 //! presence = 0.5                      # the chance each kind is drawn (default 0.5)
 //! ```
+//!
+//! A drawn fault starts at a random instant (to the millisecond), not on a whole hour:
+//! the hour comes from the kind stream as it always has, the offset inside the hour from
+//! a stream of its own. Half the drawn crashes land at a durable operation instead (the
+//! k-th store commit or file operation after that instant, before or after it), so a
+//! swarm also crashes the runner inside its commit sequences.
 
 use std::time::Duration;
 
 use steadfast_core::env::{Rng, SeededRng};
 
-use super::{FaultSpec, FaultSpecKind, Scenario};
+use super::{CrashPoint, FaultSpec, FaultSpecKind, Scenario};
 
 /// The kinds a swarm may draw, in drawing order (the order is part of what a seed
 /// means: reordering it changes every swarm world).
@@ -32,6 +38,10 @@ pub const SWARM_KINDS: [FaultSpecKind; 11] = [
     FaultSpecKind::Crash,
     FaultSpecKind::MemoryLeak,
 ];
+
+/// A drawn crash at a durable operation lands at most this many operations after its
+/// instant (a few runs' worth of commits).
+const MAX_DRAWN_OP: u64 = 200;
 
 /// `[swarm]`: what the seed may draw.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +88,9 @@ pub fn with_seed(base: &Scenario, seed: u64) -> (Scenario, Vec<FaultSpec>) {
 pub fn draw(base: &Scenario, spec: &SwarmSpec, seed: u64) -> Vec<FaultSpec> {
     // A stream apart from the world's own, so the faults do not shift its draws.
     let rng = SeededRng::from_seed(seed ^ 0x5741_524d_5741_524d);
+    // Instants and crash points from a stream of their own, so the kinds, targets and
+    // hours a seed draws stay what they were before instants were drawn.
+    let instants = SeededRng::from_seed(seed ^ 0x494e_5354_414e_5453);
     let hours = (base.world.duration.as_secs() / 3600).max(2);
     let apis: Vec<String> = base.apis.keys().cloned().collect();
     let oauth: Vec<String> = base.oauth.keys().cloned().collect();
@@ -103,7 +116,13 @@ pub fn draw(base: &Scenario, spec: &SwarmSpec, seed: u64) -> Vec<FaultSpec> {
             _ => pick(&apis),
         };
         let Some(target) = target else { continue };
-        let at = hour(rng.between(1, hours - 1));
+        let offset = Duration::from_millis(instants.between(0, 3_599_999));
+        let at = hour(rng.between(1, hours - 1)) + offset;
+        let crash_point =
+            (kind == FaultSpecKind::Crash && instants.unit() < 0.5).then(|| CrashPoint {
+                op: instants.between(1, MAX_DRAWN_OP),
+                after: instants.unit() < 0.5,
+            });
         let duration = Duration::from_secs(rng.between(5, 180) * 60);
         let every = (rng.unit() < 0.5)
             .then(|| hour(rng.between(6, 48)))
@@ -121,6 +140,7 @@ pub fn draw(base: &Scenario, spec: &SwarmSpec, seed: u64) -> Vec<FaultSpec> {
             retry_after: Duration::from_secs(rng.between(10, 600)),
             restart_after: Duration::from_secs(rng.between(10, 900)),
             leak_bytes_per_hour: rng.between(1, 40) * 1024 * 1024,
+            crash_point,
         });
     }
     faults
@@ -132,10 +152,10 @@ pub fn describe(faults: &[FaultSpec]) -> Vec<String> {
         .iter()
         .map(|f| {
             let mut line = format!(
-                "{} on {} at +{}h for {}m",
+                "{} on {} at +{} for {}m",
                 f.kind.as_str(),
                 f.target,
-                f.at.as_secs() / 3600,
+                instant(f.at),
                 f.duration.as_secs() / 60
             );
             if let Some(e) = f.every {
@@ -148,11 +168,29 @@ pub fn describe(faults: &[FaultSpec]) -> Vec<String> {
                 FaultSpecKind::Stall => {
                     line.push_str(&format!(", p={:.2}, {}s", f.probability, f.stall.as_secs()));
                 }
+                FaultSpecKind::Crash => {
+                    if let Some(p) = f.crash_point {
+                        let side = if p.after { "after" } else { "before" };
+                        line.push_str(&format!(", {side} durable op {}", p.op));
+                    }
+                }
                 _ => {}
             }
             line
         })
         .collect()
+}
+
+/// `4h 13m 7.250s`: an offset from the world's start, to the millisecond.
+pub fn instant(d: Duration) -> String {
+    let secs = d.as_secs();
+    let ms = d.subsec_millis();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if ms == 0 {
+        format!("{h}h {m}m {s}s")
+    } else {
+        format!("{h}h {m}m {s}.{ms:03}s")
+    }
 }
 
 #[cfg(test)]
@@ -203,22 +241,65 @@ mod section_tests {
         assert!((4..20).any(|seed| with_seed(&s, seed).1 != drawn_a));
     }
 
-    /// Published seeds must keep their worlds: `sim replay 42` drew these before
-    /// `[swarm]` existed, and must still.
+    /// Published seeds keep their kinds, targets, hours and rates: `sim replay 42` drew
+    /// these before `[swarm]` existed (then on whole hours; the minutes and seconds come
+    /// from the instants' own stream, so they changed nothing else).
     #[test]
     fn the_swarm_world_of_a_seed_does_not_change() {
         let lines = describe(&swarm(&Scenario::default_scenario(), 42).faults);
         assert_eq!(
             lines,
             [
-                "reset on mail at +4h for 20m, every 37h, p=0.30",
-                "stall on youtube at +11h for 12m, every 31h, p=0.16, 50s",
-                "dns on blog at +21h for 74m, every 13h",
-                "slow on youtube at +16h for 117m, every 26h",
-                "rate_limit_storm on mail at +46h for 178m, every 48h",
-                "down on blog at +57h for 174m",
-                "crash on runner at +28h for 74m",
+                "reset on mail at +4h 59m 22.030s for 20m, every 37h, p=0.30",
+                "stall on youtube at +11h 43m 44.004s for 12m, every 31h, p=0.16, 50s",
+                "dns on blog at +21h 23m 5.766s for 74m, every 13h",
+                "slow on youtube at +16h 11m 15.613s for 117m, every 26h",
+                "rate_limit_storm on mail at +46h 54m 2.396s for 178m, every 48h",
+                "down on blog at +57h 19m 36.005s for 174m",
+                "crash on runner at +28h 31m 20.853s for 74m",
             ]
+        );
+    }
+
+    #[test]
+    fn faults_start_at_seeded_instants_and_crashes_at_durable_operations() {
+        let base = Scenario::default_scenario();
+        let faults: Vec<FaultSpec> = (1..60).flat_map(|seed| swarm(&base, seed).faults).collect();
+        let off_the_hour = faults.iter().filter(|f| f.at.as_secs() % 3600 != 0).count();
+        assert!(
+            off_the_hour * 10 > faults.len() * 9,
+            "{off_the_hour} of {} off whole hours",
+            faults.len()
+        );
+        assert!(
+            faults.iter().any(|f| f.at.subsec_millis() != 0),
+            "to the millisecond"
+        );
+        let crashes: Vec<&FaultSpec> = faults
+            .iter()
+            .filter(|f| f.kind == FaultSpecKind::Crash)
+            .collect();
+        let at_ops = crashes.iter().filter(|f| f.crash_point.is_some()).count();
+        assert!(
+            at_ops > 0 && at_ops < crashes.len(),
+            "{at_ops} of {} crashes at a durable operation",
+            crashes.len()
+        );
+        assert!(
+            crashes
+                .iter()
+                .any(|f| f.crash_point.is_some_and(|p| p.after))
+        );
+        assert!(
+            crashes
+                .iter()
+                .any(|f| f.crash_point.is_some_and(|p| !p.after))
+        );
+        assert!(
+            faults
+                .iter()
+                .filter(|f| f.kind != FaultSpecKind::Crash)
+                .all(|f| f.crash_point.is_none())
         );
     }
 

@@ -130,6 +130,14 @@ pub fn fault_table(f: &FaultSpec) -> String {
             f.leak_bytes_per_hour.div_ceil(MIB)
         );
     }
+    if let Some(p) = f.crash_point {
+        let key = if p.after {
+            "after_durable_ops"
+        } else {
+            "before_durable_op"
+        };
+        let _ = writeln!(t, "{key} = {}", p.op);
+    }
     t
 }
 
@@ -175,6 +183,7 @@ impl FaultSpec {
             retry_after: Duration::from_secs(60),
             restart_after: Duration::from_secs(60),
             leak_bytes_per_hour: 0,
+            crash_point: None,
         }
     }
 }
@@ -342,6 +351,7 @@ mod tests {
             retry_after in any_duration(3600),
             restart_after in any_duration(3600),
             leak_mb in 0u64..100,
+            crash_op in proptest::option::of((1u64..10_000, proptest::bool::ANY)),
         ) -> FaultSpec {
             let target = match kind {
                 FaultSpecKind::TokenRevoke | FaultSpecKind::RefreshRevoke => "google",
@@ -364,6 +374,9 @@ mod tests {
                 retry_after,
                 restart_after,
                 leak_bytes_per_hour: leak_mb * MIB,
+                crash_point: crash_op
+                    .filter(|_| kind == FaultSpecKind::Crash)
+                    .map(|(op, after)| super::super::CrashPoint { op, after }),
             }
         }
     }
