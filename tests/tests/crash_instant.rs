@@ -77,8 +77,6 @@ struct Checked {
     repeated: u64,
     /// A run had a step journaled before the crash and finished after it.
     resumed_across: bool,
-    /// Slots the judge counted lost.
-    lost: u64,
 }
 
 fn check(s: &Scenario, profile: &str) -> Checked {
@@ -121,9 +119,11 @@ fn check(s: &Scenario, profile: &str) -> Checked {
         problems,
         repeated,
         resumed_across,
-        lost: verdict.metrics.lost_runs,
     }
 }
+
+/// A journal row: due, last due, slot count, state, outcome, reason.
+type SlotRow = (i64, i64, i64, String, Option<String>, Option<String>);
 
 /// Every slot of the job in the journal, run or missed with a reason, none left
 /// running; every slot journaled as succeeded has its post at the API.
@@ -140,7 +140,7 @@ fn journal_problems(s: &Scenario, run: &SimRun) -> Vec<String> {
         })
         .expect("the job is registered");
     let registered = DateTime::from_timestamp_millis(registered).expect("time");
-    let rows: Vec<(i64, i64, i64, String, Option<String>, Option<String>)> = db
+    let rows: Vec<SlotRow> = db
         .with(|c| {
             let mut st = c.prepare(
                 "SELECT due, last_due, slot_count, state, outcome, reason FROM slots WHERE job = ?1",
