@@ -103,6 +103,14 @@ enum Action {
         at: DateTime<Utc>,
         restart_after: Duration,
     },
+    /// Exhaust an API's quota until a reset (`None`: the next local midnight).
+    QuotaExhaust {
+        api: String,
+        until: Option<DateTime<Utc>>,
+        http_date: bool,
+    },
+    /// An API alone revokes the tokens issued until now.
+    ApiTokenRevoke(String),
     /// Crash the runner at a durable operation counted from now.
     ArmCrash {
         at: CrashAt,
@@ -208,7 +216,22 @@ fn fault_actions(
         FaultSpecKind::RefreshRevoke => vec![(onset, Action::RevokeRefresh(f.target.clone()))],
         FaultSpecKind::RateLimitStorm => switch(Fault::RateLimitStorm {
             retry_after: f.retry_after,
+            http_date: f.retry_after_date,
         }),
+        FaultSpecKind::BadAnswer => switch(Fault::BadAnswer {
+            shape: f.shape.unwrap_or(crate::faults::BadShape::Empty),
+            probability: f.probability,
+            stall: f.stall,
+        }),
+        FaultSpecKind::QuotaExhaust => vec![(
+            onset,
+            Action::QuotaExhaust {
+                api: f.target.clone(),
+                until: (!f.duration.is_zero()).then_some(until),
+                http_date: f.retry_after_date,
+            },
+        )],
+        FaultSpecKind::ApiTokenRevoke => vec![(onset, Action::ApiTokenRevoke(f.target.clone()))],
         FaultSpecKind::Reset => switch(Fault::Reset {
             probability: f.probability,
         }),
@@ -279,6 +302,7 @@ struct Driver<'a> {
     profile: Profile,
     world: World,
     oauth: BTreeMap<String, OAuthServer>,
+    apis: BTreeMap<String, ApiService>,
     config: Arc<Mutex<Config>>,
     operator: OperatorSink,
     interventions: Vec<Intervention>,
@@ -434,6 +458,34 @@ impl Driver<'_> {
                     now,
                     "crash_armed",
                     format!("crash {side} the {k}th durable operation from now"),
+                );
+            }
+            Action::QuotaExhaust {
+                api,
+                until,
+                http_date,
+            } => {
+                let zone = self.scenario.world.zone;
+                let until = until.unwrap_or_else(|| {
+                    after(now, crate::services::api::until_local_midnight(now, zone))
+                });
+                if let Some(service) = self.apis.get(&api) {
+                    service.exhaust_quota(until, http_date);
+                }
+                self.log(
+                    now,
+                    "fault_start",
+                    format!("quota of {api} exhausted until {}", until.to_rfc3339()),
+                );
+            }
+            Action::ApiTokenRevoke(api) => {
+                if let Some(service) = self.apis.get(&api) {
+                    service.revoke_tokens_before(now);
+                }
+                self.log(
+                    now,
+                    "fault_start",
+                    format!("{api} revoked every token it saw"),
                 );
             }
             Action::Check(time) => {
@@ -658,6 +710,7 @@ pub fn simulate(
         profile,
         world: world.clone(),
         oauth: oauth.clone(),
+        apis: apis.clone(),
         config: shared_config,
         operator: operator.clone(),
         interventions: Vec::new(),

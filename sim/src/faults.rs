@@ -51,7 +51,53 @@ pub enum Fault {
     RateLimitStorm {
         /// The advertised wait.
         retry_after: Duration,
+        /// Advertise it as an HTTP date (`Retry-After: Tue, 03 Mar 2026 07:00:00 GMT`,
+        /// rounded up to the second) instead of delta-seconds.
+        http_date: bool,
     },
+    /// With this probability a request is handled (its side effect happens) and then
+    /// answered 200 with a spoiled body, optionally after a stall.
+    BadAnswer {
+        /// What is wrong with the body.
+        shape: BadShape,
+        /// 0.0 to 1.0.
+        probability: f64,
+        /// Held back this long first (zero: at once).
+        stall: Duration,
+    },
+}
+
+/// What is wrong with a [`Fault::BadAnswer`] body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadShape {
+    /// No body at all.
+    Empty,
+    /// The first half of the body (a connection cut by a proxy that still said 200).
+    Truncated,
+    /// An HTML page (a captive portal or a proxy's error page with status 200).
+    NotJson,
+    /// Valid JSON of another shape: the real answer moved under `"data"`, so every
+    /// field a later step extracts is missing at the top.
+    WrongShape,
+}
+
+impl BadShape {
+    /// Every shape by its scenario name.
+    pub const ALL: [(&'static str, Self); 4] = [
+        ("empty", Self::Empty),
+        ("truncated", Self::Truncated),
+        ("not_json", Self::NotJson),
+        ("wrong_shape", Self::WrongShape),
+    ];
+
+    /// The scenario name.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map_or("empty", |(n, _)| *n)
+    }
 }
 
 /// The kind of a [`Fault`], used to clear one switch.
@@ -74,6 +120,8 @@ pub enum FaultKind {
     ServerError,
     /// [`Fault::RateLimitStorm`].
     RateLimitStorm,
+    /// [`Fault::BadAnswer`].
+    BadAnswer,
 }
 
 impl Fault {
@@ -88,6 +136,7 @@ impl Fault {
             Self::Latency(_) => FaultKind::Latency,
             Self::ServerError { .. } => FaultKind::ServerError,
             Self::RateLimitStorm { .. } => FaultKind::RateLimitStorm,
+            Self::BadAnswer { .. } => FaultKind::BadAnswer,
         }
     }
 }
@@ -112,6 +161,10 @@ pub struct RequestVerdict {
     pub delay: Duration,
     /// The delay includes a stall.
     pub stalled: bool,
+    /// Give `Retry-After` of an injected 429 as an HTTP date.
+    pub retry_after_date: bool,
+    /// Spoil the body of a 2xx answer this way.
+    pub bad_answer: Option<BadShape>,
 }
 
 /// Memory the runner process appears to use: a base plus a steady leak since it started.
@@ -248,6 +301,8 @@ impl FaultState {
             retry_after: None,
             delay: Duration::ZERO,
             stalled: false,
+            retry_after_date: false,
+            bad_answer: None,
         };
         for fault in &faults {
             match fault {
@@ -260,9 +315,26 @@ impl FaultState {
                         verdict.injected_status = Some(*status);
                     }
                 }
-                Fault::RateLimitStorm { retry_after } => {
+                Fault::RateLimitStorm {
+                    retry_after,
+                    http_date,
+                } => {
                     verdict.injected_status = Some(429);
                     verdict.retry_after = Some(*retry_after);
+                    verdict.retry_after_date = *http_date;
+                }
+                Fault::BadAnswer {
+                    shape,
+                    probability,
+                    stall,
+                } => {
+                    if self.roll(*probability) {
+                        verdict.bad_answer = Some(*shape);
+                        if !stall.is_zero() {
+                            verdict.delay += *stall;
+                            verdict.stalled = true;
+                        }
+                    }
                 }
                 Fault::Stall {
                     duration,
@@ -368,6 +440,7 @@ mod tests {
             "a",
             Fault::RateLimitStorm {
                 retry_after: Duration::from_secs(60),
+                http_date: false,
             },
         );
         f.set("a", Fault::Latency(Duration::from_secs(2)));
@@ -376,5 +449,28 @@ mod tests {
         assert_eq!(v.retry_after, Some(Duration::from_secs(60)));
         assert_eq!(v.delay, Duration::from_secs(2));
         assert!(!v.reset && !v.stalled);
+    }
+
+    #[test]
+    fn bad_answers_come_with_their_probability_and_stall() {
+        let f = FaultState::new(5);
+        f.set(
+            "a",
+            Fault::BadAnswer {
+                shape: BadShape::Truncated,
+                probability: 0.5,
+                stall: Duration::from_secs(20),
+            },
+        );
+        let verdicts: Vec<RequestVerdict> = (0..64).map(|_| f.on_request("a")).collect();
+        let bad = verdicts.iter().filter(|v| v.bad_answer.is_some()).count();
+        assert!((16..=48).contains(&bad), "about half: {bad}");
+        for v in &verdicts {
+            assert_eq!(v.bad_answer.is_some(), v.stalled);
+            assert_eq!(v.injected_status, None, "a bad answer is still a 200");
+            if v.stalled {
+                assert_eq!(v.delay, Duration::from_secs(20));
+            }
+        }
     }
 }

@@ -15,7 +15,10 @@
 //!   first.
 //! - Reset: the server reads the request, then drops the connection without answering.
 //! - Stall: the server handles the request, then holds the answer back.
-//! - 5xx and 429 storms: answered by the connection layer without handling.
+//! - 5xx and 429 storms: answered by the connection layer without handling; a storm's
+//!   `Retry-After` in seconds or as an HTTP date.
+//! - Bad answers: the request is handled, then its 2xx body is spoiled (empty,
+//!   truncated, not JSON, or JSON of the wrong shape), optionally after a stall.
 //! - A dead runner (a crash point hit or a kill inside a tick, the host not dropped
 //!   yet): its requests reach no service; they hang until the host is dropped.
 //!
@@ -56,6 +59,8 @@ pub struct HostNetStats {
     pub injected_5xx: u64,
     /// Requests answered with an injected (storm) 429.
     pub injected_429: u64,
+    /// 2xx answers whose body was spoiled (empty, truncated, not JSON, wrong shape).
+    pub bad_answers: u64,
 }
 
 /// Per-host network statistics: connects as the connector counted them, requests as
@@ -190,7 +195,11 @@ impl Connection {
             Some(429) => {
                 self.stats.bump(&self.host, |s| s.injected_429 += 1);
                 let wait = verdict.retry_after.unwrap_or_default();
-                SimResponse::too_many_requests(wait, "rate_limited")
+                if verdict.retry_after_date {
+                    SimResponse::too_many_requests_until(self.time.now(), wait, "rate_limited")
+                } else {
+                    SimResponse::too_many_requests(wait, "rate_limited")
+                }
             }
             Some(status) => {
                 self.stats.bump(&self.host, |s| s.injected_5xx += 1);
@@ -206,7 +215,14 @@ impl Connection {
                     headers: parts.headers,
                     body,
                 };
-                self.service.handle(&request, self.time.now())
+                let answer = self.service.handle(&request, self.time.now());
+                match verdict.bad_answer {
+                    Some(shape) if (200..300).contains(&answer.status) => {
+                        self.stats.bump(&self.host, |s| s.bad_answers += 1);
+                        answer.spoiled(shape)
+                    }
+                    _ => answer,
+                }
             }
         };
         if verdict.stalled {

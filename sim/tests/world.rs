@@ -301,6 +301,7 @@ fn dns_down_and_partition_map_to_their_failure_kinds() {
             "api.sim",
             Fault::RateLimitStorm {
                 retry_after: Duration::from_secs(120),
+                http_date: false,
             },
         );
         let storm = call(&env, health()).await.expect("answer");

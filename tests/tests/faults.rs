@@ -193,3 +193,30 @@ fn every_fault_scenario_has_a_test() {
         "only {checked} fault scenarios found in scenarios/"
     );
 }
+
+#[test]
+fn bad_answer() {
+    let (healing, naive, _) = check("bad-answer");
+    assert!(healing.metrics.retries > 0, "unusable answers were retried");
+    assert_eq!(healing.metrics.duplicate_side_effects, 0);
+    assert!(naive.metrics.lost_runs > healing.metrics.lost_runs);
+}
+
+#[test]
+fn retry_after_date() {
+    check("retry-after-date");
+}
+
+#[test]
+fn quota_exhaust() {
+    let (healing, naive, _) = check("quota-exhaust");
+    assert!(naive.metrics.lost_runs > healing.metrics.lost_runs);
+}
+
+#[test]
+fn api_token_revoke() {
+    let (healing, naive, _) = check("api-token-revoke");
+    // The rejected call was retried after a refresh, not given up.
+    assert!(healing.metrics.retries > 0);
+    assert!(naive.metrics.lost_runs > healing.metrics.lost_runs);
+}

@@ -43,6 +43,31 @@
 //! probability = 0.5
 //!
 //! [[faults]]
+//! kind = "bad_answer"             # a 200 the client cannot use; the request was handled
+//! target = "blog"
+//! shape = "wrong_shape"           # empty | truncated | not_json | wrong_shape (the answer
+//!                                 # moved under "data": a later step's extract misses)
+//! probability = 0.3
+//! stall = "20s"                   # optional: held back this long first
+//!
+//! [[faults]]
+//! kind = "rate_limit_storm"
+//! target = "youtube"
+//! retry_after = "2m"
+//! retry_after_date = true         # Retry-After as an HTTP date, not seconds
+//!
+//! [[faults]]
+//! kind = "quota_exhaust"          # 429 quota_exceeded until the reset, Retry-After = it
+//! target = "youtube"
+//! at = "3h"
+//! duration = "45m"                # the reset; without it, the next local midnight
+//!
+//! [[faults]]
+//! kind = "api_token_revoke"       # this API alone rejects tokens issued before `at`
+//! target = "youtube"              # (401 invalid_token) until the client refreshes
+//! at = "5h"
+//!
+//! [[faults]]
 //! kind = "crash"                  # the runner dies: what was not durable is lost
 //! target = "runner"
 //! at = "4h 31m 7s 250ms"          # any instant, to the millisecond (inside a tick too)
@@ -93,6 +118,7 @@ use steadfast_core::config::{
     did_you_mean, parse_document, read_config,
 };
 
+pub use crate::faults::BadShape;
 pub use profile::Profile;
 pub use swarm::SwarmSpec;
 
@@ -228,10 +254,20 @@ pub enum FaultSpecKind {
     /// (only a supervisor or a human will). `target = <api>`: the API accepts calls and
     /// never answers, so a client without timeouts hangs forever.
     SilentDeath,
+    /// With `probability`, the API handles a request and answers 200 with a body of
+    /// `shape` (`empty`, `truncated`, `not_json`, `wrong_shape`), after `stall` if set.
+    BadAnswer,
+    /// The API refuses every request 429 `quota_exceeded` until the reset (`duration`
+    /// after the onset; without one, the next local midnight), its `Retry-After` that
+    /// reset (`retry_after_date = true`: as an HTTP date).
+    QuotaExhaust,
+    /// The API alone rejects every access token issued before the onset (401
+    /// `invalid_token`) until the client refreshes; other APIs still accept them.
+    ApiTokenRevoke,
 }
 
 impl FaultSpecKind {
-    const ALL: [(&'static str, Self); 14] = [
+    const ALL: [(&'static str, Self); 17] = [
         ("token_revoke", Self::TokenRevoke),
         ("refresh_revoke", Self::RefreshRevoke),
         ("rate_limit_storm", Self::RateLimitStorm),
@@ -246,6 +282,9 @@ impl FaultSpecKind {
         ("disk_full", Self::DiskFull),
         ("crash", Self::Crash),
         ("silent_death", Self::SilentDeath),
+        ("bad_answer", Self::BadAnswer),
+        ("quota_exhaust", Self::QuotaExhaust),
+        ("api_token_revoke", Self::ApiTokenRevoke),
     ];
 
     /// The snake_case name.
@@ -263,6 +302,10 @@ impl FaultSpecKind {
 
     fn targets_oauth(self) -> bool {
         matches!(self, Self::TokenRevoke | Self::RefreshRevoke)
+    }
+
+    fn targets_api_only(self) -> bool {
+        matches!(self, Self::QuotaExhaust | Self::ApiTokenRevoke)
     }
 }
 
@@ -289,6 +332,12 @@ pub struct FaultSpec {
     pub status: u16,
     /// `Retry-After` of a 429 storm.
     pub retry_after: Duration,
+    /// `Retry-After` as an HTTP date (rate_limit_storm, quota_exhaust).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retry_after_date: bool,
+    /// What a bad answer's body looks like (bad_answer, where it is required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shape: Option<BadShape>,
     /// A crashed runner restarts after this long.
     pub restart_after: Duration,
     /// Leak rate (memory_leak), bytes per hour.
@@ -730,6 +779,8 @@ const FAULT_KEYS: &[&str] = &[
     "leak_mb_per_hour",
     "after_durable_ops",
     "before_durable_op",
+    "retry_after_date",
+    "shape",
 ];
 
 fn read_fault(t: &Table<'_>) -> Option<FaultSpec> {
@@ -770,9 +821,15 @@ fn read_fault(t: &Table<'_>) -> Option<FaultSpec> {
     let every = t.duration("every");
     let duration = t.duration("duration").map(|(d, _)| d).unwrap_or_default();
     let probability = t.fraction("probability", true).unwrap_or(1.0);
-    let stall = t
-        .duration("stall")
-        .map_or(Duration::from_secs(30), |(d, _)| d);
+    // A bad answer comes at once unless it says otherwise; a stall lasts 30 s.
+    let default_stall = if kind == Some(FaultSpecKind::BadAnswer) {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(30)
+    };
+    let stall = t.duration("stall").map_or(default_stall, |(d, _)| d);
+    let retry_after_date = t.boolean("retry_after_date").unwrap_or(false);
+    let shape = read_shape(t, kind);
     let latency = t
         .duration("latency")
         .map_or(Duration::from_secs(5), |(d, _)| d);
@@ -812,7 +869,48 @@ fn read_fault(t: &Table<'_>) -> Option<FaultSpec> {
         restart_after,
         leak_bytes_per_hour: leak,
         crash_point,
+        retry_after_date,
+        shape,
     })
+}
+
+/// `shape`: required on a bad answer, nowhere else.
+fn read_shape(t: &Table<'_>, kind: Option<FaultSpecKind>) -> Option<BadShape> {
+    let names: Vec<&str> = BadShape::ALL.iter().map(|(n, _)| *n).collect();
+    let hint = format!("one of: {}", names.join(", "));
+    let Some((name, span)) = t.string("shape") else {
+        if kind == Some(FaultSpecKind::BadAnswer) && t.entry("shape").is_none() {
+            t.missing("shape", format!("shape = \"wrong_shape\" ({hint})"));
+        }
+        return None;
+    };
+    if kind.is_some_and(|k| k != FaultSpecKind::BadAnswer) {
+        t.error_hint(
+            &span,
+            "shape",
+            "only a `bad_answer` has a shape",
+            "set kind = \"bad_answer\", or remove the key",
+        );
+        return None;
+    }
+    let found = BadShape::ALL
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s);
+    if found.is_none() {
+        let shown = if name.len() > 64 {
+            "(too long to show)"
+        } else {
+            name
+        };
+        t.error_hint(
+            &span,
+            "shape",
+            format!("unknown shape `{shown}`"),
+            format!("{}{hint}", did_you_mean(name, names.iter().copied())),
+        );
+    }
+    found
 }
 
 /// `after_durable_ops` / `before_durable_op`: only on a crash, one of them, at least 1.
@@ -1006,6 +1104,8 @@ fn check_references(
     for (i, f) in faults {
         let ok = if f.kind.targets_runner() {
             f.target == "runner"
+        } else if f.kind.targets_api_only() {
+            apis.contains_key(&f.target)
         } else if f.kind.targets_oauth() {
             oauth.contains_key(&f.target)
         } else if f.kind == FaultSpecKind::SilentDeath {

@@ -141,6 +141,8 @@ pub fn draw(base: &Scenario, spec: &SwarmSpec, seed: u64) -> Vec<FaultSpec> {
             restart_after: Duration::from_secs(rng.between(10, 900)),
             leak_bytes_per_hour: rng.between(1, 40) * 1024 * 1024,
             crash_point,
+            retry_after_date: false,
+            shape: None,
         });
     }
     faults

@@ -85,8 +85,10 @@ pub fn fault_table(f: &FaultSpec) -> String {
     let d = FaultSpec::new(f.kind, &f.target);
     let uses = |key: &str| -> bool {
         match key {
-            "probability" => matches!(f.kind, K::Reset | K::Stall | K::ServerError),
-            "stall" => f.kind == K::Stall,
+            "probability" => {
+                matches!(f.kind, K::Reset | K::Stall | K::ServerError | K::BadAnswer)
+            }
+            "stall" => matches!(f.kind, K::Stall | K::BadAnswer),
             "latency" => f.kind == K::Slow,
             "status" => f.kind == K::ServerError,
             "retry_after" => f.kind == K::RateLimitStorm,
@@ -129,6 +131,12 @@ pub fn fault_table(f: &FaultSpec) -> String {
             "leak_mb_per_hour = {}",
             f.leak_bytes_per_hour.div_ceil(MIB)
         );
+    }
+    if f.retry_after_date {
+        let _ = writeln!(t, "retry_after_date = true");
+    }
+    if let Some(shape) = f.shape {
+        let _ = writeln!(t, "shape = \"{}\"", shape.as_str());
     }
     if let Some(p) = f.crash_point {
         let key = if p.after {
@@ -177,13 +185,19 @@ impl FaultSpec {
             every: None,
             duration: Duration::ZERO,
             probability: 1.0,
-            stall: Duration::from_secs(30),
+            stall: if kind == FaultSpecKind::BadAnswer {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(30)
+            },
             latency: Duration::from_secs(5),
             status: 503,
             retry_after: Duration::from_secs(60),
             restart_after: Duration::from_secs(60),
             leak_bytes_per_hour: 0,
             crash_point: None,
+            retry_after_date: false,
+            shape: (kind == FaultSpecKind::BadAnswer).then_some(super::BadShape::Empty),
         }
     }
 }
@@ -352,6 +366,8 @@ mod tests {
             restart_after in any_duration(3600),
             leak_mb in 0u64..100,
             crash_op in proptest::option::of((1u64..10_000, proptest::bool::ANY)),
+            date in proptest::bool::ANY,
+            shape in prop::sample::select(super::super::BadShape::ALL.iter().map(|(_, s)| *s).collect::<Vec<_>>()),
         ) -> FaultSpec {
             let target = match kind {
                 FaultSpecKind::TokenRevoke | FaultSpecKind::RefreshRevoke => "google",
@@ -377,6 +393,8 @@ mod tests {
                 crash_point: crash_op
                     .filter(|_| kind == FaultSpecKind::Crash)
                     .map(|(op, after)| super::super::CrashPoint { op, after }),
+                retry_after_date: date,
+                shape: (kind == FaultSpecKind::BadAnswer).then_some(shape),
             }
         }
     }

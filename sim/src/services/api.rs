@@ -3,7 +3,11 @@
 //! The limits are the ones the field report hit: a per-client token bucket of N requests
 //! per minute (429 with `Retry-After`), a daily quota that resets at local midnight in
 //! the world's zone (429 until midnight), and bearer tokens that expire (401
-//! `{"error":"token_expired"}`). Every mutating request is a recorded side effect; a
+//! `{"error":"token_expired"}`). Two faults the driver switches here: a quota exhausted
+//! on purpose (every request 429 `quota_exceeded` until a reset time, its `Retry-After`
+//! that reset, in seconds or as an HTTP date), and this API alone revoking the tokens it
+//! has seen (401 `invalid_token` for every token issued before the revocation, until
+//! the client refreshes). Every mutating request is a recorded side effect; a
 //! repeated `Idempotency-Key` replays the stored answer instead, so the invariant
 //! checker can count duplicates the runner caused.
 
@@ -127,9 +131,21 @@ struct ClientState {
     day: Option<(NaiveDate, u32)>,
 }
 
+/// A quota exhausted on purpose (the `quota_exhaust` fault).
+#[derive(Debug, Clone, Copy)]
+struct Exhausted {
+    /// Every request is refused until then.
+    until: DateTime<Utc>,
+    /// `Retry-After` as an HTTP date.
+    http_date: bool,
+}
+
 #[derive(Debug)]
 struct State {
     config: ApiConfig,
+    exhausted: Option<Exhausted>,
+    /// Tokens issued before this instant are refused here (`api_token_revoke`).
+    revoked_before: Option<DateTime<Utc>>,
     clients: BTreeMap<String, ClientState>,
     idempotency: BTreeMap<(String, String), SimResponse>,
     idempotency_order: VecDeque<(String, String)>,
@@ -154,6 +170,8 @@ impl ApiService {
             name: Arc::from(config.name.as_str()),
             state: Arc::new(Mutex::new(State {
                 config,
+                exhausted: None,
+                revoked_before: None,
                 clients: BTreeMap::new(),
                 idempotency: BTreeMap::new(),
                 idempotency_order: VecDeque::new(),
@@ -181,6 +199,19 @@ impl ApiService {
     /// Every side effect so far (up to [`MAX_RECORDS`]).
     pub fn side_effects(&self) -> Vec<SideEffect> {
         self.lock().side_effects.clone()
+    }
+
+    /// Spends every client's quota until `until`: each request is answered 429
+    /// `quota_exceeded` with `Retry-After` up to `until` (as an HTTP date when
+    /// `http_date`), and counted as a quota rejection.
+    pub fn exhaust_quota(&self, until: DateTime<Utc>, http_date: bool) {
+        self.lock().exhausted = Some(Exhausted { until, http_date });
+    }
+
+    /// This API alone stops accepting the access tokens issued before `at` (401
+    /// `invalid_token`); a token issued later (after a refresh) works again.
+    pub fn revoke_tokens_before(&self, at: DateTime<Utc>) {
+        self.lock().revoked_before = Some(at);
     }
 
     /// Changes the base latency.
@@ -238,6 +269,18 @@ impl State {
             Ok(client) => client,
             Err((client, response)) => return (client, response),
         };
+        if let Some(ex) = self.exhausted
+            && now < ex.until
+        {
+            self.counters.quota_rejections += 1;
+            let wait = (ex.until - now).to_std().unwrap_or_default();
+            let response = if ex.http_date {
+                SimResponse::too_many_requests_until(now, wait, "quota_exceeded")
+            } else {
+                SimResponse::too_many_requests(wait, "quota_exceeded")
+            };
+            return (client, response);
+        }
         let state = self.clients.entry(client.clone()).or_default();
         if let Some(per_minute) = self.config.rate_limit_per_minute
             && let Err(wait) = take_token(state, per_minute, now)
@@ -319,7 +362,16 @@ impl State {
                 .or_else(|| h.strip_prefix("bearer "))
         });
         let status = bearer.map_or(TokenStatus::Unknown, |b| oauth.validate(b.trim(), now));
+        let revoked_here = self.revoked_before.is_some_and(|cut| {
+            bearer
+                .and_then(|b| oauth.issued_at(b.trim()))
+                .is_some_and(|issued| issued < cut)
+        });
         match status {
+            TokenStatus::Valid { client_id } if revoked_here => {
+                self.counters.token_invalid_errors += 1;
+                Err((client_id, SimResponse::error(401, "invalid_token")))
+            }
             TokenStatus::Valid { client_id } => Ok(client_id),
             TokenStatus::Expired { client_id } => {
                 self.counters.token_expired_errors += 1;
@@ -518,6 +570,74 @@ mod tests {
         let effects = api.side_effects();
         assert_eq!(effects[0].idempotency_key.as_deref(), Some("run-1/publish"));
         assert_eq!(effects[0].body, "{\"title\":\"a\"}");
+    }
+
+    #[test]
+    fn an_exhausted_quota_refuses_until_its_reset_in_seconds_or_as_a_date() {
+        let api = ApiService::new(ApiConfig::new("api.sim"));
+        let t = at("2026-03-02T10:00:00Z");
+        api.exhaust_quota(at("2026-03-02T10:30:00.500Z"), false);
+        let r = api.handle(&get("/x"), t);
+        assert_eq!((r.status, r.header("retry-after")), (429, Some("1801")));
+        assert_eq!(r.body, "{\"error\":\"quota_exceeded\"}");
+        api.exhaust_quota(at("2026-03-02T10:30:00.500Z"), true);
+        let r = api.handle(&get("/x"), t);
+        assert_eq!(
+            r.header("retry-after"),
+            Some("Mon, 02 Mar 2026 10:30:01 GMT")
+        );
+        assert_eq!(
+            api.handle(&get("/x"), at("2026-03-02T10:30:00.500Z"))
+                .status,
+            200,
+            "reset"
+        );
+        assert_eq!(api.counters().quota_rejections, 2);
+    }
+
+    #[test]
+    fn a_token_revoked_at_one_api_works_again_once_refreshed() {
+        let oauth = OAuthServer::new("auth.sim", OAuthConfig::default(), 1);
+        let api = ApiService::new(ApiConfig {
+            auth: Some(oauth.clone()),
+            ..ApiConfig::new("api.sim")
+        });
+        let other = ApiService::new(ApiConfig {
+            auth: Some(oauth.clone()),
+            ..ApiConfig::new("other.sim")
+        });
+        let t = at("2026-03-02T10:00:00Z");
+        let token = |now| {
+            let rt = oauth.issue_refresh_token("c1");
+            let req = SimRequest::new(http::Method::POST, "/token")
+                .body(format!("grant_type=refresh_token&refresh_token={rt}"));
+            let body: serde_json::Value =
+                serde_json::from_slice(&oauth.handle(&req, now).body).unwrap_or_default();
+            format!(
+                "Bearer {}",
+                body["access_token"].as_str().unwrap_or_default()
+            )
+        };
+        let old = token(t);
+        api.revoke_tokens_before(t + chrono::Duration::minutes(1));
+        let later = t + chrono::Duration::minutes(2);
+        let refused = api.handle(&get("/x").header("authorization", &old), later);
+        assert_eq!(refused.status, 401);
+        assert_eq!(refused.body, "{\"error\":\"invalid_token\"}");
+        assert_eq!(
+            other
+                .handle(&get("/x").header("authorization", &old), later)
+                .status,
+            200,
+            "only this API revoked it"
+        );
+        let fresh = token(later);
+        assert_eq!(
+            api.handle(&get("/x").header("authorization", &fresh), later)
+                .status,
+            200
+        );
+        assert_eq!(api.counters().token_invalid_errors, 1);
     }
 
     #[test]

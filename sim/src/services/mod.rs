@@ -16,6 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use crate::faults::BadShape;
+
 pub use api::{ApiConfig, ApiCounters, ApiService, RequestRecord, SideEffect};
 pub use oauth::{OAuthConfig, OAuthCounters, OAuthServer, TokenStatus};
 
@@ -97,6 +99,44 @@ impl SimResponse {
         Self::json(status, &serde_json::json!({ "error": code }))
     }
 
+    /// A 429 whose `Retry-After` is an HTTP date: `now + retry_after`, rounded up to the
+    /// second (the format's resolution), so waiting until it is always long enough.
+    pub fn too_many_requests_until(now: DateTime<Utc>, retry_after: Duration, code: &str) -> Self {
+        let at = now + chrono::Duration::from_std(retry_after).unwrap_or(chrono::Duration::MAX);
+        let whole = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
+        let at = DateTime::from_timestamp(whole, 0).unwrap_or(at);
+        let mut r = Self::error(429, code);
+        r.headers.push((
+            "retry-after".to_string(),
+            at.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        ));
+        r
+    }
+
+    /// This 200 spoiled as `shape` (a 2xx answer whose body a client cannot use).
+    pub fn spoiled(mut self, shape: BadShape) -> Self {
+        self.body = match shape {
+            BadShape::Empty => Bytes::new(),
+            BadShape::Truncated => self.body.slice(..self.body.len() / 2),
+            BadShape::NotJson => {
+                for (name, value) in &mut self.headers {
+                    if name.eq_ignore_ascii_case("content-type") {
+                        *value = "text/html".to_string();
+                    }
+                }
+                Bytes::from_static(
+                    b"<html><body><h1>Service temporarily unavailable</h1></body></html>",
+                )
+            }
+            BadShape::WrongShape => {
+                let original: serde_json::Value =
+                    serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null);
+                Bytes::from(serde_json::json!({ "data": original }).to_string())
+            }
+        };
+        self
+    }
+
     /// A 429 with `Retry-After` in whole seconds (rounded up, at least 1).
     pub fn too_many_requests(retry_after: Duration, code: &str) -> Self {
         let secs = retry_after
@@ -173,4 +213,47 @@ pub(crate) fn mix_seed(seed: u64, stream: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_retry_after_date_is_rounded_up_and_reads_back_as_the_wait() {
+        let now = at("2026-03-02T13:14:00.250Z");
+        let r = SimResponse::too_many_requests_until(now, Duration::from_secs(90), "x");
+        let value = r.header("retry-after").unwrap_or_default();
+        assert_eq!(value, "Mon, 02 Mar 2026 13:15:31 GMT");
+        // The runner's own parser reads it as a wait that is never too short.
+        let wait = steadfast_core::retry::retry_after::parse(value, now);
+        assert_eq!(wait, Some(Duration::from_millis(90_750)));
+    }
+
+    #[test]
+    fn spoiled_answers_keep_their_status_and_lose_their_use() {
+        let ok = SimResponse::json(200, &serde_json::json!({ "id": "7", "ok": true }));
+        let empty = ok.clone().spoiled(BadShape::Empty);
+        assert_eq!((empty.status, empty.body.len()), (200, 0));
+        let cut = ok.clone().spoiled(BadShape::Truncated);
+        assert!(serde_json::from_slice::<serde_json::Value>(&cut.body).is_err());
+        assert!(ok.body.starts_with(&cut.body) && cut.body.len() < ok.body.len());
+        let html = ok.clone().spoiled(BadShape::NotJson);
+        assert_eq!(html.header("content-type"), Some("text/html"));
+        assert!(serde_json::from_slice::<serde_json::Value>(&html.body).is_err());
+        let wrong = ok.spoiled(BadShape::WrongShape);
+        let v: serde_json::Value = serde_json::from_slice(&wrong.body).unwrap_or_default();
+        assert_eq!(
+            v.pointer("/id"),
+            None,
+            "the field a later step extracts is gone"
+        );
+        assert_eq!(v.pointer("/data/id"), Some(&serde_json::json!("7")));
+    }
 }

@@ -87,6 +87,7 @@ pub struct OAuthCounters {
 #[derive(Clone)]
 struct AccessToken {
     client_id: String,
+    issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     revoked: bool,
 }
@@ -204,6 +205,11 @@ impl OAuthServer {
         }
     }
 
+    /// When the access token `bearer` was issued, if this server issued it.
+    pub fn issued_at(&self, bearer: &str) -> Option<DateTime<Utc>> {
+        self.lock().access.get(bearer).map(|t| t.issued_at)
+    }
+
     /// Whether `bearer` is a valid access token at `now`.
     pub fn validate(&self, bearer: &str, now: DateTime<Utc>) -> TokenStatus {
         let s = self.lock();
@@ -287,6 +293,7 @@ impl OAuthServer {
             access.clone(),
             AccessToken {
                 client_id,
+                issued_at: now,
                 expires_at,
                 revoked: false,
             },
