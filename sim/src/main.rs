@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sim::driver::simulate;
 use sim::metrics::evaluate;
-use sim::report::Report;
+use sim::report::{Report, replay_command};
 use sim::scenario::{Profile, Scenario, profile, swarm};
 use steadfast_core::say;
 
@@ -39,7 +39,8 @@ Examples:
   sim run scenarios/default.toml --check-determinism
   sim replay 7 --scenario scenarios/token-expiry.toml
   sim replay 42                                # a swarm world drawn from seed 42 alone
-  sim sweep --swarm --seeds 200 --jobs 2";
+  sim sweep --swarm --seeds 200 --jobs 2
+  sim sweep scenarios/crash-mid-commit.toml --first-seed 1000 --seeds 50";
 
 /// Steadfast's chaos simulator: the runner core, unchanged, in a deterministic world.
 #[derive(Debug, Parser)]
@@ -80,9 +81,10 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Run many seeds in parallel and print every failing seed with its replay command.
+    /// Run many seeds in parallel; list every failing seed with the invariants it broke
+    /// and the command that replays it.
     #[command(
-        after_help = "Examples:\n  sim sweep scenarios/default.toml --seeds 50\n  sim sweep --swarm --seeds 200 --jobs 2"
+        after_help = "Seeds run are --first-seed .. --first-seed + --seeds - 1. Each failing seed is printed as\n  seed 7: broke no_silent_loss, liveness: sim replay 7 --scenario FILE --profile P\nand the exit code is the worst seed's (1 a safety invariant, 3 liveness only).\n\nExamples:\n  sim sweep scenarios/default.toml --seeds 50\n  sim sweep --swarm --seeds 200 --jobs 2\n  sim sweep --swarm --first-seed 10000 --seeds 500   # the next 500 swarm worlds"
     )]
     Sweep {
         /// The scenario file (default: the embedded default scenario).
@@ -90,13 +92,16 @@ enum Command {
         /// Draw a swarm world per seed instead of the scenario's faults.
         #[arg(long, conflicts_with = "scenario")]
         swarm: bool,
-        /// How many seeds (1..=N).
-        #[arg(long, default_value_t = 20)]
+        /// How many seeds.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
         seeds: u64,
+        /// The first seed (the sweep runs this one and the next `--seeds - 1`).
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
         /// Worker threads (default: the number of cores).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// The profile.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        jobs: Option<u64>,
+        /// The profile: self-healing, naive, or no-<pattern> (default: the scenario's).
         #[arg(long)]
         profile: Option<String>,
     },
@@ -172,10 +177,18 @@ fn main() -> ExitCode {
             scenario,
             swarm,
             seeds,
+            first_seed,
             jobs,
             profile,
         } => match load(scenario.as_deref()) {
-            Ok(s) => sweep(&s, swarm, seeds, jobs, profile.as_deref()),
+            Ok(s) => sweep(
+                &s,
+                swarm,
+                first_seed,
+                seeds,
+                jobs.map(|j| j as usize),
+                profile.as_deref(),
+            ),
             Err(code) => code,
         },
         Command::Report {
@@ -386,9 +399,19 @@ fn humanize(secs: u64) -> String {
     }
 }
 
+/// One seed's result in a sweep.
+struct SeedResult {
+    seed: u64,
+    code: u8,
+    /// What failed: invariant names, `liveness`, or the simulation error.
+    broke: Vec<String>,
+    replay: String,
+}
+
 fn sweep(
     base: &Scenario,
     use_swarm: bool,
+    first_seed: u64,
     seeds: u64,
     jobs: Option<usize>,
     profile: Option<&str>,
@@ -397,13 +420,19 @@ fn sweep(
         Ok(p) => p,
         Err(code) => return code,
     };
+    let Some(last_seed) = first_seed.checked_add(seeds - 1) else {
+        eprintln!(
+            "error: --first-seed {first_seed} with --seeds {seeds} runs past the largest seed (hint: start at most at {})",
+            u64::MAX - (seeds - 1)
+        );
+        return exit::USAGE;
+    };
     let jobs = jobs
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1)
         .max(1);
     say!(
-        "sweep: {} seeds of {} with profile {} on {jobs} thread(s)",
-        seeds,
+        "sweep: seeds {first_seed}..={last_seed} ({seeds}) of {} with profile {} on {jobs} thread(s)",
         if use_swarm {
             "swarm worlds"
         } else {
@@ -411,7 +440,7 @@ fn sweep(
         },
         profile.name
     );
-    let next = std::sync::atomic::AtomicU64::new(1);
+    let next = std::sync::atomic::AtomicU64::new(0);
     let results = std::sync::Mutex::new(Vec::new());
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new(seeds)
@@ -422,24 +451,43 @@ fn sweep(
         for _ in 0..jobs {
             scope.spawn(|| {
                 loop {
-                    let seed = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    if seed > seeds {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= seeds {
                         break;
                     }
+                    let seed = first_seed + i;
                     let scenario = if use_swarm {
                         swarm::swarm(base, seed)
                     } else {
                         swarm::with_seed(base, seed).0
                     };
-                    let code = match simulate(&scenario, seed, profile, &mut |_| {}) {
-                        Ok(run) => evaluate(&scenario, &run).exit_code(),
-                        Err(_) => exit::VIOLATED,
+                    let (code, broke) = match simulate(&scenario, seed, profile, &mut |_| {}) {
+                        Ok(run) => {
+                            let verdict = evaluate(&scenario, &run);
+                            let mut broke: Vec<String> = verdict
+                                .invariants
+                                .iter()
+                                .filter(|i| !i.holds)
+                                .map(|i| i.name.clone())
+                                .collect();
+                            if verdict.liveness.as_ref().is_some_and(|l| !l.holds) {
+                                broke.push("liveness".to_string());
+                            }
+                            (verdict.exit_code(), broke)
+                        }
+                        Err(e) => (exit::VIOLATED, vec![format!("simulation error ({e})")]),
                     };
-                    results.lock().unwrap_or_else(|p| p.into_inner()).push((
-                        seed,
-                        code,
-                        scenario.file.clone(),
-                    ));
+                    debug_assert!(matches!(code, exit::OK | exit::VIOLATED | exit::LIVENESS));
+                    let replay = replay_command(&scenario, seed, profile.name);
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(SeedResult {
+                            seed,
+                            code,
+                            broke,
+                            replay,
+                        });
                     bar.inc(1);
                 }
             });
@@ -447,28 +495,21 @@ fn sweep(
     });
     bar.finish_and_clear();
     let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    results.sort();
-    let failing: Vec<_> = results.iter().filter(|(_, c, _)| *c != exit::OK).collect();
-    for (seed, code, file) in &failing {
-        let file = file
-            .as_ref()
-            .map(|f| format!(" --scenario {}", f.display()))
-            .unwrap_or_default();
-        let what = if *code == exit::LIVENESS {
-            "liveness"
-        } else {
-            "invariant"
-        };
+    results.sort_by_key(|r| r.seed);
+    let failing: Vec<&SeedResult> = results.iter().filter(|r| r.code != exit::OK).collect();
+    for r in &failing {
         say!(
-            "seed {seed}: {what} failed: sim replay {seed}{file} --profile {}",
-            profile.name
+            "seed {}: broke {}: {}",
+            r.seed,
+            r.broke.join(", "),
+            r.replay
         );
     }
     say!(
         "sweep: {} of {seeds} seed(s) passed",
         seeds as usize - failing.len()
     );
-    failing.iter().map(|(_, c, _)| *c).max().unwrap_or(exit::OK)
+    failing.iter().map(|r| r.code).max().unwrap_or(exit::OK)
 }
 
 fn bench(scenario: &Scenario) -> u8 {

@@ -46,16 +46,26 @@ pub struct Report {
     pub timeline: Vec<WorldEvent>,
 }
 
+/// The command that reproduces a run of `scenario` with `seed` and `profile`: `sim replay`
+/// with the scenario's file, `sim replay <seed>` alone for a swarm world (drawn from the
+/// seed), and `sim run --seed` for the embedded default scenario (which `sim replay`
+/// without a file would replace by a swarm world).
+pub fn replay_command(scenario: &Scenario, seed: u64, profile: &str) -> String {
+    match &scenario.file {
+        Some(f) => format!(
+            "sim replay {seed} --scenario {} --profile {profile}",
+            f.display()
+        ),
+        None if scenario.name == "swarm" => format!("sim replay {seed} --profile {profile}"),
+        None => format!("sim run --seed {seed} --profile {profile}"),
+    }
+}
+
 impl Report {
     /// Builds the report of a finished run.
     pub fn new(scenario: &Scenario, run: &SimRun, verdict: &Verdict, wall_seconds: f64) -> Self {
         let mut invariants = verdict.invariants.clone();
         invariants.extend(verdict.liveness.clone());
-        let file = scenario
-            .file
-            .as_ref()
-            .map(|f| format!(" --scenario {}", f.display()))
-            .unwrap_or_default();
         Self {
             scenario: scenario.name.clone(),
             seed: run.seed,
@@ -67,10 +77,7 @@ impl Report {
             metrics: verdict.metrics.clone(),
             invariants,
             exit_code: verdict.exit_code(),
-            replay: format!(
-                "sim replay {}{file} --profile {}",
-                run.seed, run.profile.name
-            ),
+            replay: replay_command(scenario, run.seed, run.profile.name),
             lost_slots: verdict.lost_slots.iter().take(50).cloned().collect(),
             interventions: run.interventions.clone(),
             faults: scenario.faults.clone(),
