@@ -23,25 +23,19 @@
 //! there is no naive-fails counterpart here; `faults.rs::crash_restart` has one for
 //! crashes in a long step.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sim::driver::{SimRun, simulate};
+use sim::driver::simulate;
 use sim::metrics::evaluate;
 use sim::scenario::{CrashPoint, FaultSpec, FaultSpecKind, Profile, Scenario};
-use steadfast_core::job::RunId;
-use steadfast_core::scheduler::catch_up::slots_between;
+
+use common::{journal_problems, load};
 
 const JOB: &str = "publish";
-
-fn load(name: &str) -> Scenario {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenarios")
-        .join(format!("{name}.toml"));
-    Scenario::load(&path).unwrap_or_else(|d| panic!("{name} does not parse:\n{d}"))
-}
 
 fn base() -> Scenario {
     load("crash-mid-commit")
@@ -87,7 +81,9 @@ fn check(s: &Scenario, profile: &str) -> Checked {
         .iter()
         .find(|e| e.what == "crash")
         .map(|e| (e.at, e.detail.clone()));
-    let mut problems = journal_problems(s, &run);
+    let job = s.config.jobs.iter().find(|j| j.name == JOB).expect("job");
+    let until = run.end - chrono::Duration::from_std(job.deadline).unwrap_or_default();
+    let mut problems = journal_problems(s, &run, JOB, until, "blog");
     let verdict = evaluate(s, &run);
     for i in &verdict.invariants {
         if !i.holds {
@@ -120,66 +116,6 @@ fn check(s: &Scenario, profile: &str) -> Checked {
         repeated,
         resumed_across,
     }
-}
-
-/// A journal row: due, last due, slot count, state, outcome, reason.
-type SlotRow = (i64, i64, i64, String, Option<String>, Option<String>);
-
-/// Every slot of the job in the journal, run or missed with a reason, none left
-/// running; every slot journaled as succeeded has its post at the API.
-fn journal_problems(s: &Scenario, run: &SimRun) -> Vec<String> {
-    let job = s.config.jobs.iter().find(|j| j.name == JOB).expect("job");
-    let db = run.world.db();
-    let registered: i64 = db
-        .with(|c| {
-            c.query_row(
-                "SELECT registered_at FROM jobs WHERE job = ?1",
-                [JOB],
-                |r| r.get(0),
-            )
-        })
-        .expect("the job is registered");
-    let registered = DateTime::from_timestamp_millis(registered).expect("time");
-    let rows: Vec<SlotRow> = db
-        .with(|c| {
-            let mut st = c.prepare(
-                "SELECT due, last_due, slot_count, state, outcome, reason FROM slots WHERE job = ?1",
-            )?;
-            let rows = st.query_map([JOB], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-            })?;
-            rows.collect()
-        })
-        .expect("journal rows");
-    let posts: Vec<String> = run.apis[&"blog".to_string()]
-        .side_effects()
-        .into_iter()
-        .filter(|e| e.path == "/v1/posts")
-        .map(|e| e.body)
-        .collect();
-    let deadline = chrono::Duration::from_std(job.deadline).unwrap_or_default();
-    let mut problems = Vec::new();
-    for due in slots_between(&job.schedule, registered, run.end - deadline) {
-        let t = ms(due);
-        let row = rows.iter().find(|(first, last, count, ..)| {
-            *first == t || (*count > 1 && *first <= t && t <= *last)
-        });
-        let id = RunId::new(JOB, due).to_string();
-        match row {
-            None => problems.push(format!("{id}: not in the journal")),
-            Some((.., state, outcome, reason)) => match state.as_str() {
-                "done" => {
-                    let ok = matches!(outcome.as_deref(), Some("succeeded" | "degraded"));
-                    if ok && !posts.iter().any(|b| b.contains(&id)) {
-                        problems.push(format!("{id}: journaled {outcome:?} but never posted"));
-                    }
-                }
-                "missed" if reason.is_some() => {}
-                other => problems.push(format!("{id}: left {other} (reason {reason:?})")),
-            },
-        }
-    }
-    problems
 }
 
 /// Durable operations swept, counted from 1h 10m: about five a run (the slot's start,

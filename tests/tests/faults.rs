@@ -168,7 +168,12 @@ fn every_fault_scenario_has_a_test() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join("scenarios");
-    let src = [include_str!("faults.rs"), include_str!("crash_instant.rs")].concat();
+    let src = [
+        include_str!("faults.rs"),
+        include_str!("crash_instant.rs"),
+        include_str!("slots.rs"),
+    ]
+    .concat();
     let mut checked = 0;
     for entry in std::fs::read_dir(dir).expect("scenarios/") {
         let name = entry
