@@ -84,3 +84,35 @@ fn different_seeds_give_different_trace_hashes() {
         }
     }
 }
+
+/// The short world with a crash inside a tick (at a millisecond instant) and one at a
+/// durable operation: the runner host's reaper and the crash points must not make a
+/// run depend on anything but the seed.
+fn short_world_with_crashes_inside_ticks(op: u64) -> Scenario {
+    let mut instant = FaultSpec::new(FaultSpecKind::Crash, "runner");
+    instant.at = Duration::from_millis(95 * 60_000 + 12_345);
+    instant.restart_after = Duration::from_secs(90);
+    let mut at_op = FaultSpec::new(FaultSpecKind::Crash, "runner");
+    at_op.at = Duration::from_secs(200 * 60);
+    at_op.restart_after = Duration::from_secs(60);
+    at_op.crash_point = Some(sim::scenario::CrashPoint { op, after: true });
+    let text = with_faults(WORLD, &[instant, at_op]);
+    match Scenario::parse(&text, Path::new("short-world.toml"), None) {
+        Ok(s) => s,
+        Err(d) => panic!("{d}"),
+    }
+}
+
+#[test]
+fn crashes_inside_ticks_replay_byte_for_byte() {
+    let s = short_world_with_crashes_inside_ticks(9);
+    let (a, events) = trace_hash(&s, 5, "self-healing");
+    assert!(events > 100, "{events} events");
+    assert_eq!(a, trace_hash(&s, 5, "self-healing").0, "two runs differ");
+    let other = short_world_with_crashes_inside_ticks(10);
+    assert_ne!(
+        a,
+        trace_hash(&other, 5, "self-healing").0,
+        "a crash one durable operation later changed nothing"
+    );
+}
