@@ -576,3 +576,36 @@ fn three_weeks_of_quarter_hourly_calls_fit_in_one_run() {
     let end = ended.lock().expect("lock").expect("client finished");
     assert!(end >= at("2024-06-22T08:00:00Z"), "{end}");
 }
+
+#[test]
+fn a_dead_runner_reaches_no_service_and_its_reaper_kills_it_at_the_instant() {
+    let (world, _, api) = world(6, "2024-06-01T08:00:00Z");
+    let w = world.clone();
+    let kill_at = at("2024-06-01T08:00:07.250Z");
+    run_client(&world, Duration::from_secs(3600), move |env| async move {
+        let (access, _) = token(&env, "rt-initial").await;
+        assert_eq!(
+            call(&env, post("/posts", &access))
+                .await
+                .expect("answer")
+                .status,
+            200
+        );
+        let reaper = tokio::spawn(w.clone().reaper());
+        w.schedule_kill(kill_at);
+        reaper.await.expect("the reaper ends when the process dies");
+        assert!(w.runner_dead());
+        assert_eq!(
+            w.take_death(),
+            Some(kill_at),
+            "dead at the instant, inside the tick"
+        );
+        // The dead process's request never leaves it: nothing reaches the API, and the
+        // caller waits until its own timeout.
+        let err = call(&env, post("/posts", &access))
+            .await
+            .expect_err("no answer");
+        assert_eq!(err.kind(), FailureKind::Timeout, "{err}");
+    });
+    assert_eq!(api.counters().side_effects, 1, "only the call made alive");
+}

@@ -176,7 +176,8 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 impl FaultSpec {
-    /// The value the parser gives a `[[faults]]` table with only `kind` and `target`.
+    /// The value the parser gives a `[[faults]]` table with only `kind` and `target`
+    /// (a `bad_answer` also needs its `shape`: here `empty`).
     pub fn new(kind: FaultSpecKind, target: &str) -> Self {
         Self {
             kind,
