@@ -67,6 +67,9 @@ pub enum EventKind {
     JobStopped,
     /// A job task panicked; the boundary caught it.
     JobPanicked,
+    /// A command step's process group left by a previous runner was found at start
+    /// (and stopped, or found gone); `detail` says which.
+    ProcessReaped,
 }
 
 impl EventKind {
@@ -97,6 +100,7 @@ impl EventKind {
             Self::Alert => "alert",
             Self::JobStopped => "job_stopped",
             Self::JobPanicked => "job_panicked",
+            Self::ProcessReaped => "process_reaped",
         }
     }
 }
@@ -381,6 +385,7 @@ impl crate::env::EventSink for TracingSink {
             | EventKind::TokenRefreshFailed
             | EventKind::BreakerRejected
             | EventKind::HeartbeatFinding
+            | EventKind::ProcessReaped
             | EventKind::StepSkipped => log_at!(tracing::Level::WARN),
             _ => log_at!(tracing::Level::INFO),
         }
