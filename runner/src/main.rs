@@ -309,6 +309,7 @@ fn parts(config: &Config, daemon: &DaemonSettings, connector: TcpConnector) -> P
         .map(|(k, v)| (k.clone(), v.state))
         .collect();
     metrics.seed(&breakers, &files.last_success);
+    metrics.attach_journal(&config.runner.state_dir);
     let mut events = Fanout::logging().with(metrics.clone());
     if !daemon.notify.pings.is_empty() {
         events = events.with(Arc::new(Pinger::new(

@@ -616,11 +616,22 @@ fn kill_9_loop_loses_no_slot_and_runs_no_step_twice() {
         *reaped.entry(how.to_string()).or_default() += 1;
     }
     eprintln!("kill -9 loop: left process groups found at start, by outcome: {reaped:?}");
+    // `status` counts the missed slots the journal holds, by reason, and names no
+    // other problem.
     let status = status_json(&config);
+    let counted: i64 = status["jobs"][0]["missed"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_i64()).sum())
+        .unwrap_or(0);
+    assert_eq!(counted, missed, "{status}");
+    let problems = status["problems"].as_array().cloned().unwrap_or_default();
     assert!(
-        status["problems"].as_array().is_some_and(Vec::is_empty),
+        problems.iter().all(|p| p
+            .as_str()
+            .is_some_and(|p| p.starts_with("job `ledger`: ") && p.contains("missed"))),
         "{status}"
     );
+    assert_eq!(problems.len(), usize::from(missed > 0), "{status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
