@@ -70,6 +70,8 @@ pub enum EventKind {
     /// A command step's process group left by a previous runner was found at start
     /// (and stopped, or found gone); `detail` says which.
     ProcessReaped,
+    /// The state database cannot be opened or read; the runner refuses to start.
+    StateUnreadable,
 }
 
 impl EventKind {
@@ -101,6 +103,7 @@ impl EventKind {
             Self::JobStopped => "job_stopped",
             Self::JobPanicked => "job_panicked",
             Self::ProcessReaped => "process_reaped",
+            Self::StateUnreadable => "state_unreadable",
         }
     }
 }
@@ -377,7 +380,10 @@ impl crate::env::EventSink for TracingSink {
             };
         }
         match e.event {
-            EventKind::Alert | EventKind::JobStopped | EventKind::JobPanicked => {
+            EventKind::Alert
+            | EventKind::JobStopped
+            | EventKind::JobPanicked
+            | EventKind::StateUnreadable => {
                 log_at!(tracing::Level::ERROR)
             }
             EventKind::AttemptFailed

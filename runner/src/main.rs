@@ -20,7 +20,7 @@ use runner::env::tokio::TcpConnector;
 use runner::secrets::OsSecrets;
 use steadfast_core::config::{Config, SecretResolver, Source};
 use steadfast_core::say;
-use steadfast_core::scheduler::{Exit, Runner};
+use steadfast_core::scheduler::{Exit, Runner, StartError};
 
 /// Exit codes, documented in `--help`.
 mod exit {
@@ -32,6 +32,9 @@ mod exit {
     pub(crate) const USAGE: u8 = 2;
     /// Another runner holds the state directory.
     pub(crate) const LOCKED: u8 = 3;
+    /// The state database is corrupt, unreadable or from a newer runner: the file is
+    /// kept as it is and the runner refuses to start (a restart cannot fix it).
+    pub(crate) const STATE: u8 = 4;
     /// Restart requested (memory over its fatal threshold): EX_TEMPFAIL, so a
     /// supervisor with `KeepAlive` / `Restart=on-failure` starts a fresh process.
     pub(crate) const RESTART: u8 = 75;
@@ -43,6 +46,8 @@ Exit codes:
   1   a run failed, or a fatal error stopped the runner
   2   bad configuration or usage
   3   another runner is using the same state directory
+  4   the state database (state_dir/state.db) is corrupt, unreadable or from a newer
+      runner: it is kept untouched, an alert is sent, and nothing runs
   75  memory over its fatal threshold: restart me (launchd/systemd do)
   141 stdout was closed early (a reader such as `head` exited)
 
@@ -420,7 +425,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = daemon_runtime()?;
             rt.block_on(async {
                 let p = parts(&cfg, &daemon, connector);
-                let runner = Runner::new(p.env, cfg, p.notifier).await?;
+                let state_dir = cfg.runner.state_dir.clone();
+                let notifier = Arc::new(p.notifier);
+                let runner = match Runner::new(p.env.clone(), cfg, notifier.clone()).await {
+                    Ok(r) => r,
+                    Err(StartError::Store(e)) => {
+                        return Ok(refuse_state(&p.env, &notifier, &p.outbox, &state_dir, &e).await);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let outcome = runner.run_once(&job).await;
                 p.outbox.drain(Duration::from_secs(5)).await;
                 Ok(match outcome {
@@ -469,7 +482,14 @@ async fn daemon_main(
         ));
     }
     let state_dir = cfg.runner.state_dir.clone();
-    let runner = Runner::new(p.env.clone(), cfg, p.notifier).await?;
+    let notifier = Arc::new(p.notifier);
+    let runner = match Runner::new(p.env.clone(), cfg, notifier.clone()).await {
+        Ok(r) => r,
+        Err(StartError::Store(e)) => {
+            return Ok(refuse_state(&p.env, &notifier, &p.outbox, &state_dir, &e).await);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let board = runner.board();
     p.metrics.attach(board.clone());
     if let Some(previous) = status_file::load(&p.env, &state_dir).await {
@@ -496,6 +516,41 @@ async fn daemon_main(
         Exit::FatalStop { .. } => ExitCode::from(exit::FAILURE),
         Exit::MemoryRestart => ExitCode::from(exit::RESTART),
     })
+}
+
+/// The state database cannot be used: say so everywhere a human looks (stderr, an
+/// error event in the log, an alert), keep the file exactly as it is, and exit with
+/// [`exit::STATE`]. Starting over with an empty store would lose the journal (runs
+/// repeated or forgotten) and the rotated refresh tokens.
+async fn refuse_state(
+    env: &DaemonEnv,
+    notifier: &Notifier,
+    outbox: &Outbox,
+    state_dir: &Path,
+    e: &steadfast_core::db::DbError,
+) -> ExitCode {
+    use steadfast_core::alert::{Alert, AlertKind, AlertSink as _};
+    use steadfast_core::env::Env as _;
+    use steadfast_core::event::{Event, EventKind};
+    let file = state_dir.join(runner::env::tokio::DB_FILE);
+    let message = format!(
+        "cannot use the state database {}: {e}; nothing runs until it is fixed (the file is kept as it is)",
+        file.display()
+    );
+    env.emit(Event::new(EventKind::StateUnreadable).detail(message.clone()));
+    notifier.alert(Alert {
+        at: env.now(),
+        kind: AlertKind::StateUnreadable,
+        job: None,
+        service: None,
+        message: message.clone(),
+    });
+    eprintln!(
+        "error: {message} (hint: restore {} from a backup of the state directory; or, to start over, move it aside with its -wal and -shm files: the journal of runs is lost, and a credential whose provider rotates refresh tokens must be authorised again)",
+        file.display()
+    );
+    outbox.drain(Duration::from_secs(5)).await;
+    ExitCode::from(exit::STATE)
 }
 
 fn install(config: &Path, launchd: bool, dry_run: bool) -> anyhow::Result<ExitCode> {

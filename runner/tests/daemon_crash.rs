@@ -736,3 +736,113 @@ fn sigterm_starts_no_new_step_lets_the_running_one_finish_and_the_run_resumes() 
     assert_eq!((slot_state.as_str(), attempt), ("done", 2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 10: corrupt state was moved aside with no log line and the daemon started
+/// fresh. A corrupt `state.db` (a ruined header, or a damaged page inside an otherwise
+/// valid file) is an error event, an alert and a `status` problem; the daemon refuses
+/// to start with exit 4 and a message naming the file with a hint; the file is kept
+/// byte for byte.
+#[test]
+fn a_corrupt_state_db_is_kept_reported_and_refused_with_exit_4() {
+    let dir = std::env::temp_dir().join(format!("steadfast-corrupt-db-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("runner.toml");
+    std::fs::write(
+        &config,
+        "[runner]\nstate_dir = \"state\"\n[[jobs]]\nname = \"a\"\nevery = \"1s\"\n[[jobs.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"true\"]\n",
+    )
+    .unwrap();
+    let state = dir.join("state");
+    let db = state.join("state.db");
+    // A real store with a few runs in it.
+    let mut daemon = Daemon::start(&config);
+    let start = Instant::now();
+    while log_lines(&state)
+        .iter()
+        .filter(|l| l["event"] == "run_finished")
+        .count()
+        < 2
+    {
+        assert!(start.elapsed() < PATIENCE, "no runs finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(daemon.terminate().code(), Some(0));
+    let healthy = std::fs::read(&db).unwrap();
+    assert!(
+        healthy.len() >= 4 * 4096,
+        "a store of a few pages: {}",
+        healthy.len()
+    );
+
+    let ruined_header = {
+        let mut b = healthy.clone();
+        b[..100].fill(0x5A);
+        b
+    };
+    // The root page of the last table or index the schema creates: one no query at
+    // start reads, so only a check of the whole file finds it.
+    let (page, size): (i64, i64) = {
+        let store = runner::env::tokio::FileDb::open_read_only(&state).unwrap();
+        let page = store
+            .query_row("SELECT MAX(rootpage) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        let size = store
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        (page, size)
+    };
+    let damaged_page = {
+        let mut b = healthy.clone();
+        let (from, to) = ((page - 1) * size, page * size);
+        b[from as usize..to as usize].fill(0xA5);
+        b
+    };
+    for (case, bytes) in [
+        ("ruined header", ruined_header),
+        ("damaged page", damaged_page),
+    ] {
+        for side in ["state.db-wal", "state.db-shm"] {
+            let _ = std::fs::remove_file(state.join(side));
+        }
+        std::fs::write(&db, &bytes).unwrap();
+        let _ = std::fs::remove_file(state.join("runner.log"));
+        let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{case}: {stderr}");
+        assert!(
+            stderr.contains(&db.display().to_string()) && stderr.contains("hint:"),
+            "{case}: the message names the file and a way out: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read(&db).unwrap(),
+            bytes,
+            "{case}: the file was changed"
+        );
+        let logs = log_lines(&state);
+        assert!(
+            logs.iter()
+                .any(|l| l["event"] == "state_unreadable" && l["level"] == "ERROR"),
+            "{case}: no error event: {logs:?}"
+        );
+        assert!(
+            logs.iter()
+                .any(|l| l["event"] == "alert" && l["kind"] == "StateUnreadable"),
+            "{case}: no alert: {logs:?}"
+        );
+        let ran = logs.iter().any(|l| l["event"] == "run_started");
+        assert!(!ran, "{case}: a run started on a corrupt store");
+        let status = status_json(&config);
+        let named = status["problems"].as_array().is_some_and(|p| {
+            p.iter()
+                .any(|p| p.as_str().is_some_and(|p| p.contains("state.db")))
+        });
+        assert!(named, "{case}: status names no problem: {status}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -238,6 +238,17 @@ impl StateFiles {
     /// Last good runs and open runs, from the store (read-only, beside a daemon).
     fn read_store(&mut self, state_dir: &Path) -> rusqlite::Result<()> {
         let conn = FileDb::open_read_only(state_dir)?;
+        // The daemon refuses a damaged file at start (exit 4); say so here too, rather
+        // than show what the undamaged pages happen to hold.
+        let verdict: String = conn.query_row("PRAGMA quick_check(5)", [], |r| r.get(0))?;
+        if verdict != "ok" {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(format!(
+                    "corrupt ({verdict}); the daemon refuses to start on it (hint: restore it from a backup)"
+                )),
+            ));
+        }
         let mut jobs =
             conn.prepare("SELECT job, last_ok_at FROM jobs WHERE last_ok_at IS NOT NULL")?;
         for row in jobs.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {

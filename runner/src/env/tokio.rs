@@ -133,6 +133,16 @@ impl Database for FileDb {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // A damaged page would otherwise surface mid-run, in whichever query reads it
+        // first; checked once here, the runner refuses to start instead (bounded: a
+        // handful of findings is enough to say it is corrupt).
+        let verdict: String = conn.query_row("PRAGMA quick_check(5)", [], |r| r.get(0))?;
+        if verdict != "ok" {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(format!("{} is corrupt: {verdict}", path.display())),
+            ));
+        }
         Ok(conn)
     }
 
