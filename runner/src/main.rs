@@ -427,6 +427,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let p = parts(&cfg, &daemon, connector);
                 let state_dir = cfg.runner.state_dir.clone();
                 let notifier = Arc::new(p.notifier);
+                if let Err(e) = migrate_files(&p.env, &cfg).await {
+                    return Ok(refuse_state(&p.env, &notifier, &p.outbox, &state_dir, &e).await);
+                }
                 let runner = match Runner::new(p.env.clone(), cfg, notifier.clone()).await {
                     Ok(r) => r,
                     Err(StartError::Store(e)) => {
@@ -483,6 +486,9 @@ async fn daemon_main(
     }
     let state_dir = cfg.runner.state_dir.clone();
     let notifier = Arc::new(p.notifier);
+    if let Err(e) = migrate_files(&p.env, &cfg).await {
+        return Ok(refuse_state(&p.env, &notifier, &p.outbox, &state_dir, &e).await);
+    }
     let runner = match Runner::new(p.env.clone(), cfg, notifier.clone()).await {
         Ok(r) => r,
         Err(StartError::Store(e)) => {
@@ -516,6 +522,14 @@ async fn daemon_main(
         Exit::FatalStop { .. } => ExitCode::from(exit::FAILURE),
         Exit::MemoryRestart => ExitCode::from(exit::RESTART),
     })
+}
+
+/// Imports an older runner's state files into the store (once; they are renamed
+/// `*.migrated`), before the runner reads the store.
+async fn migrate_files(env: &DaemonEnv, cfg: &Config) -> Result<(), steadfast_core::db::DbError> {
+    let db = steadfast_core::db::Db::open(env.clone(), &cfg.runner.state_dir).await?;
+    runner::daemon::legacy::migrate(env, cfg, &db).await;
+    Ok(())
 }
 
 /// The state database cannot be used: say so everywhere a human looks (stderr, an

@@ -846,3 +846,144 @@ fn a_corrupt_state_db_is_kept_reported_and_refused_with_exit_4() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 10: an installed runner keeps its tokens across the move to the store. An
+/// older runner left `tokens/api.json` (a rotated refresh token; the configured one is
+/// spent), `heartbeat-state.json` and `checkpoints/report.json` (an interrupted run).
+/// The first start imports them, renames them `*.migrated`, uses the file's token (the
+/// token endpoint, which would revoke a spent token, is never called), keeps the
+/// heartbeat and resumes the interrupted run after its finished step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installed_runner_keeps_its_tokens_heartbeats_and_interrupted_runs() {
+    use wiremock::matchers::header;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(400).set_body_string("{\"error\":\"invalid_grant\"}"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/items"))
+        .and(header("authorization", "Bearer a-from-the-file"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{\"id\": \"1\"}"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/items"))
+        .respond_with(ResponseTemplate::new(401))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+
+    let dir = std::env::temp_dir().join(format!("steadfast-legacy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.join("state");
+    std::fs::create_dir_all(state.join("tokens")).unwrap();
+    std::fs::create_dir_all(state.join("checkpoints")).unwrap();
+    let ledger = dir.join("ledger");
+    let config = dir.join("runner.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runner]\nstate_dir = \"state\"\nmonitor_interval = \"1h\"\n\
+             [services.api]\n\
+             [credentials.api]\ntoken_url = \"{u}/token\"\nclient_id = \"c\"\nrefresh_token = \"r-configured-spent\"\n\
+             [[jobs]]\nname = \"sync\"\nevery = \"1s\"\n\
+             [[jobs.steps]]\nname = \"get\"\nmethod = \"GET\"\nurl = \"{u}/items\"\nservice = \"api\"\ncredential = \"api\"\n\
+             [[jobs]]\nname = \"report\"\nevery = \"1h\"\n\
+             [[jobs.steps]]\nname = \"a\"\nkind = \"command\"\nargv = [\"sh\", \"-c\", \"echo a $STEADFAST_IDEMPOTENCY_KEY >> {l}\"]\n\
+             [[jobs.steps]]\nname = \"b\"\nkind = \"command\"\nargv = [\"sh\", \"-c\", \"echo b $STEADFAST_IDEMPOTENCY_KEY >> {l}\"]\n",
+            u = server.uri(),
+            l = ledger.display(),
+        ),
+    )
+    .unwrap();
+    let now = chrono::Utc::now();
+    let expires = (now + chrono::Duration::hours(1)).to_rfc3339();
+    std::fs::write(
+        state.join("tokens/api.json"),
+        format!(
+            "{{\"access_token\":\"a-from-the-file\",\"expires_at\":\"{expires}\",\"refresh_token\":\"r-rotated-from-the-file\"}}"
+        ),
+    )
+    .unwrap();
+    let last_ok = now.timestamp() - 30;
+    std::fs::write(
+        state.join("heartbeat-state.json"),
+        format!(
+            "{{\"lastChecks\":{{\"sync\":{last_ok},\"report\":{last_ok}}},\"thresholds\":{{}}}}"
+        ),
+    )
+    .unwrap();
+    let due = chrono::DateTime::from_timestamp(now.timestamp() - 120, 0).unwrap();
+    let run = steadfast_core::job::RunId::new("report", due);
+    let key_a = steadfast_core::checkpoint::idempotency_key(&run, "a");
+    std::fs::write(
+        state.join("checkpoints/report.json"),
+        format!(
+            "{{\"job\":\"report\",\"run_id\":\"{run}\",\"started_at\":\"{}\",\"completed\":[{{\"name\":\"a\",\"idempotency_key\":\"{key_a}\",\"outputs\":{{}},\"completed_at\":\"{}\"}}]}}",
+            due.to_rfc3339(),
+            due.to_rfc3339()
+        ),
+    )
+    .unwrap();
+
+    let mut daemon = Daemon::start(&config);
+    let run_id = run.to_string();
+    wait_for("a sync run and the resumed report run", async || {
+        let logs = log_lines(&state);
+        let finished = |job: &str, run: Option<&str>| {
+            logs.iter().any(|l| {
+                l["event"] == "run_finished"
+                    && l["job"] == job
+                    && l["outcome"] == "succeeded"
+                    && run.is_none_or(|r| l["run_id"] == r)
+            })
+        };
+        finished("sync", None) && finished("report", Some(&run_id))
+    })
+    .await;
+    assert_eq!(daemon.terminate().code(), Some(0));
+
+    // The file's access token was used and the spent configured token never sent.
+    let token_calls = server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == "/token")
+        .count();
+    assert_eq!(token_calls, 0, "the token endpoint was called");
+    for old in [
+        "tokens/api.json",
+        "heartbeat-state.json",
+        "checkpoints/report.json",
+    ] {
+        assert!(!state.join(old).exists(), "{old} was not renamed");
+        assert!(
+            state.join(format!("{old}.migrated")).exists(),
+            "{old}.migrated is missing"
+        );
+    }
+    let store = runner::env::tokio::FileDb::open_read_only(&state).unwrap();
+    let refresh: String = store
+        .query_row(
+            "SELECT refresh_token FROM tokens WHERE credential = 'api'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(refresh, "r-rotated-from-the-file");
+    // The interrupted run resumed after `a`: only `b` ran, under the run's own key.
+    let lines = std::fs::read_to_string(&ledger).unwrap_or_default();
+    let key_b = steadfast_core::checkpoint::idempotency_key(&run, "b");
+    assert!(lines.lines().any(|l| l == format!("b {key_b}")), "{lines}");
+    assert!(!lines.contains(&key_a), "step a ran again: {lines}");
+    // Secrets never reach the log.
+    for l in log_lines(&state) {
+        let text = l.to_string();
+        assert!(!text.contains("from-the-file"), "{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -228,7 +228,8 @@ impl StateFiles {
         }
         for (stem, path) in json_files(&state_dir.join("tokens")) {
             if let Some(t) = read::<TokenExpiry>(&path, &mut s.problems) {
-                s.token_expiry.insert(stem, t.expires_at);
+                // The store's chain is newer than an older runner's file.
+                s.token_expiry.entry(stem).or_insert(t.expires_at);
             }
         }
         s.jobs = read::<StatusFile>(&status_file::path(state_dir), &mut s.problems);
@@ -281,6 +282,15 @@ impl StateFiles {
                 .or_insert(OpenRun { run_id, steps_done });
         }
         self.journal = JournalCounts::read(state_dir)?;
+        // Access-token expiries (never the tokens), by credential file stem.
+        let mut tokens =
+            conn.prepare("SELECT credential, expires_at FROM tokens WHERE expires_at IS NOT NULL")?;
+        for row in tokens.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (credential, ms) = row?;
+            if let Some(at) = DateTime::from_timestamp_millis(ms) {
+                self.token_expiry.insert(file_stem(&credential), at);
+            }
+        }
         Ok(())
     }
 }
