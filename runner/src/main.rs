@@ -85,11 +85,28 @@ Examples:
     Check(ConfigArg),
     /// Run the daemon until SIGINT or SIGTERM (one per state directory).
     #[command(after_help = "\
-On SIGTERM/SIGINT the runner stops scheduling, lets running steps finish for up to
-[runner] shutdown_grace, and exits 0; an interrupted run resumes from its checkpoint
-at the next start. Logs: JSON lines on stdout and in <state_dir>/runner.log (rotated).
+What happens to runs and slots (every slot of every job is journaled in
+<state_dir>/state.db as run, resumed or missed with a reason):
+  SIGTERM/SIGINT  no new step starts; a running step gets [runner] shutdown_grace to
+                  finish (then its process group is killed); the run stays open in the
+                  journal and resumes at the next start after its finished steps, with
+                  the same run id and idempotency keys. Exit 0.
+  crash, kill -9  the open run resumes the same way at the next start; a step cut off
+                  mid-way is sent again with the same idempotency key. Command steps
+                  die with the runner (Linux: parent-death signal) and their process
+                  groups are journaled, so the next start stops any it left running
+                  (SIGTERM, SIGKILL after shutdown_grace) before a step runs again.
+  restart         slots that passed while the runner was down are run or recorded
+                  missed by the job's catch_up (latest | all | none) and
+                  catch_up_window; `runner status` and /metrics count them by reason.
+  first start     an older runner's state files (tokens, heartbeats, checkpoints) are
+                  imported into the store and renamed *.migrated.
+A corrupt or unreadable state.db is kept untouched: the runner logs an error, sends an
+alert and exits 4 without running anything.
+Logs: JSON lines on stdout and in <state_dir>/runner.log (rotated).
 
-Exit codes: 0 stopped, 1 fatal stop, 2 bad config, 3 state dir in use, 75 restart me.
+Exit codes: 0 stopped, 1 fatal stop, 2 bad config, 3 state dir in use, 4 state.db
+corrupt or unreadable, 75 restart me.
 
 Examples:
   runner run --config examples/offline.toml
@@ -99,7 +116,10 @@ Examples:
     #[command(after_help = "\
 Works whether or not the daemon runs: it only reads the state files. STATE is the job's
 state machine state while a daemon runs (idle, running, stopped), `-` otherwise;
-FAILURES is the job's failed runs in a row, carried over daemon restarts. Token files
+FAILURES is the job's failed runs in a row, carried over daemon restarts; MISSED the
+slots the journal records as not run (--json: by reason: downtime, overlap, window,
+stopped); RESUMED the runs started again after an interruption. Warnings list slots
+lost, process groups a killed runner left, and a corrupt state.db. Token files
 are read for their expiry only. Needs no secrets.
 
 Examples:
@@ -139,9 +159,10 @@ Examples:
         name = "run-once",
         after_help = "\
 Takes the state directory's lock, so stop the daemon first. Resumes the job's
-interrupted run if it has one.
+interrupted run if it has one. Runs one extra slot, due now, in the journal.
 
-Exit codes: 0 succeeded (or degraded), 1 failed, 2 unknown job or bad config, 3 daemon running.
+Exit codes: 0 succeeded (or degraded), 1 failed, 2 unknown job or bad config, 3 daemon
+running, 4 state.db corrupt or unreadable.
 
 Examples:
   runner run-once disk-report --config examples/offline.toml

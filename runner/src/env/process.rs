@@ -12,8 +12,8 @@
 //!   without running anything.
 //! - `setpriv --pdeathsig KILL` (Linux, util-linux): the step leader is killed when the
 //!   runner dies, even by `kill -9`. The kernel ties that signal to the *thread* that
-//!   forked, so every step is forked from one thread that lives as long as the process
-//!   ([`fork_thread`]); tokio's blocking-pool threads exit when idle and would take
+//!   forked, so every step is forked from one of a few threads that live as long as
+//!   the process ([`fork_thread`]); tokio's blocking-pool threads exit when idle and would take
 //!   their steps with them. Where `setpriv` is missing, the journaled group and the
 //!   stop at the next start still hold.
 //!
@@ -348,25 +348,35 @@ fn resolve(program: &str, cwd: Option<&Path>, path: Option<&std::ffi::OsStr>) ->
 
 type Fork = Box<dyn FnOnce() + Send>;
 
-/// Spawns `cmd` from the one thread that forks every step (see the module docs: the
-/// parent-death signal follows the forking thread). The thread lives as long as the
-/// process; the channel to it is unbounded, but each caller waits for its own spawn,
-/// so it holds at most one entry per step being started.
+/// Threads that fork steps: a few, so many steps due on one instant start side by
+/// side (a spawn waits for the child's `exec`), and never more (each lives forever).
+const FORK_THREADS: usize = 4;
+
+/// Spawns `cmd` from one of the threads that fork every step (see the module docs: the
+/// parent-death signal follows the forking thread). The threads live as long as the
+/// process; the channels to them are unbounded, but each caller waits for its own
+/// spawn, so they hold at most one entry per step being started.
 async fn fork_thread(mut cmd: tokio::process::Command) -> io::Result<Child> {
-    static FORKS: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Fork>>> = OnceLock::new();
-    let sender = FORKS.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Fork>();
-        let spawned = std::thread::Builder::new()
-            .name("steadfast-fork".into())
-            .spawn(move || {
-                while let Ok(fork) = rx.recv() {
-                    fork();
+    type Senders = Vec<std::sync::Mutex<std::sync::mpsc::Sender<Fork>>>;
+    static FORKS: OnceLock<Senders> = OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let senders = FORKS.get_or_init(|| {
+        (0..FORK_THREADS)
+            .map(|i| {
+                let (tx, rx) = std::sync::mpsc::channel::<Fork>();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("steadfast-fork-{i}"))
+                    .spawn(move || {
+                        while let Ok(fork) = rx.recv() {
+                            fork();
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(target: "steadfast", "failed to start a fork thread: {e}");
                 }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(target: "steadfast", "failed to start the fork thread: {e}");
-        }
-        std::sync::Mutex::new(tx)
+                std::sync::Mutex::new(tx)
+            })
+            .collect()
     });
     let handle = tokio::runtime::Handle::current();
     let (done, answer) = tokio::sync::oneshot::channel();
@@ -375,7 +385,8 @@ async fn fork_thread(mut cmd: tokio::process::Command) -> io::Result<Child> {
         let _entered = handle.enter();
         let _ = done.send(cmd.spawn());
     });
-    sender
+    let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % senders.len();
+    senders[i]
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .send(fork)
