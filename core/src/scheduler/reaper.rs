@@ -23,18 +23,40 @@ pub(super) async fn reap<E: Env>(env: &E, db: &Db<E>, grace: Duration) -> Vec<Re
             return Vec::new();
         }
     };
-    let mut reaped = Vec::with_capacity(left.len());
-    for record in left {
-        // 0 and 1 are never a step's group (0 would be the runner's own).
-        let outcome = if record.pgid <= 1 {
-            Ok(Reaped::NotOurs)
-        } else {
-            let group = LeftGroup {
-                pgid: record.pgid,
-                marker: format!("STEADFAST_RUN_ID={}", record.run),
-            };
-            env.spawner().stop_group(&group, grace.min(MAX_GRACE)).await
+    // Every group is stopped at once: the grace runs once, not once per group.
+    let mut stops = tokio::task::JoinSet::new();
+    for (index, record) in left.iter().enumerate() {
+        let env = env.clone();
+        let group = LeftGroup {
+            pgid: record.pgid,
+            marker: format!("STEADFAST_RUN_ID={}", record.run),
         };
+        let grace = grace.min(MAX_GRACE);
+        stops.spawn(async move {
+            // 0 and 1 are never a step's group (0 would be the runner's own).
+            let outcome = if group.pgid <= 1 {
+                Ok(Reaped::NotOurs)
+            } else {
+                env.spawner().stop_group(&group, grace).await
+            };
+            (index, outcome)
+        });
+    }
+    let mut outcomes: Vec<(usize, std::io::Result<Reaped>)> = Vec::with_capacity(left.len());
+    while let Some(joined) = stops.join_next().await {
+        match joined {
+            Ok(done) => outcomes.push(done),
+            Err(e) => env.emit(
+                Event::new(EventKind::HeartbeatFinding)
+                    .detail(format!("a stop of a left process group failed: {e}")),
+            ),
+        }
+    }
+    // Reported in the journal's order, whatever order the stops ended in.
+    outcomes.sort_by_key(|(index, _)| *index);
+    let mut reaped = Vec::with_capacity(outcomes.len());
+    for (index, outcome) in outcomes {
+        let record = &left[index];
         match outcome {
             Ok(how) => {
                 env.emit(
