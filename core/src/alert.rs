@@ -18,6 +18,9 @@ pub enum AlertKind {
     ServiceUnhealthy,
     /// A breaker stayed open past its limit.
     BreakerStuck,
+    /// The state database cannot be opened or read (corrupt, unreadable, newer): the
+    /// runner refuses to start rather than start over and lose runs and tokens.
+    StateUnreadable,
 }
 
 impl AlertKind {
@@ -29,6 +32,7 @@ impl AlertKind {
             Self::Memory => "memory",
             Self::ServiceUnhealthy => "service_unhealthy",
             Self::BreakerStuck => "breaker_stuck",
+            Self::StateUnreadable => "state_unreadable",
         }
     }
 }

@@ -67,6 +67,11 @@ pub enum EventKind {
     JobStopped,
     /// A job task panicked; the boundary caught it.
     JobPanicked,
+    /// A command step's process group left by a previous runner was found at start
+    /// (and stopped, or found gone); `detail` says which.
+    ProcessReaped,
+    /// The state database cannot be opened or read; the runner refuses to start.
+    StateUnreadable,
 }
 
 impl EventKind {
@@ -97,6 +102,8 @@ impl EventKind {
             Self::Alert => "alert",
             Self::JobStopped => "job_stopped",
             Self::JobPanicked => "job_panicked",
+            Self::ProcessReaped => "process_reaped",
+            Self::StateUnreadable => "state_unreadable",
         }
     }
 }
@@ -373,7 +380,10 @@ impl crate::env::EventSink for TracingSink {
             };
         }
         match e.event {
-            EventKind::Alert | EventKind::JobStopped | EventKind::JobPanicked => {
+            EventKind::Alert
+            | EventKind::JobStopped
+            | EventKind::JobPanicked
+            | EventKind::StateUnreadable => {
                 log_at!(tracing::Level::ERROR)
             }
             EventKind::AttemptFailed
@@ -381,6 +391,7 @@ impl crate::env::EventSink for TracingSink {
             | EventKind::TokenRefreshFailed
             | EventKind::BreakerRejected
             | EventKind::HeartbeatFinding
+            | EventKind::ProcessReaped
             | EventKind::StepSkipped => log_at!(tracing::Level::WARN),
             _ => log_at!(tracing::Level::INFO),
         }

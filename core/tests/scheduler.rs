@@ -603,3 +603,95 @@ async fn a_restart_loop_does_not_repeat_a_fatal_alert_within_the_dedup_window() 
         "once within the hour, across restarts"
     );
 }
+
+/// Issue 10: `kill -9` left step processes running and the restarted runner started the
+/// same step beside its orphan. A command step's process group is journaled before its
+/// program runs; the next start stops it (with the step's marker, so a reused group id
+/// is left alone) before any step runs, then forgets it; a finished run's progress
+/// files are swept.
+#[tokio::test(start_paused = true)]
+async fn a_crash_mid_command_leaves_a_journaled_group_the_next_start_stops_first() {
+    use steadfast_core::config::CommandStep;
+    use steadfast_core::env::FileSystem as _;
+    use steadfast_testkit::ScriptedCommand;
+    let env = TestEnv::new(start(), 12);
+    env.parts().spawner.script(
+        "render",
+        ScriptedCommand::exits(0, "").taking(Duration::from_secs(5 * 60)),
+    );
+    let steps = vec![StepConfig {
+        name: "render".to_string(),
+        action: None,
+        kind: StepKind::Command(CommandStep {
+            argv: vec![Template::parse("render").unwrap()],
+            cwd: None,
+            env: Vec::new(),
+            timeout: Duration::from_secs(600),
+            credentials: Vec::new(),
+        }),
+    }];
+    let cfg = config(Patterns::ALL, vec![job("video", 30, steps)], &[]);
+    let runner = Runner::new(env.clone(), cfg.clone(), Arc::new(CollectAlerts::default()))
+        .await
+        .unwrap();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(runner.run(rx));
+    // The 10:30 run is inside `render` at 10:32.
+    tokio::time::sleep(Duration::from_secs(32 * 60)).await;
+    handle.abort();
+    let _ = handle.await;
+    let run = "video-20260302T103000Z";
+    let progress = PathBuf::from(format!("/state/checkpoints/video.render.{run}.script"));
+    // The script kept its progress (durably, as a careful script does).
+    let fs = &env.parts().fs;
+    fs.create_dir_all(std::path::Path::new("/state/checkpoints"))
+        .await
+        .unwrap();
+    fs.write(&progress, b"frame 120").await.unwrap();
+    fs.sync(&progress).await.unwrap();
+    fs.sync_dir(std::path::Path::new("/state/checkpoints"))
+        .await
+        .unwrap();
+    env.parts().fs.crash();
+    let db = steadfast_core::db::Db::open(env.clone(), std::path::Path::new("/state"))
+        .await
+        .unwrap();
+    let left = db.processes().unwrap();
+    assert_eq!(
+        left.len(),
+        1,
+        "the running step's group is journaled: {left:?}"
+    );
+    assert_eq!(left[0].run.to_string(), run);
+    let pgid = left[0].pgid;
+    drop(db);
+    assert!(env.parts().spawner.stopped_groups().is_empty());
+
+    run_for(&env, cfg, Duration::from_secs(10 * 60)).await;
+    let stopped = env.parts().spawner.stopped_groups();
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert_eq!(stopped[0].pgid, pgid);
+    assert_eq!(stopped[0].marker, format!("STEADFAST_RUN_ID={run}"));
+    let events = env.events_so_far();
+    let reaped = events
+        .iter()
+        .position(|e| e.event == EventKind::ProcessReaped);
+    let resumed = events.iter().rposition(|e| {
+        e.event == EventKind::RunStarted
+            && e.run_id.as_ref().map(ToString::to_string).as_deref() == Some(run)
+    });
+    assert!(
+        matches!((reaped, resumed), (Some(r), Some(s)) if r < s),
+        "the left group is stopped before the run resumes: {reaped:?} {resumed:?}"
+    );
+    assert_eq!(kinds(&events, "video", EventKind::RunFinished), 1);
+    let db = steadfast_core::db::Db::open(env.clone(), std::path::Path::new("/state"))
+        .await
+        .unwrap();
+    assert!(
+        db.processes().unwrap().is_empty(),
+        "ended groups are forgotten"
+    );
+    let swept = env.parts().fs.read(&progress).await;
+    assert!(swept.is_err(), "the finished run's progress file is swept");
+}

@@ -20,7 +20,7 @@ use runner::env::tokio::TcpConnector;
 use runner::secrets::OsSecrets;
 use steadfast_core::config::{Config, SecretResolver, Source};
 use steadfast_core::say;
-use steadfast_core::scheduler::{Exit, Runner};
+use steadfast_core::scheduler::{Exit, Runner, StartError};
 
 /// Exit codes, documented in `--help`.
 mod exit {
@@ -32,6 +32,9 @@ mod exit {
     pub(crate) const USAGE: u8 = 2;
     /// Another runner holds the state directory.
     pub(crate) const LOCKED: u8 = 3;
+    /// The state database is corrupt, unreadable or from a newer runner: the file is
+    /// kept as it is and the runner refuses to start (a restart cannot fix it).
+    pub(crate) const STATE: u8 = 4;
     /// Restart requested (memory over its fatal threshold): EX_TEMPFAIL, so a
     /// supervisor with `KeepAlive` / `Restart=on-failure` starts a fresh process.
     pub(crate) const RESTART: u8 = 75;
@@ -43,6 +46,8 @@ Exit codes:
   1   a run failed, or a fatal error stopped the runner
   2   bad configuration or usage
   3   another runner is using the same state directory
+  4   the state database (state_dir/state.db) is corrupt, unreadable or from a newer
+      runner: it is kept untouched, an alert is sent, and nothing runs
   75  memory over its fatal threshold: restart me (launchd/systemd do)
   141 stdout was closed early (a reader such as `head` exited)
 
@@ -80,11 +85,28 @@ Examples:
     Check(ConfigArg),
     /// Run the daemon until SIGINT or SIGTERM (one per state directory).
     #[command(after_help = "\
-On SIGTERM/SIGINT the runner stops scheduling, lets running steps finish for up to
-[runner] shutdown_grace, and exits 0; an interrupted run resumes from its checkpoint
-at the next start. Logs: JSON lines on stdout and in <state_dir>/runner.log (rotated).
+What happens to runs and slots (every slot of every job is journaled in
+<state_dir>/state.db as run, resumed or missed with a reason):
+  SIGTERM/SIGINT  no new step starts; a running step gets [runner] shutdown_grace to
+                  finish (then its process group is killed); the run stays open in the
+                  journal and resumes at the next start after its finished steps, with
+                  the same run id and idempotency keys. Exit 0.
+  crash, kill -9  the open run resumes the same way at the next start; a step cut off
+                  mid-way is sent again with the same idempotency key. Command steps
+                  die with the runner (Linux: parent-death signal) and their process
+                  groups are journaled, so the next start stops any it left running
+                  (SIGTERM, SIGKILL after shutdown_grace) before a step runs again.
+  restart         slots that passed while the runner was down are run or recorded
+                  missed by the job's catch_up (latest | all | none) and
+                  catch_up_window; `runner status` and /metrics count them by reason.
+  first start     an older runner's state files (tokens, heartbeats, checkpoints) are
+                  imported into the store and renamed *.migrated.
+A corrupt or unreadable state.db is kept untouched: the runner logs an error, sends an
+alert and exits 4 without running anything.
+Logs: JSON lines on stdout and in <state_dir>/runner.log (rotated).
 
-Exit codes: 0 stopped, 1 fatal stop, 2 bad config, 3 state dir in use, 75 restart me.
+Exit codes: 0 stopped, 1 fatal stop, 2 bad config, 3 state dir in use, 4 state.db
+corrupt or unreadable, 75 restart me.
 
 Examples:
   runner run --config examples/offline.toml
@@ -94,7 +116,10 @@ Examples:
     #[command(after_help = "\
 Works whether or not the daemon runs: it only reads the state files. STATE is the job's
 state machine state while a daemon runs (idle, running, stopped), `-` otherwise;
-FAILURES is the job's failed runs in a row, carried over daemon restarts. Token files
+FAILURES is the job's failed runs in a row, carried over daemon restarts; MISSED the
+slots the journal records as not run (--json: by reason: downtime, overlap, window,
+stopped); RESUMED the runs started again after an interruption. Warnings list slots
+lost, process groups a killed runner left, and a corrupt state.db. Token files
 are read for their expiry only. Needs no secrets.
 
 Examples:
@@ -134,9 +159,10 @@ Examples:
         name = "run-once",
         after_help = "\
 Takes the state directory's lock, so stop the daemon first. Resumes the job's
-interrupted run if it has one.
+interrupted run if it has one. Runs one extra slot, due now, in the journal.
 
-Exit codes: 0 succeeded (or degraded), 1 failed, 2 unknown job or bad config, 3 daemon running.
+Exit codes: 0 succeeded (or degraded), 1 failed, 2 unknown job or bad config, 3 daemon
+running, 4 state.db corrupt or unreadable.
 
 Examples:
   runner run-once disk-report --config examples/offline.toml
@@ -309,6 +335,7 @@ fn parts(config: &Config, daemon: &DaemonSettings, connector: TcpConnector) -> P
         .map(|(k, v)| (k.clone(), v.state))
         .collect();
     metrics.seed(&breakers, &files.last_success);
+    metrics.attach_journal(&config.runner.state_dir);
     let mut events = Fanout::logging().with(metrics.clone());
     if !daemon.notify.pings.is_empty() {
         events = events.with(Arc::new(Pinger::new(
@@ -419,7 +446,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = daemon_runtime()?;
             rt.block_on(async {
                 let p = parts(&cfg, &daemon, connector);
-                let runner = Runner::new(p.env, cfg, p.notifier).await?;
+                let state_dir = cfg.runner.state_dir.clone();
+                let notifier = Arc::new(p.notifier);
+                if let Err(e) = migrate_files(&p.env, &cfg).await {
+                    return Ok(refuse_state(&p.env, &notifier, &p.outbox, &state_dir, &e).await);
+                }
+                let runner = match Runner::new(p.env.clone(), cfg, notifier.clone()).await {
+                    Ok(r) => r,
+                    Err(StartError::Store(e)) => {
+                        return Ok(refuse_state(&p.env, &notifier, &p.outbox, &state_dir, &e).await);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let outcome = runner.run_once(&job).await;
                 p.outbox.drain(Duration::from_secs(5)).await;
                 Ok(match outcome {
@@ -468,7 +506,17 @@ async fn daemon_main(
         ));
     }
     let state_dir = cfg.runner.state_dir.clone();
-    let runner = Runner::new(p.env.clone(), cfg, p.notifier).await?;
+    let notifier = Arc::new(p.notifier);
+    if let Err(e) = migrate_files(&p.env, &cfg).await {
+        return Ok(refuse_state(&p.env, &notifier, &p.outbox, &state_dir, &e).await);
+    }
+    let runner = match Runner::new(p.env.clone(), cfg, notifier.clone()).await {
+        Ok(r) => r,
+        Err(StartError::Store(e)) => {
+            return Ok(refuse_state(&p.env, &notifier, &p.outbox, &state_dir, &e).await);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let board = runner.board();
     p.metrics.attach(board.clone());
     if let Some(previous) = status_file::load(&p.env, &state_dir).await {
@@ -495,6 +543,49 @@ async fn daemon_main(
         Exit::FatalStop { .. } => ExitCode::from(exit::FAILURE),
         Exit::MemoryRestart => ExitCode::from(exit::RESTART),
     })
+}
+
+/// Imports an older runner's state files into the store (once; they are renamed
+/// `*.migrated`), before the runner reads the store.
+async fn migrate_files(env: &DaemonEnv, cfg: &Config) -> Result<(), steadfast_core::db::DbError> {
+    let db = steadfast_core::db::Db::open(env.clone(), &cfg.runner.state_dir).await?;
+    runner::daemon::legacy::migrate(env, cfg, &db).await;
+    Ok(())
+}
+
+/// The state database cannot be used: say so everywhere a human looks (stderr, an
+/// error event in the log, an alert), keep the file exactly as it is, and exit with
+/// [`exit::STATE`]. Starting over with an empty store would lose the journal (runs
+/// repeated or forgotten) and the rotated refresh tokens.
+async fn refuse_state(
+    env: &DaemonEnv,
+    notifier: &Notifier,
+    outbox: &Outbox,
+    state_dir: &Path,
+    e: &steadfast_core::db::DbError,
+) -> ExitCode {
+    use steadfast_core::alert::{Alert, AlertKind, AlertSink as _};
+    use steadfast_core::env::Env as _;
+    use steadfast_core::event::{Event, EventKind};
+    let file = state_dir.join(runner::env::tokio::DB_FILE);
+    let message = format!(
+        "cannot use the state database {}: {e}; nothing runs until it is fixed (the file is kept as it is)",
+        file.display()
+    );
+    env.emit(Event::new(EventKind::StateUnreadable).detail(message.clone()));
+    notifier.alert(Alert {
+        at: env.now(),
+        kind: AlertKind::StateUnreadable,
+        job: None,
+        service: None,
+        message: message.clone(),
+    });
+    eprintln!(
+        "error: {message} (hint: restore {} from a backup of the state directory; or, to start over, move it aside with its -wal and -shm files: the journal of runs is lost, and a credential whose provider rotates refresh tokens must be authorised again)",
+        file.display()
+    );
+    outbox.drain(Duration::from_secs(5)).await;
+    ExitCode::from(exit::STATE)
 }
 
 fn install(config: &Path, launchd: bool, dry_run: bool) -> anyhow::Result<ExitCode> {

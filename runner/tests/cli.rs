@@ -39,10 +39,37 @@ fn every_command_has_help_with_examples() {
         assert!(text.contains("--config"), "{command} --help:\n{text}");
     }
     let top = String::from_utf8_lossy(&runner(&["--help"]).stdout).to_string();
-    for code in ["0 ", "1 ", "2 ", "3 ", "75 "] {
+    for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "75 "] {
         assert!(
             top.contains(&format!("  {code}")),
             "exit code {code} undocumented:\n{top}"
+        );
+    }
+}
+
+/// Issue 10: `--help` said SIGTERM only lets running steps finish and nothing of
+/// crashes. `runner run --help` says what a SIGTERM, a crash and a restart do to runs
+/// and slots, and what a corrupt store does.
+#[test]
+fn run_help_says_what_a_crash_a_restart_and_a_sigterm_do() {
+    let text = String::from_utf8_lossy(&runner(&["run", "--help"]).stdout).to_string();
+    for words in [
+        "SIGTERM",
+        "no new step starts",
+        "shutdown_grace",
+        "kill -9",
+        "resumes",
+        "idempotency key",
+        "journaled",
+        "parent-death signal",
+        "catch_up",
+        "missed",
+        "exits 4",
+        "*.migrated",
+    ] {
+        assert!(
+            text.contains(words),
+            "`{words}` missing from run --help:\n{text}"
         );
     }
 }

@@ -10,7 +10,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use steadfast_core::env::{CommandOutput, CommandSpec, Spawner};
+use steadfast_core::env::{CommandOutput, CommandSpec, LeftGroup, Reaped, Spawner, StartedCommand};
 
 /// At most this many recent runs are kept for [`ScriptedSpawner::runs`].
 pub const MAX_KEPT_RUNS: usize = 1024;
@@ -52,11 +52,16 @@ impl From<CommandOutput> for ScriptedCommand {
     }
 }
 
+/// Group ids handed out start here (well clear of init and the runner's own).
+const FIRST_PGID: u32 = 10_000;
+
 #[derive(Debug, Default)]
 struct Script {
     programs: BTreeMap<String, ScriptedCommand>,
     counts: BTreeMap<String, u64>,
     recent: VecDeque<CommandSpec>,
+    started: u32,
+    stopped: Vec<LeftGroup>,
 }
 
 /// Processes from a script: program name (`argv[0]`) to result; unknown programs fail
@@ -89,24 +94,23 @@ impl ScriptedSpawner {
     }
 }
 
-impl Spawner for ScriptedSpawner {
-    async fn run(&self, spec: &CommandSpec) -> io::Result<CommandOutput> {
-        let program = spec.argv.first().cloned().unwrap_or_default();
-        let command = {
-            let mut script = self.lock();
-            *script.counts.entry(program.clone()).or_default() += 1;
-            if script.recent.len() == MAX_KEPT_RUNS {
-                script.recent.pop_front();
-            }
-            script.recent.push_back(spec.clone());
-            script.programs.get(&program).cloned()
-        };
-        let Some(ScriptedCommand { output, duration }) = command else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("program `{program}` not found (hint: script it first)"),
-            ));
-        };
+/// A scripted program held before it runs; it runs (on the runtime's clock) in
+/// [`StartedCommand::finish`].
+#[derive(Debug)]
+pub struct ScriptedStarted {
+    spec: CommandSpec,
+    command: ScriptedCommand,
+    pgid: u32,
+}
+
+impl StartedCommand for ScriptedStarted {
+    fn pgid(&self) -> u32 {
+        self.pgid
+    }
+
+    async fn finish(self) -> io::Result<CommandOutput> {
+        let Self { spec, command, .. } = self;
+        let ScriptedCommand { output, duration } = command;
         let killed = duration > spec.timeout;
         tokio::time::sleep(duration.min(spec.timeout)).await;
         let cut = |mut bytes: Vec<u8>| {
@@ -119,6 +123,56 @@ impl Spawner for ScriptedSpawner {
             stderr: cut(output.stderr),
             timed_out: killed || output.timed_out,
         })
+    }
+}
+
+impl ScriptedSpawner {
+    /// The left groups the runner asked to stop, oldest first (bounded by
+    /// [`MAX_KEPT_RUNS`]).
+    pub fn stopped_groups(&self) -> Vec<LeftGroup> {
+        self.lock().stopped.clone()
+    }
+}
+
+impl Spawner for ScriptedSpawner {
+    type Started = ScriptedStarted;
+
+    async fn start(&self, spec: &CommandSpec) -> io::Result<ScriptedStarted> {
+        let program = spec.argv.first().cloned().unwrap_or_default();
+        let (command, pgid) = {
+            let mut script = self.lock();
+            *script.counts.entry(program.clone()).or_default() += 1;
+            if script.recent.len() == MAX_KEPT_RUNS {
+                script.recent.pop_front();
+            }
+            script.recent.push_back(spec.clone());
+            script.started = script.started.wrapping_add(1);
+            let pgid = FIRST_PGID + script.started % (u32::MAX - FIRST_PGID);
+            (script.programs.get(&program).cloned(), pgid)
+        };
+        let Some(command) = command else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("program `{program}` not found (hint: script it first)"),
+            ));
+        };
+        Ok(ScriptedStarted {
+            spec: spec.clone(),
+            command,
+            pgid,
+        })
+    }
+
+    /// Scripted programs die with the runner that ran them (a simulated host's crash
+    /// takes its processes along), so every left group is found gone; the request is
+    /// recorded for [`ScriptedSpawner::stopped_groups`].
+    async fn stop_group(&self, group: &LeftGroup, _grace: Duration) -> io::Result<Reaped> {
+        let mut script = self.lock();
+        if script.stopped.len() == MAX_KEPT_RUNS {
+            script.stopped.remove(0);
+        }
+        script.stopped.push(group.clone());
+        Ok(Reaped::Gone)
     }
 }
 

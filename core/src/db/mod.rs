@@ -17,12 +17,15 @@
 //! # Layout
 //! - [`schema`]: versioned migrations, applied at start.
 //! - [`journal`]: every slot of every job: started, each step done, finished or missed.
+//! - [`processes`]: process groups of running command steps, stopped at start if a
+//!   killed runner left them.
 //! - [`tokens`]: each credential's token chain (rotated refresh tokens, access tokens).
 //! - [`alerts`]: alert deduplication (the monitor's open episodes, alerts sent).
 //! - [`time`]: instants as `BIGINT` milliseconds.
 
 pub mod alerts;
 pub mod journal;
+pub mod processes;
 pub mod schema;
 pub mod time;
 pub mod tokens;
@@ -36,6 +39,7 @@ use crate::taxonomy::FailureKind;
 
 pub use alerts::Episode;
 pub use journal::{CatchUp, MissReason, SlotRecord, SlotState, StepRecord};
+pub use processes::ProcessRecord;
 pub use tokens::{StoredToken, TokenRow};
 
 /// Prepared statements kept per connection: more than the core has, so none is

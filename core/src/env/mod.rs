@@ -192,9 +192,83 @@ pub struct CommandOutput {
 }
 
 /// Spawns processes for command steps.
+///
+/// A command starts in two stages so the core can journal it in between: [`start`]
+/// creates the process in a process group of its own and holds it before its program
+/// runs; the core records the group id in the store; [`StartedCommand::finish`] lets
+/// the program run and waits for it. A runner killed between the two never runs the
+/// program (production's held process exits when its runner is gone), and one killed
+/// after has the group in the store, where the next start finds it ([`stop_group`]).
+///
+/// [`start`]: Spawner::start
+/// [`stop_group`]: Spawner::stop_group
 pub trait Spawner: Send + Sync + 'static {
-    /// Runs a command to completion or timeout.
-    fn run(&self, spec: &CommandSpec) -> impl Future<Output = io::Result<CommandOutput>> + Send;
+    /// A process started and held before its program runs.
+    type Started: StartedCommand;
+
+    /// Starts `spec` in a process group of its own, held before the program runs.
+    fn start(&self, spec: &CommandSpec) -> impl Future<Output = io::Result<Self::Started>> + Send;
+
+    /// Stops a process group a previous runner left: SIGTERM to the group, then SIGKILL
+    /// once `grace` has passed. Processes that do not carry `group.marker` in their
+    /// environment are not ours (the group id was reused) and are left alone.
+    fn stop_group(
+        &self,
+        group: &LeftGroup,
+        grace: Duration,
+    ) -> impl Future<Output = io::Result<Reaped>> + Send;
+
+    /// Runs a command to completion or timeout without journaling its group.
+    fn run(&self, spec: &CommandSpec) -> impl Future<Output = io::Result<CommandOutput>> + Send {
+        async move { self.start(spec).await?.finish().await }
+    }
+}
+
+/// A command held before its program runs (see [`Spawner`]). Dropping it kills its
+/// whole process group.
+pub trait StartedCommand: Send + 'static {
+    /// Its process group id (the group leader's pid).
+    fn pgid(&self) -> u32;
+
+    /// Lets the program run and waits for it, up to the spec's timeout (past it the
+    /// whole group is killed).
+    fn finish(self) -> impl Future<Output = io::Result<CommandOutput>> + Send;
+}
+
+/// A process group a previous runner journaled and may have left running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftGroup {
+    /// The group id.
+    pub pgid: u32,
+    /// An environment entry (`NAME=value`) every process of the step carries; a process
+    /// without it is someone else's that reused the id.
+    pub marker: String,
+}
+
+/// What stopping a left process group found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reaped {
+    /// No process of ours was left in the group.
+    Gone,
+    /// The group was left running and stopped at SIGTERM.
+    Terminated,
+    /// The group ignored SIGTERM for the grace period and was killed.
+    Killed,
+    /// The group id now belongs to processes that are not ours: left alone.
+    NotOurs,
+}
+
+impl Reaped {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gone => "gone",
+            Self::Terminated => "terminated",
+            Self::Killed => "killed",
+            Self::NotOurs => "not_ours",
+        }
+    }
 }
 
 /// The runner's durable store: a SQLite database the core reaches only through this seam.

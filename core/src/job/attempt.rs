@@ -10,7 +10,7 @@ use super::Services;
 use super::template::{self, Vars};
 use crate::checkpoint::{Resume, idempotency_key};
 use crate::config::{CommandStep, HttpStep, StepConfig, StepKind, Url};
-use crate::env::{CommandSpec, Env, Spawner};
+use crate::env::{CommandSpec, Env, Spawner, StartedCommand};
 use crate::event::{Event, EventKind};
 use crate::http::{self, Request};
 use crate::retry::retry_after;
@@ -178,6 +178,46 @@ fn build_request<E: Env>(
     Ok(request)
 }
 
+/// The progress file a command step may keep (`STEADFAST_CHECKPOINT`): stable across
+/// the step's retries and its run's resumes, removed when the run finishes.
+pub(crate) fn progress_file(
+    state_dir: &std::path::Path,
+    run: &RunId,
+    step: &str,
+) -> std::path::PathBuf {
+    state_dir.join("checkpoints").join(format!(
+        "{}.{}.{}.script",
+        crate::store::file_stem(run.job()),
+        crate::store::file_stem(step),
+        crate::store::file_stem(&run.to_string())
+    ))
+}
+
+/// Removes the progress files of `run`'s command steps: the run is finished (done or
+/// closed) and will never be resumed. A file that cannot be removed is reported.
+pub(crate) async fn sweep_progress<E: Env>(
+    svc: &Services<E>,
+    job: &crate::config::JobConfig,
+    run: &RunId,
+) {
+    use crate::env::FileSystem;
+    for step in &job.steps {
+        if !matches!(step.kind, StepKind::Command(_)) {
+            continue;
+        }
+        let path = progress_file(&svc.config.runner.state_dir, run, &step.name);
+        if let Err(e) = svc.env.fs().remove(&path).await {
+            svc.env.emit(
+                Event::new(EventKind::HeartbeatFinding)
+                    .job(run.job())
+                    .run_id(run)
+                    .step(&step.name)
+                    .detail(format!("failed to remove {}: {e}", path.display())),
+            );
+        }
+    }
+}
+
 /// Exit codes of command steps (sysexits.h), mapped to the taxonomy.
 pub mod exit_codes {
     /// Temporary failure: retry later (recoverable).
@@ -210,17 +250,7 @@ async fn attempt_command<E: Env>(
     ));
     // The script's own progress file, stable across retries and resumes of this run's
     // step, so a long script can pick up where it stopped.
-    let progress = svc
-        .config
-        .runner
-        .state_dir
-        .join("checkpoints")
-        .join(format!(
-            "{}.{}.{}.script",
-            crate::store::file_stem(job),
-            crate::store::file_stem(step),
-            crate::store::file_stem(&run_id.to_string())
-        ));
+    let progress = progress_file(&svc.config.runner.state_dir, run_id, step);
     vars_env.push((
         "STEADFAST_CHECKPOINT".into(),
         progress.display().to_string(),
@@ -249,7 +279,7 @@ async fn attempt_command<E: Env>(
         timeout: cmd.timeout,
         capture_limit_bytes: 64 * 1024,
     };
-    let out = env.spawner().run(&spec).await.map_err(|e| {
+    let started = env.spawner().start(&spec).await.map_err(|e| {
         let kind = match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
                 FailureKind::BadConfig
@@ -257,6 +287,32 @@ async fn attempt_command<E: Env>(
             _ => FailureKind::from(&e),
         };
         StepError::new(kind, format!("failed to start command: {e}"))
+    })?;
+    // The group is in the store before the program runs: a runner killed from here on
+    // leaves a row the next start stops, never an orphan nobody knows of. If the store
+    // refuses, `started` is dropped and its group killed before the program ran.
+    svc.db
+        .process_started(run_id, step, started.pgid(), env.now())
+        .await
+        .map_err(|e| {
+            StepError::new(
+                e.kind(),
+                format!("cannot journal the command's process group: {e}"),
+            )
+        })?;
+    let out = started.finish().await;
+    if let Err(e) = svc.db.process_ended(run_id, step).await {
+        // The row stays; the next start finds the group gone. Reported, not fatal.
+        env.emit(
+            Event::new(EventKind::HeartbeatFinding)
+                .job(job)
+                .run_id(run_id)
+                .step(step)
+                .detail(e.to_string()),
+        );
+    }
+    let out = out.map_err(|e| {
+        StepError::new(FailureKind::from(&e), format!("failed to run command: {e}"))
     })?;
     if out.timed_out {
         return Err(StepError::new(

@@ -27,6 +27,7 @@ use crate::db::journal::StartError;
 use crate::db::{DbError, MissReason, SlotRecord};
 use crate::env::{Env, MemoryProbe, Rng};
 use crate::event::{Event, EventKind, Outcome, SkipReason};
+use crate::job::attempt::sweep_progress;
 use crate::job::{RunId, RunOutcome, Services, sleep_until_wall};
 use crate::job_status::{JobStatus, StatusBoard};
 use crate::schedule::Schedule;
@@ -278,8 +279,9 @@ impl<E: Env> JobLoop<E> {
                     ""
                 }
             );
-            if let Err(e) = self.svc.db.close_run(&run, &why, env.now()).await {
-                self.finding(&e);
+            match self.svc.db.close_run(&run, &why, env.now()).await {
+                Ok(()) => sweep_progress(&self.svc, &self.job, &run).await,
+                Err(e) => self.finding(&e),
             }
             return Ok(task);
         }
@@ -349,6 +351,15 @@ impl<E: Env> JobLoop<E> {
                 .await
                 .map(Some),
         };
+        let finished = match &outcome {
+            RunOutcome::Interrupted | RunOutcome::Deferred { .. } => false,
+            RunOutcome::Failed(_) => !resumable,
+            _ => true,
+        };
+        if finished && journaled.is_ok() {
+            // The run will never be resumed: its steps' progress files go with it.
+            sweep_progress(&self.svc, &self.job, &run).await;
+        }
         let streak = match journaled {
             Ok(streak) => streak,
             Err(e) => {

@@ -11,8 +11,9 @@
 //! version did.
 //!
 //! # What a crash, a restart and a SIGTERM do
-//! - A crash or `kill -9` mid-run leaves the slot `running` in the journal. The next
-//!   start resumes it under the same run id, after its last journaled step (the steps it
+//! - A crash or `kill -9` mid-run leaves the slot `running` in the journal, and the
+//!   process groups of its running command steps in the store. The next start first
+//!   stops those groups (SIGTERM, SIGKILL after `shutdown_grace`), then resumes the run under the same run id, after its last journaled step (the steps it
 //!   finished are not repeated; a step cut off mid-way is sent again with the same
 //!   idempotency key).
 //! - Slots that passed while the runner was down are run or recorded missed by the
@@ -26,6 +27,7 @@ mod alert_gate;
 pub mod catch_up;
 mod guard;
 mod job_loop;
+mod reaper;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -214,6 +216,8 @@ impl<E: Env> Runner<E> {
         if let Err(e) = db.prune(env.now() - retention).await {
             env.emit(Event::new(EventKind::HeartbeatFinding).detail(e.to_string()));
         }
+        // Before any step runs again: what a killed runner left running is stopped.
+        reaper::reap(&env, &db, config.runner.shutdown_grace).await;
         let svc = build_services(env.clone(), config, db.clone());
         if let Err(e) = svc.breakers.restore().await {
             env.emit(Event::new(EventKind::HeartbeatFinding).detail(e.to_string()));
@@ -334,6 +338,9 @@ impl<E: Env> Runner<E> {
                     .await
             }
         };
+        if settled.is_ok() && outcome != RunOutcome::Interrupted {
+            crate::job::attempt::sweep_progress(&self.svc, job, &run).await;
+        }
         if let Err(e) = settled {
             env.emit(
                 Event::new(EventKind::HeartbeatFinding)

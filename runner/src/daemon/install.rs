@@ -138,10 +138,10 @@ Type=exec
 ExecStart={exe} run --config {config}
 WorkingDirectory={workdir}
 # Restart after a crash or a memory restart (exit 75); a clean stop stays stopped and a
-# bad configuration (exit 2) is not retried in a loop.
+# bad configuration (exit 2) or an unusable state database (exit 4) is not retried in a loop.
 Restart=on-failure
 RestartSec=10
-RestartPreventExitStatus=2
+RestartPreventExitStatus=2 4
 KillSignal=SIGTERM
 TimeoutStopSec={stop}
 # JSON logs go to the journal and to the rotating runner.log in the state dir.
@@ -208,7 +208,7 @@ mod tests {
         assert!(u.contains(
             "ExecStart=/opt/steadfast/bin/runner run --config \"/Users/me/steadfast/runner & co.toml\""
         ));
-        assert!(u.contains("RestartPreventExitStatus=2"));
+        assert!(u.contains("RestartPreventExitStatus=2 4"));
         assert!(u.contains("TimeoutStopSec=40"));
     }
 }

@@ -41,6 +41,8 @@ struct Counters {
     last_success: BTreeMap<String, DateTime<Utc>>,
     alerts: u64,
     started: Option<DateTime<Utc>>,
+    /// Process groups left by a killed runner, found at start, by how they ended.
+    reaped: BTreeMap<String, u64>,
 }
 
 /// A per-job gauge: name, help text, and its value from a job's status.
@@ -51,6 +53,9 @@ type JobGauge = (&'static str, &'static str, fn(&JobStatus) -> u32);
 pub struct Metrics {
     counters: Mutex<Counters>,
     board: OnceLock<Arc<StatusBoard>>,
+    /// The state directory whose journal is read at each scrape (missed slots, resumed
+    /// and open runs, journaled process groups).
+    journal: OnceLock<std::path::PathBuf>,
 }
 
 fn breaker_value(s: BreakerState) -> u8 {
@@ -103,6 +108,12 @@ impl Metrics {
     /// (a second board is ignored).
     pub fn attach(&self, board: Arc<StatusBoard>) {
         let _ = self.board.set(board);
+    }
+
+    /// Reads the journal of `state_dir` at each scrape from now on (a second directory
+    /// is ignored).
+    pub fn attach_journal(&self, state_dir: &std::path::Path) {
+        let _ = self.journal.set(state_dir.to_path_buf());
     }
 
     /// Runs finished so far by (job, outcome).
@@ -234,6 +245,22 @@ impl Metrics {
             "Alerts raised.",
         );
         let _ = writeln!(out, "steadfast_alerts_total {}", c.alerts);
+        family(
+            &mut out,
+            "steadfast_processes_reaped_total",
+            "counter",
+            "Command steps' process groups a killed runner left, found at start, by outcome (terminated, killed, gone, not_ours).",
+        );
+        for (how, n) in &c.reaped {
+            let _ = writeln!(
+                out,
+                "steadfast_processes_reaped_total{{outcome=\"{}\"}} {n}",
+                label(how)
+            );
+        }
+        if let Some(dir) = self.journal.get() {
+            render_journal(&mut out, dir);
+        }
         if let Some(board) = self.board.get() {
             let jobs = board.snapshot();
             let gauges: [JobGauge; 3] = [
@@ -299,9 +326,83 @@ impl EventSink for Metrics {
                     .or_default() += 1;
             }
             EventKind::Alert => c.alerts += 1,
+            EventKind::ProcessReaped => {
+                // The detail ends with the outcome's name (see the core's reaper).
+                let how = e
+                    .detail
+                    .as_deref()
+                    .and_then(|d| d.rsplit(' ').next())
+                    .unwrap_or("unknown")
+                    .to_string();
+                *c.reaped.entry(how).or_default() += 1;
+            }
             _ => {}
         }
     }
+}
+
+/// The journal's families: gauges over the journal's retention (90 days), read from
+/// the store at each scrape; an unreadable store is a gauge of its own, never a silent
+/// gap.
+fn render_journal(out: &mut String, state_dir: &std::path::Path) {
+    let family = |out: &mut String, name: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    };
+    let counts = super::status::JournalCounts::read(state_dir);
+    family(
+        out,
+        "steadfast_journal_readable",
+        "1 when the state database's journal could be read at this scrape.",
+    );
+    let _ = writeln!(
+        out,
+        "steadfast_journal_readable {}",
+        u8::from(counts.is_ok())
+    );
+    let Ok(counts) = counts else {
+        return;
+    };
+    family(
+        out,
+        "steadfast_slots_missed",
+        "Slots recorded missed in the journal, by job and reason.",
+    );
+    for (job, reasons) in &counts.missed {
+        for (reason, n) in reasons {
+            let _ = writeln!(
+                out,
+                "steadfast_slots_missed{{job=\"{}\",reason=\"{}\"}} {n}",
+                label(job),
+                label(reason)
+            );
+        }
+    }
+    family(
+        out,
+        "steadfast_runs_resumed",
+        "Runs in the journal started more than once (interrupted, then resumed), by job.",
+    );
+    for (job, n) in &counts.resumed {
+        let _ = writeln!(out, "steadfast_runs_resumed{{job=\"{}\"}} {n}", label(job));
+    }
+    family(
+        out,
+        "steadfast_runs_open",
+        "Runs in the journal started and not finished, by job.",
+    );
+    for (job, n) in &counts.open {
+        let _ = writeln!(out, "steadfast_runs_open{{job=\"{}\"}} {n}", label(job));
+    }
+    family(
+        out,
+        "steadfast_processes_journaled",
+        "Command steps' process groups journaled as running.",
+    );
+    let _ = writeln!(
+        out,
+        "steadfast_processes_journaled {}",
+        counts.processes.len()
+    );
 }
 
 /// Serves `/healthz` and `/metrics` on `listener` until `shutdown` is true.

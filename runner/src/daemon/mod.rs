@@ -6,6 +6,8 @@
 //!   read from the same file as the core's.
 //! - [`bench`]: idle CPU, RSS and schedule drift with many jobs (`runner bench-idle`).
 //! - [`env`]: [`env::DaemonEnv`], the production environment with a fan-out event sink.
+//! - [`legacy`]: older runners' state files (tokens, heartbeats, checkpoints) imported
+//!   into the store at the first start and renamed `*.migrated`.
 //! - [`lock`]: one daemon per state directory.
 //! - [`logs`]: JSON lines to stdout and a size-bounded rotating file, secrets redacted.
 //! - [`notify`]: webhook notifiers (JSON, ntfy, Slack) and healthchecks-style pings,
@@ -18,6 +20,7 @@
 pub mod bench;
 pub mod env;
 pub mod install;
+pub mod legacy;
 pub mod lock;
 pub mod logs;
 pub mod metrics;

@@ -218,6 +218,7 @@ fn kind_name(kind: AlertKind) -> &'static str {
         AlertKind::Memory => "memory",
         AlertKind::ServiceUnhealthy => "service_unhealthy",
         AlertKind::BreakerStuck => "breaker_stuck",
+        AlertKind::StateUnreadable => "state_unreadable",
     }
 }
 

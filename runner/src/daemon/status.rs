@@ -14,6 +14,7 @@ use super::lock::StateLock;
 use super::status_file::{self, StatusFile};
 use steadfast_core::breaker::BreakerState;
 use steadfast_core::config::Config;
+use steadfast_core::db::MissReason;
 use steadfast_core::state_machine::TaskState;
 use steadfast_core::store::file_stem;
 
@@ -32,8 +33,114 @@ pub struct StateFiles {
     pub open_runs: BTreeMap<String, OpenRun>,
     /// What the daemon last wrote of its jobs (state, failure streaks).
     pub jobs: Option<StatusFile>,
+    /// Missed slots, resumed runs and journaled process groups, from the store.
+    pub journal: JournalCounts,
     /// Files that could not be read or parsed (path: why).
     pub problems: Vec<String>,
+}
+
+/// What the journal counts, for `status` and `/metrics`: over the journal's retention
+/// (90 days), not since the daemon started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct JournalCounts {
+    /// Job -> reason -> slots recorded missed.
+    pub missed: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Job -> runs started more than once (interrupted by a crash, a stop or a failed
+    /// attempt, then resumed), finished or not.
+    pub resumed: BTreeMap<String, u64>,
+    /// Job -> runs started and not finished.
+    pub open: BTreeMap<String, u64>,
+    /// Command steps' process groups journaled as running.
+    pub processes: Vec<JournaledProcess>,
+}
+
+/// A command step's process group in the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JournaledProcess {
+    /// The run.
+    pub run_id: String,
+    /// The step.
+    pub step: String,
+    /// Its process group id.
+    pub pgid: u32,
+}
+
+impl JournalCounts {
+    /// Reads the counts from the store of `state_dir` (read-only, beside a daemon).
+    pub fn read(state_dir: &Path) -> rusqlite::Result<Self> {
+        let conn = FileDb::open_read_only(state_dir)?;
+        let mut out = Self::default();
+        let mut missed = conn.prepare(
+            "SELECT job, reason, SUM(slot_count) FROM slots WHERE state = 'missed' GROUP BY job, reason",
+        )?;
+        for row in missed.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })? {
+            let (job, reason, n) = row?;
+            out.missed
+                .entry(job)
+                .or_default()
+                .insert(reason.unwrap_or_else(|| "unknown".into()), n.max(0) as u64);
+        }
+        let mut runs = conn.prepare(
+            "SELECT job, SUM(CASE WHEN attempt > 1 THEN 1 ELSE 0 END), SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END)
+             FROM slots WHERE state <> 'missed' GROUP BY job",
+        )?;
+        for row in runs.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })? {
+            let (job, resumed, open) = row?;
+            if resumed > 0 {
+                out.resumed.insert(job.clone(), resumed as u64);
+            }
+            if open > 0 {
+                out.open.insert(job, open as u64);
+            }
+        }
+        let mut procs = conn.prepare(
+            "SELECT job, due, step, pgid FROM processes ORDER BY job, due, step LIMIT 1000",
+        )?;
+        for row in procs.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })? {
+            let (job, due, step, pgid) = row?;
+            let Some(due) = DateTime::from_timestamp_millis(due) else {
+                continue;
+            };
+            out.processes.push(JournaledProcess {
+                run_id: steadfast_core::job::RunId::new(&job, due).to_string(),
+                step,
+                pgid: pgid.clamp(0, i64::from(u32::MAX)) as u32,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Slots of `job` missed for reasons that are losses (not its own window).
+    pub fn lost(&self, job: &str) -> u64 {
+        self.missed
+            .get(job)
+            .map(|m| {
+                m.iter()
+                    .filter(|(reason, _)| reason.as_str() != MissReason::Window.as_str())
+                    .map(|(_, n)| n)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
 }
 
 /// A run the journal has as started and not finished.
@@ -121,7 +228,8 @@ impl StateFiles {
         }
         for (stem, path) in json_files(&state_dir.join("tokens")) {
             if let Some(t) = read::<TokenExpiry>(&path, &mut s.problems) {
-                s.token_expiry.insert(stem, t.expires_at);
+                // The store's chain is newer than an older runner's file.
+                s.token_expiry.entry(stem).or_insert(t.expires_at);
             }
         }
         s.jobs = read::<StatusFile>(&status_file::path(state_dir), &mut s.problems);
@@ -131,6 +239,17 @@ impl StateFiles {
     /// Last good runs and open runs, from the store (read-only, beside a daemon).
     fn read_store(&mut self, state_dir: &Path) -> rusqlite::Result<()> {
         let conn = FileDb::open_read_only(state_dir)?;
+        // The daemon refuses a damaged file at start (exit 4); say so here too, rather
+        // than show what the undamaged pages happen to hold.
+        let verdict: String = conn.query_row("PRAGMA quick_check(5)", [], |r| r.get(0))?;
+        if verdict != "ok" {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(format!(
+                    "corrupt ({verdict}); the daemon refuses to start on it (hint: restore it from a backup)"
+                )),
+            ));
+        }
         let mut jobs =
             conn.prepare("SELECT job, last_ok_at FROM jobs WHERE last_ok_at IS NOT NULL")?;
         for row in jobs.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
@@ -162,6 +281,16 @@ impl StateFiles {
                 .entry(job)
                 .or_insert(OpenRun { run_id, steps_done });
         }
+        self.journal = JournalCounts::read(state_dir)?;
+        // Access-token expiries (never the tokens), by credential file stem.
+        let mut tokens =
+            conn.prepare("SELECT credential, expires_at FROM tokens WHERE expires_at IS NOT NULL")?;
+        for row in tokens.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (credential, ms) = row?;
+            if let Some(at) = DateTime::from_timestamp_millis(ms) {
+                self.token_expiry.insert(file_stem(&credential), at);
+            }
+        }
         Ok(())
     }
 }
@@ -185,6 +314,10 @@ pub struct JobRow {
     pub interrupted_run: Option<String>,
     /// Steps the unfinished run completed.
     pub steps_done: Vec<String>,
+    /// Slots recorded missed, by reason (`downtime`, `overlap`, `window`, `stopped`).
+    pub missed: BTreeMap<String, u64>,
+    /// Runs started more than once (interrupted, then resumed).
+    pub resumed_runs: u64,
 }
 
 /// The whole status.
@@ -202,8 +335,42 @@ pub struct Status {
     pub breakers: BTreeMap<String, BreakerInfo>,
     /// Credential -> access-token expiry (never the token).
     pub tokens: BTreeMap<String, Option<DateTime<Utc>>>,
-    /// Unreadable or corrupt state files.
+    /// Command steps' process groups journaled as running by a runner that is not
+    /// running now (it was killed): the next start stops them before any step runs.
+    pub left_processes: Vec<JournaledProcess>,
+    /// Unreadable or corrupt state files, slots lost, processes left by a killed runner.
     pub problems: Vec<String>,
+}
+
+/// The journal's findings a human should see: slots lost (not skipped by the job's own
+/// window), and process groups a killed runner left.
+fn journal_problems(config: &Config, journal: &JournalCounts, daemon_running: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for job in &config.jobs {
+        let lost = journal.lost(&job.name);
+        if lost == 0 {
+            continue;
+        }
+        let reasons: Vec<String> = journal.missed[&job.name]
+            .iter()
+            .filter(|(reason, _)| reason.as_str() != MissReason::Window.as_str())
+            .map(|(reason, n)| format!("{reason}: {n}"))
+            .collect();
+        out.push(format!(
+            "job `{}`: {lost} slot(s) missed in the journal ({}) (hint: `catch_up` and `catch_up_window` decide which slots a restart runs)",
+            job.name,
+            reasons.join(", ")
+        ));
+    }
+    if !daemon_running {
+        for p in &journal.processes {
+            out.push(format!(
+                "process group {} (run {}, step `{}`) was running when the runner stopped without a clean shutdown; the next start stops it before the step runs again",
+                p.pgid, p.run_id, p.step
+            ));
+        }
+    }
+    out
 }
 
 impl Status {
@@ -239,9 +406,18 @@ impl Status {
                     next_run,
                     interrupted_run: open.map(|o| o.run_id.clone()),
                     steps_done: open.map(|o| o.steps_done.clone()).unwrap_or_default(),
+                    missed: files
+                        .journal
+                        .missed
+                        .get(&job.name)
+                        .cloned()
+                        .unwrap_or_default(),
+                    resumed_runs: files.journal.resumed.get(&job.name).copied().unwrap_or(0),
                 }
             })
             .collect();
+        let mut problems = files.problems;
+        problems.extend(journal_problems(config, &files.journal, daemon_running));
         let mut breakers: BTreeMap<String, BreakerInfo> = config
             .services
             .keys()
@@ -272,7 +448,12 @@ impl Status {
             jobs,
             breakers,
             tokens,
-            problems: files.problems,
+            left_processes: if daemon_running {
+                Vec::new()
+            } else {
+                files.journal.processes.clone()
+            },
+            problems,
         }
     }
 
@@ -297,6 +478,8 @@ impl Status {
             "STATE".into(),
             "HEARTBEAT".into(),
             "FAILURES".into(),
+            "MISSED".into(),
+            "RESUMED".into(),
             "LAST SUCCESS".into(),
             "NEXT RUN".into(),
             "INTERRUPTED RUN".into(),
@@ -317,6 +500,8 @@ impl Status {
                 j.heartbeat.into(),
                 j.consecutive_failures
                     .map_or_else(|| "-".to_string(), |n| n.to_string()),
+                j.missed.values().sum::<u64>().to_string(),
+                j.resumed_runs.to_string(),
                 t(&j.last_success),
                 next,
                 interrupted,
@@ -456,6 +641,122 @@ mod tests {
         );
         // Read-only: the corrupt file is still where it was.
         assert!(dir.join("tokens/other.json").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use super::*;
+    use crate::secrets::OsSecrets;
+    use chrono::TimeZone;
+    use steadfast_core::config::parse_config;
+    use steadfast_core::db::MissReason;
+    use steadfast_core::event::Outcome;
+    use steadfast_core::job::RunId;
+
+    /// Issue 10: missed slots vanished with no count. `status` (and `/metrics`, which
+    /// reads the same counts) shows them per job and reason, the runs resumed after an
+    /// interruption, and the process groups a killed runner left.
+    #[test]
+    fn status_counts_missed_slots_resumed_runs_and_left_processes_from_the_journal() {
+        let dir =
+            std::env::temp_dir().join(format!("steadfast-journal-status-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = format!(
+            "[runner]\nstate_dir = \"{}\"\n[[jobs]]\nname = \"a\"\nevery = \"1m\"\n[[jobs.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"true\"]\n[[jobs]]\nname = \"b\"\nevery = \"1m\"\n[[jobs.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"true\"]\n",
+            dir.display()
+        );
+        let config = parse_config(&text, &dir.join("runner.toml"), &OsSecrets).unwrap();
+        let t = |m: u32| Utc.with_ymd_and_hms(2026, 3, 2, 10, m, 0).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let env = crate::env::tokio::TokioEnv::new();
+            let db = steadfast_core::db::Db::open(env, &dir).await.unwrap();
+            db.register_job("a", t(0)).await.unwrap();
+            db.register_job("b", t(0)).await.unwrap();
+            // a: 5 slots lost to downtime, 1 to overlap, 2 skipped by its window.
+            db.record_missed("a", t(1), t(5), 5, MissReason::Downtime, t(6))
+                .await
+                .unwrap();
+            db.record_missed("a", t(7), t(7), 1, MissReason::Overlap, t(7))
+                .await
+                .unwrap();
+            db.record_missed("a", t(8), t(9), 2, MissReason::Window, t(9))
+                .await
+                .unwrap();
+            // a's 10:06 run was interrupted and resumed, then finished.
+            let run = RunId::new("a", t(6));
+            db.start_run(&run, t(6)).await.unwrap();
+            db.start_run(&run, t(6)).await.unwrap();
+            db.finish_run(&run, Outcome::Succeeded, None, t(6))
+                .await
+                .unwrap();
+            // b's 10:10 run was running a command when its runner was killed.
+            let run = RunId::new("b", t(10));
+            db.start_run(&run, t(10)).await.unwrap();
+            db.process_started(&run, "s", 4242, t(10)).await.unwrap();
+        });
+        let status = Status::compute(&config, StateFiles::read(&dir), t(11));
+        assert_eq!(
+            status.jobs[0].missed,
+            BTreeMap::from([
+                ("downtime".to_string(), 5),
+                ("overlap".to_string(), 1),
+                ("window".to_string(), 2)
+            ])
+        );
+        assert_eq!(status.jobs[0].resumed_runs, 1);
+        assert!(status.jobs[1].missed.is_empty());
+        assert_eq!(
+            status.jobs[1].interrupted_run.as_deref(),
+            Some("b-20260302T101000Z")
+        );
+        assert_eq!(status.left_processes.len(), 1);
+        assert_eq!(status.left_processes[0].pgid, 4242);
+        // Lost slots (not the window's) and the left group are problems, by name.
+        assert_eq!(status.problems.len(), 2, "{:?}", status.problems);
+        assert!(
+            status.problems[0].contains("job `a`: 6 slot(s) missed")
+                && status.problems[0].contains("downtime: 5, overlap: 1"),
+            "{:?}",
+            status.problems
+        );
+        assert!(
+            status.problems[1].contains("process group 4242"),
+            "{:?}",
+            status.problems
+        );
+        let table = status.table();
+        assert!(
+            table.contains("MISSED") && table.contains("RESUMED"),
+            "{table}"
+        );
+        // /metrics reads the same journal.
+        let metrics = crate::daemon::metrics::Metrics::new();
+        metrics.attach_journal(&dir);
+        use steadfast_core::env::EventSink as _;
+        metrics.emit(
+            steadfast_core::event::Event::new(steadfast_core::event::EventKind::ProcessReaped)
+                .job("b")
+                .detail("process group 4242 left by a previous runner: terminated"),
+        );
+        let text = metrics.render(t(11));
+        for line in [
+            "steadfast_journal_readable 1",
+            "steadfast_slots_missed{job=\"a\",reason=\"downtime\"} 5",
+            "steadfast_slots_missed{job=\"a\",reason=\"overlap\"} 1",
+            "steadfast_runs_resumed{job=\"a\"} 1",
+            "steadfast_runs_open{job=\"b\"} 1",
+            "steadfast_processes_journaled 1",
+            "steadfast_processes_reaped_total{outcome=\"terminated\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -12,10 +12,11 @@ use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+pub use super::process::ProcessSpawner;
 use super::tls::{self, RootCounts, TlsError, TlsSettings};
 use steadfast_core::env::{
-    CommandOutput, CommandSpec, Connector, Database, Env, FileSystem, MemoryProbe, NetError,
-    NetErrorKind, SeededRng, Spawner, Target, WallClock,
+    Connector, Database, Env, FileSystem, MemoryProbe, NetError, NetErrorKind, SeededRng, Target,
+    WallClock,
 };
 use steadfast_core::event::TracingSink;
 
@@ -132,6 +133,16 @@ impl Database for FileDb {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // A damaged page would otherwise surface mid-run, in whichever query reads it
+        // first; checked once here, the runner refuses to start instead (bounded: a
+        // handful of findings is enough to say it is corrupt).
+        let verdict: String = conn.query_row("PRAGMA quick_check(5)", [], |r| r.get(0))?;
+        if verdict != "ok" {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(format!("{} is corrupt: {verdict}", path.display())),
+            ));
+        }
         Ok(conn)
     }
 
@@ -401,93 +412,4 @@ impl MemoryProbe for ProcessMemory {
             .map(|s| s.physical_mem as u64)
             .unwrap_or(0)
     }
-}
-
-/// Real processes, each in its own process group so a timeout kills the whole tree.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessSpawner;
-
-impl Spawner for ProcessSpawner {
-    async fn run(&self, spec: &CommandSpec) -> io::Result<CommandOutput> {
-        use tokio::io::AsyncReadExt;
-        let Some((program, args)) = spec.argv.split_first() else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
-        };
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        #[cfg(unix)]
-        cmd.process_group(0);
-        if let Some(cwd) = &spec.cwd {
-            cmd.current_dir(cwd);
-        }
-        for (k, v) in &spec.env {
-            cmd.env(k, v);
-        }
-        // fork/exec is synchronous and, with many jobs due on the same instant, would
-        // hold a runtime thread for each start in turn; the blocking pool keeps the
-        // scheduler's own threads free to start the others on time.
-        let mut child = tokio::task::spawn_blocking(move || cmd.spawn())
-            .await
-            .map_err(|e| io::Error::other(format!("spawn task failed: {e}")))??;
-        let limit = spec.capture_limit_bytes as u64;
-        let mut stdout = child.stdout.take();
-        let mut stderr = child.stderr.take();
-        let read_out = async move {
-            let mut buf = Vec::new();
-            if let Some(s) = stdout.as_mut() {
-                let _ = s.take(limit).read_to_end(&mut buf).await;
-                // Drain the rest so the child never blocks on a full pipe.
-                let _ = tokio::io::copy(s, &mut tokio::io::sink()).await;
-            }
-            buf
-        };
-        let read_err = async move {
-            let mut buf = Vec::new();
-            if let Some(s) = stderr.as_mut() {
-                let _ = s.take(limit).read_to_end(&mut buf).await;
-                let _ = tokio::io::copy(s, &mut tokio::io::sink()).await;
-            }
-            buf
-        };
-        let pid = child.id();
-        let waited = tokio::time::timeout(spec.timeout, async {
-            let (status, out, err) = tokio::join!(child.wait(), read_out, read_err);
-            (status, out, err)
-        })
-        .await;
-        match waited {
-            Ok((status, stdout, stderr)) => Ok(CommandOutput {
-                code: status?.code(),
-                stdout,
-                stderr,
-                timed_out: false,
-            }),
-            Err(_) => {
-                if let Some(pid) = pid {
-                    kill_group(pid);
-                }
-                let _ = child.kill().await;
-                Ok(CommandOutput {
-                    code: None,
-                    stdout: Vec::new(),
-                    stderr: Vec::new(),
-                    timed_out: true,
-                })
-            }
-        }
-    }
-}
-
-/// Kills a whole process group. Written with `kill(1)` rather than libc so the crate
-/// keeps `forbid(unsafe_code)`; the group id equals the child's pid (`process_group(0)`).
-fn kill_group(pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pid}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
 }
