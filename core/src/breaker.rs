@@ -380,6 +380,14 @@ impl<E: Env> Breakers<E> {
             .collect()
     }
 
+    /// When `service`'s breaker lets its probe through, while it is open.
+    pub fn open_until(&self, service: &str) -> Option<DateTime<Utc>> {
+        lock(&self.cores)
+            .get(service)
+            .filter(|core| core.state == BreakerState::Open)
+            .map(|core| core.until)
+    }
+
     /// Services whose breaker has not been closed since the given time (open or
     /// half-open, through any number of failed probes), by service.
     pub fn open_since(&self) -> BTreeMap<String, DateTime<Utc>> {

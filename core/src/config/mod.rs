@@ -152,7 +152,7 @@ pub use runner_settings::RunnerSettings;
 pub use schedule::ScheduleConfig;
 pub use services::{BreakerConfig, ServiceConfig, ServiceId};
 pub use source::Source;
-pub use steps::{CommandStep, HttpStep, StepConfig, StepKind};
+pub use steps::{CommandStep, Expect, HttpStep, StepConfig, StepKind};
 pub use suggest::did_you_mean;
 pub use template::{MissingValue, Template};
 pub use url::Url;

@@ -44,9 +44,9 @@ use crate::env::Env;
 use crate::event::{Event, EventKind};
 use crate::heartbeat::Heartbeats;
 use crate::heartbeat::{HealthProbe, Monitor};
-use crate::job::{RunId, RunOutcome, Services};
+use crate::job::{Contracts, Needs, RunId, RunOutcome, Services};
 pub use crate::job_status::{JobStatus, StatusBoard};
-use crate::retry::{Retrier, RetryBudgets, RetryStyle};
+use crate::retry::{Gates, Retrier, RetryBudgets, RetryStyle};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::state_machine::TaskState;
 use crate::taxonomy::{FailureKind, StepError};
@@ -165,8 +165,26 @@ fn build_services<E: Env>(env: E, config: Config, db: Arc<Db<E>>) -> Services<E>
     } else {
         Breakers::none(env.clone(), state_dir)
     };
+    let contracts = if patterns.contracts {
+        Contracts::Checked
+    } else {
+        Contracts::Ignored
+    };
+    let needs = if patterns.needs {
+        Needs::Declared
+    } else {
+        Needs::Outputs
+    };
+    let gates = if patterns.gates {
+        Gates::new(env.clone(), db.clone())
+    } else {
+        Gates::none(env.clone(), db.clone())
+    };
     Services {
         db,
+        contracts,
+        needs,
+        gates,
         resume: if patterns.checkpoints {
             Resume::FromLastStep
         } else {
@@ -216,6 +234,9 @@ impl<E: Env> Runner<E> {
         }
         let svc = build_services(env.clone(), config, db.clone());
         if let Err(e) = svc.breakers.restore().await {
+            env.emit(Event::new(EventKind::HeartbeatFinding).detail(e.to_string()));
+        }
+        if let Err(e) = svc.gates.restore() {
             env.emit(Event::new(EventKind::HeartbeatFinding).detail(e.to_string()));
         }
         let config = &svc.config;
