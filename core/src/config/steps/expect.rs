@@ -64,11 +64,11 @@ pub(crate) fn read<'a>(t: &Table<'_>, extract: impl Iterator<Item = &'a String>)
         }
         explicit_non_empty = x.boolean("non_empty");
         if let Some(items) = x.strings("require", MAX_ITEMS, HINT) {
-            for (ptr, span) in items {
+            for (i, (ptr, span)) in items.into_iter().enumerate() {
                 if !ptr.is_empty() && !ptr.starts_with('/') {
                     x.error_hint(
                         &span,
-                        "require",
+                        &format!("require[{i}]"),
                         format!("invalid JSON pointer `{}`", shown(ptr)),
                         format!("a JSON pointer starts with `/`, e.g. \"/{}\"", shown(ptr)),
                     );
