@@ -635,3 +635,77 @@ proptest! {
         check_world(seed, faults)?;
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Case 2, no run waiting: the health probe goes out when the cooldown ends.
+
+const FLAKY_WITH_HEALTH: &str = r#"
+[services.flaky]
+health_url = "http://flaky.test/health"
+breaker = { failure_threshold = 3, cooldown = "30s", max_cooldown = "2m" }
+[[jobs]]
+name = "sync"
+every = "15m"
+deadline = "20s"
+[[jobs.steps]]
+name = "push"
+url = "http://flaky.test/push"
+service = "flaky"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn case2_with_no_run_waiting_a_health_probe_goes_out_when_the_cooldown_ends() {
+    async fn world(patterns: &str) -> (Vec<(DateTime<Utc>, String)>, Vec<Event>) {
+        let env = TestEnv::new(start(), 7);
+        // Down until 10:15:45, while the first run (10:15, deadline 20 s) is deferred.
+        let seen = service(&env, "flaky.test", down_until(15 * 60 + 45));
+        // The heartbeat monitor's own health checks are out of this picture.
+        let text = format!(
+            "[runner]\nstate_dir = \"/state\"\ntime_zone = \"UTC\"\nmonitor_interval = \"1h\"\n\n{patterns}\n\n{FLAKY_WITH_HEALTH}"
+        );
+        let cfg = parse_config(
+            &text,
+            Path::new("/etc/steadfast/runner.toml"),
+            &NoSecretSources,
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        let r = runner(&env, cfg).await;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let handle = tokio::spawn(r.run(rx));
+        tokio::time::sleep(Duration::from_secs(25 * 60)).await;
+        let _ = tx.send(true);
+        let _ = handle.await;
+        let calls = seen.lock().unwrap().calls.clone();
+        (calls, env.events_so_far())
+    }
+    let (calls, events) = world(OURS).await;
+    let periods = open_periods(&events);
+    assert!(!periods.is_empty(), "the breaker never opened");
+    for (opened, until) in &periods {
+        assert!(
+            !calls.iter().any(|(t, _)| opened < t && t < until),
+            "{calls:?}"
+        );
+        let next = calls.iter().find(|(t, _)| t >= until);
+        assert_eq!(
+            next.map(|(t, p)| (*t, p.as_str())),
+            Some((*until, "/health")),
+            "no health probe at the cooldown's end {until}: {calls:?}"
+        );
+    }
+    // The breaker closed on a probe long before the next slot (10:30).
+    let closed = events.iter().find(|e| {
+        e.event == EventKind::BreakerTransition
+            && e.to == Some(StateName::Breaker(BreakerState::Closed))
+    });
+    assert!(closed.is_some_and(|e| e.at < start() + chrono::Duration::minutes(30)));
+
+    // Before: nothing probes until the next scheduled start.
+    // (The heartbeat monitor's first look at 10:00 checks health on its own.)
+    let (calls, _) = world("[patterns]\nprobes = false").await;
+    let first_slot = start() + chrono::Duration::minutes(15);
+    assert!(
+        !calls.iter().any(|(t, p)| p == "/health" && *t > first_slot),
+        "{calls:?}"
+    );
+}

@@ -31,6 +31,9 @@ pub struct Patterns {
     /// Pattern 1: per-service gates; a Retry-After, a quota reset or an open breaker
     /// holds every job's calls to that service until it passes.
     pub gates: bool,
+    /// Pattern 7: a health request probes an open breaker when its cooldown ends,
+    /// rather than the next scheduled call.
+    pub probes: bool,
 }
 
 impl Patterns {
@@ -48,6 +51,7 @@ impl Patterns {
         contracts: true,
         needs: true,
         gates: true,
+        probes: true,
     };
 
     /// What the field report started with: a failure is logged and the job "will retry
@@ -66,6 +70,7 @@ impl Patterns {
         contracts: false,
         needs: false,
         gates: false,
+        probes: false,
     };
 }
 
@@ -115,6 +120,7 @@ pub(crate) const KEYS: &[&str] = &[
     "contracts",
     "needs",
     "gates",
+    "probes",
 ];
 
 /// Reads `[patterns]` (absent: every pattern on).
@@ -137,7 +143,7 @@ pub(crate) fn read(t: Option<Table<'_>>) -> Patterns {
         Some(_) => pat.jitter = Jitter::Full,
         None => {}
     }
-    let switches: [(&'static str, &mut bool); 10] = [
+    let switches: [(&'static str, &mut bool); 11] = [
         ("retry_budget", &mut pat.retry_budget),
         ("proactive_refresh", &mut pat.proactive_refresh),
         ("heartbeat", &mut pat.heartbeat),
@@ -148,6 +154,7 @@ pub(crate) fn read(t: Option<Table<'_>>) -> Patterns {
         ("contracts", &mut pat.contracts),
         ("needs", &mut pat.needs),
         ("gates", &mut pat.gates),
+        ("probes", &mut pat.probes),
     ];
     for (key, slot) in switches {
         if let Some(b) = t.boolean(key) {

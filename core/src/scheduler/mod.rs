@@ -1,5 +1,6 @@
 //! The runner: one task per job, each behind its own error boundary (pattern 4), plus
-//! the heartbeat monitor (pattern 3).
+//! the heartbeat monitor (pattern 3) and the breakers' prober ([`prober`]: a health
+//! request when a cooldown ends, pattern 7).
 //!
 //! A job's task ([`job_loop`]) first accounts for what happened while the runner was
 //! not running (interrupted runs resumed, missed slots caught up or recorded missed by
@@ -26,6 +27,7 @@ mod alert_gate;
 pub mod catch_up;
 mod guard;
 mod job_loop;
+mod prober;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -118,6 +120,9 @@ pub struct Runner<E: Env> {
     started: DateTime<Utc>,
     /// Pattern 3: the heartbeat monitor and the memory watch run (alerting with them).
     heartbeat: bool,
+    /// Pattern 7: the health requests the prober sends when a breaker's cooldown ends
+    /// (none when the pattern is off).
+    probes: Vec<HealthProbe>,
 }
 
 /// Builds every pattern of a run in the form the configuration's profile chose, once:
@@ -264,9 +269,16 @@ impl<E: Env> Runner<E> {
         let heartbeats = Heartbeats::new(db, &thresholds, status.clone());
         let started = env.now();
         let heartbeat = svc.config.patterns.heartbeat;
+        // Pattern 7's prober: health requests when cooldowns end (none when off).
+        let probes = if svc.config.patterns.probes {
+            HealthProbe::from_services(svc.config.services.values())
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             svc: Arc::new(svc),
             heartbeat,
+            probes,
             heartbeats: Arc::new(heartbeats),
             schedules,
             status,
@@ -395,6 +407,11 @@ impl<E: Env> Runner<E> {
             };
             tasks.spawn(job_loop.run());
         }
+        tasks.spawn(prober::run(
+            self.svc.clone(),
+            self.probes.clone(),
+            halt_rx.clone(),
+        ));
         if self.heartbeat {
             let monitor = Monitor::new(
                 env.clone(),
