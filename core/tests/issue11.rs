@@ -219,10 +219,13 @@ async fn two_jobs_in_a_storm(patterns: &str, secs: u64) -> (Arc<Mutex<Seen>>, Ou
 #[tokio::test(start_paused = true)]
 async fn case1_a_retry_after_holds_the_other_job_too() {
     let (seen, a, b) = two_jobs_in_a_storm(OURS, 60).await;
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.inside, 0, "calls inside the advertised window");
+    let (inside, calls) = {
+        let seen = seen.lock().unwrap();
+        (seen.inside, seen.calls.clone())
+    };
+    assert_eq!(inside, 0, "calls inside the advertised window");
     assert_eq!((a, b), (Outcome::Succeeded, Outcome::Succeeded));
-    assert_eq!(seen.calls.len(), 3, "{:?}", seen.calls);
+    assert_eq!(calls.len(), 3, "{calls:?}");
 
     // The naive habit: only the step that got the 429 waits.
     let (seen, _, _) = two_jobs_in_a_storm("[patterns]\ngates = false", 60).await;
@@ -359,15 +362,14 @@ async fn case2_a_run_waits_for_the_cooldown_and_probes_when_it_ends() {
     let events = env.events_so_far();
     let periods = open_periods(&events);
     assert!(!periods.is_empty(), "the breaker never opened");
-    let seen = seen.lock().unwrap();
+    let calls = seen.lock().unwrap().calls.clone();
     for (opened, until) in &periods {
         // Nothing while open; the first call after is at the end of the cooldown.
         assert!(
-            !seen.calls.iter().any(|(t, _)| opened < t && t < until),
-            "a call inside the open period {opened}..{until}: {:?}",
-            seen.calls
+            !calls.iter().any(|(t, _)| opened < t && t < until),
+            "a call inside the open period {opened}..{until}: {calls:?}"
         );
-        let next = seen.calls.iter().map(|(t, _)| *t).find(|t| t >= until);
+        let next = calls.iter().map(|(t, _)| *t).find(|t| t >= until);
         assert_eq!(next, Some(*until), "the probe did not go out at {until}");
     }
 
@@ -423,10 +425,11 @@ async fn case3_a_200_without_the_extracted_field_is_retried_not_done() {
     let r = runner(&env, config(FETCH_PUBLISH, OURS)).await;
     let o = r.run_once("blog").await;
     assert_eq!(outcome(&o), Outcome::Succeeded, "{o:?}");
-    let seen_now = seen.lock().unwrap();
-    assert_eq!(seen_now.paths("/items"), 3);
-    assert_eq!(seen_now.paths("/items/7"), 1);
-    drop(seen_now);
+    let (items, published) = {
+        let seen = seen.lock().unwrap();
+        (seen.paths("/items"), seen.paths("/items/7"))
+    };
+    assert_eq!((items, published), (3, 1));
     let failures: Vec<String> = env
         .events_so_far()
         .iter()
