@@ -226,6 +226,9 @@ pub struct Breakers<E: Env> {
     cores: Cores,
     /// Serialises writers, so an older snapshot never lands after a newer one.
     persist: tokio::sync::Mutex<()>,
+    /// Woken on every trip, so a prober sleeping until the earliest cooldown's end
+    /// learns of a new, earlier one.
+    tripped: tokio::sync::Notify,
 }
 
 impl<E: Env> Breakers<E> {
@@ -255,6 +258,7 @@ impl<E: Env> Breakers<E> {
             configs,
             cores: Arc::new(Mutex::new(cores)),
             persist: tokio::sync::Mutex::new(()),
+            tripped: tokio::sync::Notify::new(),
         }
     }
 
@@ -380,6 +384,20 @@ impl<E: Env> Breakers<E> {
             .collect()
     }
 
+    /// Completes after the next trip of any breaker (or at once if one tripped since
+    /// the last wait).
+    pub async fn tripped(&self) {
+        self.tripped.notified().await;
+    }
+
+    /// When `service`'s breaker lets its probe through, while it is open.
+    pub fn open_until(&self, service: &str) -> Option<DateTime<Utc>> {
+        lock(&self.cores)
+            .get(service)
+            .filter(|core| core.state == BreakerState::Open)
+            .map(|core| core.until)
+    }
+
     /// Services whose breaker has not been closed since the given time (open or
     /// half-open, through any number of failed probes), by service.
     pub fn open_since(&self) -> BTreeMap<String, DateTime<Utc>> {
@@ -481,6 +499,7 @@ impl<E: Env> Breakers<E> {
         core.until = self.env.now() + to_chrono(period);
         core.enter(BreakerState::Open);
         self.emit_transition(service, from, core, reason, Some(period));
+        self.tripped.notify_one();
     }
 
     fn emit_transition(

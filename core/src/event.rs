@@ -59,6 +59,12 @@ pub enum EventKind {
     BreakerTransition,
     /// A call was refused because the breaker is open.
     BreakerRejected,
+    /// A service's gate now holds its calls until `detail`'s instant (a Retry-After,
+    /// a quota reset, an open breaker).
+    GateHeld,
+    /// A step waits at its service's gate (or is deferred when the gate opens after
+    /// the run's deadline).
+    GateWait,
     /// The heartbeat monitor flagged a job, the memory or a service.
     HeartbeatFinding,
     /// An alert was raised for a human.
@@ -98,6 +104,8 @@ impl EventKind {
             Self::TokenRefreshFailed => "token_refresh_failed",
             Self::BreakerTransition => "breaker_transition",
             Self::BreakerRejected => "breaker_rejected",
+            Self::GateHeld => "gate_held",
+            Self::GateWait => "gate_wait",
             Self::HeartbeatFinding => "heartbeat_finding",
             Self::Alert => "alert",
             Self::JobStopped => "job_stopped",

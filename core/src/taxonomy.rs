@@ -3,7 +3,8 @@
 //! | class       | examples                                   | what the runner does                  |
 //! |-------------|--------------------------------------------|---------------------------------------|
 //! | Critical    | 401, token expired                         | refresh the token, retry              |
-//! | Recoverable | 429, 503, timeouts, ECONNRESET, DNS        | back off, retry                       |
+//! | Recoverable | 429, 503, timeouts, ECONNRESET, DNS,       | back off, retry                       |
+//! |             | a 200 that breaks its output contract      |                                       |
 //! | Degraded    | service down, breaker open                 | skip the step, continue, run degraded |
 //! | Fatal       | disk full, out of memory, invalid_grant,   | alert a human, stop the job           |
 //! |             | bad config                                 |                                       |
@@ -50,6 +51,9 @@ pub enum FailureKind {
     RateLimited,
     /// HTTP 5xx other than 501/505.
     ServerError(u16),
+    /// An accepted status whose answer breaks the step's output contract (empty,
+    /// truncated, not JSON, a required field missing, an unlisted 2xx).
+    BadAnswer,
     /// The call got no answer in time (a stall).
     Timeout,
     /// The connection was reset.
@@ -66,6 +70,8 @@ pub enum FailureKind {
     BreakerOpen,
     /// The retry budget of the service is spent.
     BudgetExhausted,
+    /// A step was skipped because a step it needs was not done.
+    PrerequisiteNotDone,
     /// ENOSPC while persisting state.
     DiskFull,
     /// The memory probe is over its hard limit.
@@ -91,6 +97,7 @@ impl FailureKind {
             Self::Unauthorized => ErrorClass::Critical,
             Self::RateLimited
             | Self::ServerError(_)
+            | Self::BadAnswer
             | Self::Timeout
             | Self::ConnectionReset
             | Self::ConnectionRefused
@@ -100,6 +107,7 @@ impl FailureKind {
             Self::ServiceDown
             | Self::BreakerOpen
             | Self::BudgetExhausted
+            | Self::PrerequisiteNotDone
             | Self::ClientError(_) => ErrorClass::Degraded,
             Self::DiskFull
             | Self::OutOfMemory

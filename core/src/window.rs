@@ -14,10 +14,18 @@
 //!
 //! - it exists once: that instant;
 //! - it exists twice (the clock falls back): the earlier instant, so a window
-//!   neither opens twice nor reopens for the repeated hour;
+//!   that ends in the repeated hour does not reopen for it;
 //! - it does not exist (the clock springs forward over it): the first instant after
 //!   the gap, so a window starting at 02:30 on a day that skips 02:00-03:00 opens
 //!   at 03:00. A window lying wholly inside a gap does not open that day.
+//!
+//! Windows are wall-clock: an action may run only while the local clock reads a time
+//! inside its window. When the clock falls back inside an interval to a time before
+//! `start` (a 01:30-02:30 window on the night 02:00 EDT becomes 01:00 EST), the
+//! stretch where it reads outside is cut out, so that night the window is open
+//! 01:30-02:00 EDT and again 01:30-02:30 EST, never 01:00-01:30 EST. A window
+//! spanning the transition whose start stays behind the rewound clock (22:00-03:00)
+//! is one interval: the wall clock never leaves it.
 //!
 //! `start == end` means "always open" (a zero-length window would never open, which
 //! nobody configures on purpose). `is_open`, `next_open` and `closes_at` all derive
@@ -26,7 +34,9 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveDateTime, TimeDelta, TimeZone, Utc};
+use chrono::{
+    DateTime, Days, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 
 use crate::config::WindowConfig;
@@ -137,17 +147,34 @@ impl Windows {
         first
             .iter_days()
             .take((DAYS_BEFORE + 1 + DAYS_AFTER) as usize)
-            .filter_map(move |date| self.interval(window, date))
+            .flat_map(move |date| self.interval(window, date).into_iter().flatten())
             .filter(move |&(open, close)| open < close && close > at)
     }
 
     /// The interval opened on local date `date`: `[start on date, end on date or the
     /// day after)`, each resolved to an instant by the rules in the module docs.
-    fn interval(
-        &self,
-        window: WindowConfig,
-        date: NaiveDate,
-    ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    ///
+    /// When the clock falls back inside that interval to a wall time before `start`
+    /// (a 01:30-02:30 window on the night 02:00 becomes 01:00 again), the stretch
+    /// where the wall clock reads outside the window is cut out: the interval comes
+    /// in two pieces, the second opening when the wall clock reaches `start` again.
+    fn interval(&self, window: WindowConfig, date: NaiveDate) -> [Option<Interval>; 2] {
+        let Some((open, close)) = self.whole_interval(window, date) else {
+            return [None, None];
+        };
+        let start = date.and_time(window.start);
+        if let Some(back) = fall_back_within(self.zone, open, close) {
+            let wall = back.with_timezone(&self.zone).naive_local();
+            if wall < start {
+                let again = back + (start - wall);
+                return [Some((open, back)), Some((again, close))];
+            }
+        }
+        [Some((open, close)), None]
+    }
+
+    /// `[start on date, end on date or the day after)` as instants.
+    fn whole_interval(&self, window: WindowConfig, date: NaiveDate) -> Option<Interval> {
         let open = resolve(self.zone, date.and_time(window.start))?;
         let end_date = if window.end < window.start {
             date.succ_opt()?
@@ -157,6 +184,39 @@ impl Windows {
         let close = resolve(self.zone, end_date.and_time(window.end))?;
         Some((open, close))
     }
+}
+
+/// An interval of instants, `[open, close)`.
+type Interval = (DateTime<Utc>, DateTime<Utc>);
+
+/// The zone's UTC offset at `at`, in seconds.
+fn offset_secs(zone: Tz, at: DateTime<Utc>) -> i32 {
+    at.with_timezone(&zone).offset().fix().local_minus_utc()
+}
+
+/// The instant in `(open, close)` where the clock falls back (its offset drops), if
+/// it does: binary search over whole seconds between the two offsets.
+fn fall_back_within(zone: Tz, open: DateTime<Utc>, close: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let mut lo = open.timestamp();
+    let mut hi = close.timestamp() - 1;
+    if hi <= lo {
+        return None;
+    }
+    let at = |secs: i64| DateTime::from_timestamp(secs, 0);
+    let before = offset_secs(zone, open);
+    if offset_secs(zone, at(hi)?) >= before {
+        return None;
+    }
+    // Invariant: offset(lo) == before > offset(hi).
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if offset_secs(zone, at(mid)?) == before {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    at(hi)
 }
 
 /// The instant local time in `zone` reaches `local`: the instant itself, the earlier
@@ -466,11 +526,19 @@ mod tests {
             w.next_open(A, utc("2026-11-01T04:00:00Z")),
             utc("2026-11-01T05:30:00Z")
         );
-        // 01:10 EST, the second pass: plain local-time comparison would call this
-        // closed (01:10 < 01:30); the window opened at 01:30 EDT and stays open.
-        assert!(w.is_open(A, utc("2026-11-01T06:10:00Z")));
+        // At 02:00 EDT the clock reads 01:00 EST, outside the window: it closes then
+        // and opens again at 01:30 EST (issue 11, case 5: it used to stay open).
+        assert!(!w.is_open(A, utc("2026-11-01T06:10:00Z")));
         assert_eq!(
             w.closes_at(A, utc("2026-11-01T05:30:00Z")),
+            Some(utc("2026-11-01T06:00:00Z"))
+        );
+        assert_eq!(
+            w.next_open(A, utc("2026-11-01T06:10:00Z")),
+            utc("2026-11-01T06:30:00Z")
+        );
+        assert_eq!(
+            w.closes_at(A, utc("2026-11-01T06:30:00Z")),
             Some(utc("2026-11-01T09:00:00Z"))
         );
 
@@ -480,9 +548,14 @@ mod tests {
             w.next_open(A, utc("2026-10-24T22:00:00Z")),
             utc("2026-10-25T00:30:00Z")
         );
-        assert!(w.is_open(A, utc("2026-10-25T01:10:00Z")));
+        // 02:10 CET, after the clock fell back: outside 02:30-06:00 until 02:30 CET.
+        assert!(!w.is_open(A, utc("2026-10-25T01:10:00Z")));
         assert_eq!(
             w.closes_at(A, utc("2026-10-25T00:30:00Z")),
+            Some(utc("2026-10-25T01:00:00Z"))
+        );
+        assert_eq!(
+            w.closes_at(A, utc("2026-10-25T01:30:00Z")),
             Some(utc("2026-10-25T05:00:00Z"))
         );
     }
@@ -508,6 +581,64 @@ mod tests {
             Some(utc("2026-10-25T00:30:00Z"))
         );
         assert!(!w.is_open(A, utc("2026-10-25T01:10:00Z")));
+    }
+
+    /// Whether the wall clock in `zone` at `at` reads a time inside `window`.
+    fn wall_inside(zone: Tz, window: WindowConfig, at: DateTime<Utc>) -> bool {
+        let t = at.with_timezone(&zone).time();
+        if window.start <= window.end {
+            window.start <= t && t < window.end
+        } else {
+            window.start <= t || t < window.end
+        }
+    }
+
+    /// Issue 11, case 5: on both DST nights of 2026 in New York and Berlin, minute by
+    /// minute, a window is open only while the wall clock reads a time inside it.
+    #[test]
+    fn windows_are_wall_clock_on_both_dst_nights_in_two_zones() {
+        let cases = [
+            (NY, hm((1, 30), (2, 30)), ["2026-03-08", "2026-11-01"]),
+            (NY, hm((0, 30), (1, 30)), ["2026-03-08", "2026-11-01"]),
+            (NY, hm((22, 0), (1, 30)), ["2026-03-08", "2026-11-01"]),
+            (BERLIN, hm((1, 30), (2, 30)), ["2026-03-29", "2026-10-25"]),
+            (BERLIN, hm((2, 30), (3, 30)), ["2026-03-29", "2026-10-25"]),
+            (BERLIN, hm((2, 15), (6, 0)), ["2026-03-29", "2026-10-25"]),
+        ];
+        for (zone, window, nights) in cases {
+            let w = one(zone, window);
+            for night in nights {
+                let from = utc(&format!("{night}T00:00:00Z")) - TimeDelta::hours(12);
+                let mut opened = 0;
+                for minute in 0..36 * 60 {
+                    let at = from + TimeDelta::minutes(minute);
+                    let open = w.is_open(A, at);
+                    assert!(
+                        !open || wall_inside(zone, window, at),
+                        "{zone} {window:?} open at {at} while the wall clock reads {}",
+                        at.with_timezone(&zone)
+                    );
+                    opened += usize::from(open);
+                }
+                assert!(opened > 0, "{zone} {window:?} never opened on {night}");
+            }
+        }
+        // The issue's own night: 01:30-02:30 in New York on 2026-11-01 is open 01:30-02:00
+        // EDT and 01:30-02:30 EST, closed 01:00-01:30 EST in between.
+        let w = one(NY, hm((1, 30), (2, 30)));
+        assert!(w.is_open(A, utc("2026-11-01T05:45:00Z"))); // 01:45 EDT
+        assert!(!w.is_open(A, utc("2026-11-01T06:15:00Z"))); // 01:15 EST
+        assert!(w.is_open(A, utc("2026-11-01T06:45:00Z"))); // 01:45 EST
+        assert!(!w.is_open(A, utc("2026-11-01T07:30:00Z"))); // 02:30 EST
+        assert_eq!(
+            w.closes_at(A, utc("2026-11-01T05:45:00Z")),
+            Some(utc("2026-11-01T06:00:00Z"))
+        );
+        // Berlin 2026-10-25, 02:30-03:30: 02:30 CEST to 03:00 CEST, then 02:30-03:30 CET.
+        let w = one(BERLIN, hm((2, 30), (3, 30)));
+        assert!(w.is_open(A, utc("2026-10-25T00:45:00Z"))); // 02:45 CEST
+        assert!(!w.is_open(A, utc("2026-10-25T01:15:00Z"))); // 02:15 CET
+        assert!(w.is_open(A, utc("2026-10-25T01:45:00Z"))); // 02:45 CET
     }
 
     #[test]

@@ -226,6 +226,7 @@ fn install(env: &TestEnv, world: &Arc<Mutex<World>>) {
 
 fn step(name: &str, method: &str, url: &str) -> StepConfig {
     StepConfig {
+        needs: None,
         name: name.to_string(),
         action: None,
         kind: StepKind::Http(HttpStep {
@@ -236,6 +237,7 @@ fn step(name: &str, method: &str, url: &str) -> StepConfig {
             service: "api".into(),
             credential: Some(CREDENTIAL.into()),
             extract: BTreeMap::from([("id".to_string(), "/id".to_string())]),
+            expect: Default::default(),
         }),
     }
 }

@@ -837,6 +837,7 @@ fn runner_config(deadline: Duration) -> steadfast_core::config::Config {
         ..credential()
     };
     let step = StepConfig {
+        needs: None,
         name: "upload".to_string(),
         action: None,
         kind: StepKind::Http(HttpStep {
@@ -847,6 +848,7 @@ fn runner_config(deadline: Duration) -> steadfast_core::config::Config {
             service: "api".into(),
             credential: Some(credential.name.as_str().into()),
             extract: BTreeMap::new(),
+            expect: Default::default(),
         }),
     };
     let job = JobConfig {

@@ -113,9 +113,12 @@ fn stall() {
 #[test]
 fn dns_failure() {
     let (healing, _, _) = check("dns-failure");
+    // The dead step's runs wait at the breaker's gate and are deferred (resumed once
+    // it closes), not counted as degraded output its dependents never produced
+    // (issue 11): reported, none lost.
     assert!(
-        healing.metrics.degraded_runs > 0,
-        "the dead step was skipped, the rest ran"
+        healing.metrics.failed_runs > 0 && healing.metrics.lost_runs == 0,
+        "the dead step's slots were reported, none lost"
     );
 }
 
@@ -160,7 +163,8 @@ fn silent_death() {
 #[test]
 fn partition() {
     let (healing, _, _) = check("partition");
-    assert!(healing.metrics.degraded_runs > 0);
+    // As for DNS: deferred behind the breaker's gate and reported, none lost.
+    assert!(healing.metrics.failed_runs > 0 && healing.metrics.lost_runs == 0);
 }
 
 #[test]

@@ -42,7 +42,9 @@
 //! retry = "backoff"              # off | immediate | backoff
 //! jitter = "full"                # none | equal | full | decorrelated
 //! retry_budget = true            # also proactive_refresh, heartbeat, isolation,
-//!                                # checkpoints, windows, breakers
+//!                                # checkpoints, windows, breakers, contracts (expect),
+//!                                # needs, gates (per-service Retry-After/quota/breaker
+//!                                # holds), probes (health request at a cooldown's end)
 //!
 //! [retry]                        # defaults: RetryPolicy::default()
 //! max_attempts = 5               # 1..=20, including the first attempt
@@ -93,6 +95,13 @@
 //! headers = { "Content-Type" = "application/json" }
 //! body = "..."
 //! extract = { id = "/data/id" }  # output name -> JSON pointer ("" or starting with "/")
+//! needs = ["fetch"]              # earlier steps that must be done first; default: every
+//!                                # step before; [] for none. A skipped prerequisite skips
+//!                                # this step and fails the run (not degraded)
+//! expect = { status = [200, 201], non_empty = true, require = ["/data/id"], contains = "ok" }
+//!                                # output contract, each key optional; every extract pointer
+//!                                # is required too; a 2xx that breaks it is a bad_answer
+//!                                # (recoverable: retried, counted against the breaker)
 //!
 //! [[jobs.steps]]
 //! name = "render"
@@ -152,7 +161,7 @@ pub use runner_settings::RunnerSettings;
 pub use schedule::ScheduleConfig;
 pub use services::{BreakerConfig, ServiceConfig, ServiceId};
 pub use source::Source;
-pub use steps::{CommandStep, HttpStep, StepConfig, StepKind};
+pub use steps::{CommandStep, Expect, HttpStep, StepConfig, StepKind};
 pub use suggest::did_you_mean;
 pub use template::{MissingValue, Template};
 pub use url::Url;

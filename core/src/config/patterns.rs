@@ -24,6 +24,16 @@ pub struct Patterns {
     pub windows: bool,
     /// Pattern 7: circuit breakers.
     pub breakers: bool,
+    /// Pattern 4: output contracts; a 2xx that breaks its step's `expect` is a failure.
+    pub contracts: bool,
+    /// Pattern 4: step dependencies; a step runs only after the steps it `needs` are done.
+    pub needs: bool,
+    /// Pattern 1: per-service gates; a Retry-After, a quota reset or an open breaker
+    /// holds every job's calls to that service until it passes.
+    pub gates: bool,
+    /// Pattern 7: a health request probes an open breaker when its cooldown ends,
+    /// rather than the next scheduled call.
+    pub probes: bool,
 }
 
 impl Patterns {
@@ -38,6 +48,10 @@ impl Patterns {
         checkpoints: true,
         windows: true,
         breakers: true,
+        contracts: true,
+        needs: true,
+        gates: true,
+        probes: true,
     };
 
     /// What the field report started with: a failure is logged and the job "will retry
@@ -53,6 +67,10 @@ impl Patterns {
         checkpoints: false,
         windows: false,
         breakers: false,
+        contracts: false,
+        needs: false,
+        gates: false,
+        probes: false,
     };
 }
 
@@ -99,6 +117,10 @@ pub(crate) const KEYS: &[&str] = &[
     "checkpoints",
     "windows",
     "breakers",
+    "contracts",
+    "needs",
+    "gates",
+    "probes",
 ];
 
 /// Reads `[patterns]` (absent: every pattern on).
@@ -121,7 +143,7 @@ pub(crate) fn read(t: Option<Table<'_>>) -> Patterns {
         Some(_) => pat.jitter = Jitter::Full,
         None => {}
     }
-    let switches: [(&'static str, &mut bool); 7] = [
+    let switches: [(&'static str, &mut bool); 11] = [
         ("retry_budget", &mut pat.retry_budget),
         ("proactive_refresh", &mut pat.proactive_refresh),
         ("heartbeat", &mut pat.heartbeat),
@@ -129,6 +151,10 @@ pub(crate) fn read(t: Option<Table<'_>>) -> Patterns {
         ("checkpoints", &mut pat.checkpoints),
         ("windows", &mut pat.windows),
         ("breakers", &mut pat.breakers),
+        ("contracts", &mut pat.contracts),
+        ("needs", &mut pat.needs),
+        ("gates", &mut pat.gates),
+        ("probes", &mut pat.probes),
     ];
     for (key, slot) in switches {
         if let Some(b) = t.boolean(key) {

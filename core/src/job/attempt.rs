@@ -13,7 +13,7 @@ use crate::config::{CommandStep, HttpStep, StepConfig, StepKind, Url};
 use crate::env::{CommandSpec, Env, Spawner, StartedCommand};
 use crate::event::{Event, EventKind};
 use crate::http::{self, Request};
-use crate::retry::retry_after;
+use crate::retry::{gate, retry_after};
 use crate::taxonomy::{ErrorClass, FailureKind, StepError};
 use crate::token::TokenManager;
 
@@ -106,6 +106,9 @@ async fn attempt_http<E: Env>(
     let permit = match svc.breakers.try_acquire(service) {
         Ok(p) => p,
         Err(rejected) => {
+            svc.gates
+                .hold(service, rejected.until, "breaker_open")
+                .await;
             env.emit(
                 Event::new(EventKind::BreakerRejected)
                     .job(job)
@@ -127,28 +130,65 @@ async fn attempt_http<E: Env>(
     }
     let timeout = svc.config.service(&http_step.service).call_timeout;
     let result = match http::send(env.connector(), &request, timeout).await {
-        Ok(resp) => match FailureKind::from_status(resp.status) {
-            None => {
-                svc.breakers.record(permit, true).await;
-                Ok(template::extract(&resp.body, &http_step.extract))
+        Ok(resp) => {
+            // Whatever the status: a Retry-After or a spent quota holds every caller.
+            let advertised = gate::advertised(|n| resp.header(n).map(str::to_string), env.now());
+            if let Some((until, reason)) = advertised {
+                svc.gates.hold(service, until, reason).await;
             }
-            Some(kind) => {
-                // The service answered: only server-side failures count against it.
-                let service_failed =
-                    matches!(kind, FailureKind::ServerError(_) | FailureKind::Timeout);
-                svc.breakers.record(permit, !service_failed).await;
-                let wait = resp
-                    .header("retry-after")
-                    .and_then(|v| retry_after::parse(v, env.now()));
-                Err(StepError::new(kind, format!("http {}", resp.status)).with_retry_after(wait))
-            }
-        },
+            answer(svc, service, http_step, permit, resp).await
+        }
         Err(e) => {
             svc.breakers.record(permit, false).await;
+            hold_for_open_breaker(svc, service).await;
             Err(StepError::new(e.kind(), e.to_string()))
         }
     };
     (result, token)
+}
+
+/// Holds the service's gate while its breaker is open (after a call tripped it).
+async fn hold_for_open_breaker<E: Env>(svc: &Services<E>, service: &str) {
+    if let Some(until) = svc.breakers.open_until(service) {
+        svc.gates.hold(service, until, "breaker_open").await;
+    }
+}
+
+/// The outcome of an answer: its contract, its status, and what the breaker learns.
+async fn answer<E: Env>(
+    svc: &Services<E>,
+    service: &str,
+    http_step: &HttpStep,
+    permit: crate::breaker::Permit,
+    resp: http::Response,
+) -> Result<BTreeMap<String, String>, StepError> {
+    let env = &svc.env;
+    match svc
+        .contracts
+        .check(&http_step.expect, resp.status, &resp.body)
+    {
+        Some(Ok(())) => {
+            svc.breakers.record(permit, true).await;
+            Ok(template::extract(&resp.body, &http_step.extract))
+        }
+        Some(Err(bad)) => {
+            // The service answered without what the step needs: it failed.
+            svc.breakers.record(permit, false).await;
+            hold_for_open_breaker(svc, service).await;
+            Err(bad)
+        }
+        None => {
+            let kind = FailureKind::from_status(resp.status).unwrap_or(FailureKind::Io);
+            // The service answered: only server-side failures count against it.
+            let service_failed = matches!(kind, FailureKind::ServerError(_) | FailureKind::Timeout);
+            svc.breakers.record(permit, !service_failed).await;
+            hold_for_open_breaker(svc, service).await;
+            let wait = resp
+                .header("retry-after")
+                .and_then(|v| retry_after::parse(v, env.now()));
+            Err(StepError::new(kind, format!("http {}", resp.status)).with_retry_after(wait))
+        }
+    }
 }
 
 fn build_request<E: Env>(

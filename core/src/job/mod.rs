@@ -8,9 +8,13 @@
 //!
 //! # Layout
 //! - [`attempt`]: one attempt of one step (HTTP or command).
+//! - [`contract`]: whether an answer holds what its step expects.
+//! - [`needs`]: which earlier steps a step waits for.
 //! - [`template`]: `{{step.output}}` placeholders and JSON-pointer extraction.
 
 pub mod attempt;
+pub mod contract;
+pub mod needs;
 pub mod run_id;
 pub mod template;
 
@@ -28,10 +32,12 @@ use crate::config::{Config, JobConfig, RetryPolicy, StepConfig};
 use crate::db::{Db, DbError, StepRecord};
 use crate::env::Env;
 use crate::event::{Event, EventKind, Outcome};
-use crate::retry::{GiveUp, Retrier, RetryDecision, RetryInput};
+use crate::retry::{Gates, GiveUp, Retrier, RetryDecision, RetryInput};
 use crate::taxonomy::{ErrorClass, FailureKind, StepError};
 use crate::token::TokenManager;
 use crate::window::Windows;
+pub use contract::Contracts;
+pub use needs::Needs;
 
 pub use run_id::{ParseRunIdError, RunId};
 use template::Vars;
@@ -61,6 +67,13 @@ pub struct Services<E: Env> {
     pub windows: Windows,
     /// Pattern 7: circuit breakers by service (none when the pattern is off).
     pub breakers: Breakers<E>,
+    /// Pattern 4: whether answers are checked against their step's contract.
+    pub contracts: Contracts,
+    /// Pattern 4: which earlier steps a step waits for.
+    pub needs: Needs,
+    /// Pattern 1: per-service "not before" instants every job consults (none held
+    /// when the pattern is off).
+    pub gates: Gates<E>,
 }
 
 /// How a run ended.
@@ -69,6 +82,9 @@ pub enum RunOutcome {
     /// Every step completed.
     Succeeded,
     /// Some steps were skipped because their service was down; the rest completed.
+    ///
+    /// With step dependencies on, only steps nothing else needs can be skipped in a
+    /// degraded run: a step skipped for a prerequisite fails the run instead.
     Degraded {
         /// The skipped steps.
         skipped: Vec<String>,
@@ -109,6 +125,8 @@ enum StepResult {
     Skip(StepError),
     Defer(DateTime<Utc>),
     Fail(StepError),
+    /// The runner shut down while the step waited (for its window or gate).
+    Halted,
 }
 
 /// Identifies the run being executed.
@@ -148,9 +166,16 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
         }
     }
     let mut skipped: Vec<String> = Vec::new();
+    // Steps not done in this run, and why: what their dependents are skipped for.
+    let mut not_done: BTreeMap<String, String> = BTreeMap::new();
     let mut last_skip: Option<StepError> = None;
+    // The first step skipped for a prerequisite, when that fails the run.
+    let mut blocked: Option<StepError> = None;
+    // Steps deferred to a later run (a window or gate that opens after the deadline),
+    // with when, in order.
+    let mut deferred: Vec<(String, DateTime<Utc>)> = Vec::new();
     let mut completed = done_before.len();
-    for step in &job.steps {
+    for (index, step) in job.steps.iter().enumerate() {
         if done_before.iter().any(|d| d.name == step.name) {
             env.emit(
                 Event::new(EventKind::StepReplayed)
@@ -165,14 +190,49 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
             // Shutdown: the steps left are journaled as not done; the next start resumes.
             return RunOutcome::Interrupted;
         }
-        if let Some(dep) = depends_on(step, &skipped) {
+        if let Some(b) = svc.needs.blocked(&job.steps, index, &not_done) {
+            if let Some((_, until)) = deferred.iter().find(|(d, _)| *d == b.prerequisite) {
+                // Waits with its prerequisite: the resumed run does both.
+                env.emit(
+                    Event::new(EventKind::StepSkipped)
+                        .job(&job.name)
+                        .run_id(run_id)
+                        .step(&step.name)
+                        .detail(format!(
+                            "needs step `{}`, deferred to {}; deferred with it",
+                            b.prerequisite,
+                            until.to_rfc3339()
+                        )),
+                );
+                let until = *until;
+                deferred.push((step.name.clone(), until));
+                not_done.insert(
+                    step.name.clone(),
+                    format!("deferred with `{}`", b.prerequisite),
+                );
+                continue;
+            }
+            let detail = format!(
+                "needs step `{}`, which was not done ({})",
+                b.prerequisite, b.why
+            );
             env.emit(
                 Event::new(EventKind::StepSkipped)
                     .job(&job.name)
                     .run_id(run_id)
                     .step(&step.name)
                     .class(ErrorClass::Degraded)
-                    .detail(format!("needs output of skipped step `{dep}`")),
+                    .detail(detail.clone()),
+            );
+            if svc.needs.blocked_fails_run() && blocked.is_none() {
+                blocked = Some(StepError::new(
+                    FailureKind::PrerequisiteNotDone,
+                    format!("step `{}` {detail}", step.name),
+                ));
+            }
+            not_done.insert(
+                step.name.clone(),
+                format!("its prerequisite `{}` was not done", b.prerequisite),
             );
             skipped.push(step.name.clone());
             continue;
@@ -214,14 +274,25 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
                         .detail(err.detail.clone()),
                 );
                 skipped.push(step.name.clone());
+                not_done.insert(step.name.clone(), err.detail.clone());
                 last_skip = Some(err);
             }
             StepResult::Defer(until) => {
-                return RunOutcome::Deferred {
-                    step: step.name.clone(),
-                    until,
-                };
+                if !svc.needs.deferral_continues() {
+                    return RunOutcome::Deferred {
+                        step: step.name.clone(),
+                        until,
+                    };
+                }
+                // The steps that do not need this one go on; it and its dependents
+                // wait for a later run, which resumes them.
+                not_done.insert(
+                    step.name.clone(),
+                    format!("deferred to {}", until.to_rfc3339()),
+                );
+                deferred.push((step.name.clone(), until));
             }
+            StepResult::Halted => return RunOutcome::Interrupted,
             StepResult::Fail(err) => {
                 return if err.class == ErrorClass::Fatal {
                     RunOutcome::Fatal(err)
@@ -230,6 +301,15 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
                 };
             }
         }
+    }
+    if let Some(err) = blocked {
+        // A step the run exists for did not run: no output, so not a success of any kind.
+        return RunOutcome::Failed(err);
+    }
+    if let Some((step, until)) = deferred.into_iter().next() {
+        // The first deferred step names the run's deferral; the resumed run repeats
+        // none of the steps done here.
+        return RunOutcome::Deferred { step, until };
     }
     if completed == 0
         && let Some(err) = last_skip
@@ -279,14 +359,6 @@ fn store_failure(e: &DbError, what: &str) -> RunOutcome {
     }
 }
 
-/// The first skipped step whose outputs `step` needs.
-fn depends_on<'a>(step: &StepConfig, skipped: &'a [String]) -> Option<&'a str> {
-    step.templates()
-        .into_iter()
-        .flat_map(|t| t.refs())
-        .find_map(|(owner, _)| skipped.iter().find(|s| *s == owner).map(String::as_str))
-}
-
 /// Runs one step: window, attempts, retries.
 async fn run_step<E: Env>(
     svc: &Services<E>,
@@ -310,18 +382,45 @@ async fn run_step<E: Env>(
             .step(&step.name)
     };
     loop {
-        attempt += 1;
-        if !svc.windows.is_open(action, env.now()) {
-            let open = svc.windows.next_open(action, env.now());
-            let wait = (open - env.now()).to_std().unwrap_or_default();
-            let event = event(EventKind::WindowWait).delay(wait);
-            if open > ctx.deadline {
-                env.emit(event.detail("window opens after the run's deadline; deferred"));
-                return StepResult::Defer(open);
+        // The window and the service's gate, until both are open; deferred (no call)
+        // when either opens only after the run's deadline.
+        loop {
+            if !svc.windows.is_open(action, env.now()) {
+                let open = svc.windows.next_open(action, env.now());
+                let wait = (open - env.now()).to_std().unwrap_or_default();
+                let event = event(EventKind::WindowWait).delay(wait);
+                if open > ctx.deadline {
+                    env.emit(event.detail("window opens after the run's deadline; deferred"));
+                    return StepResult::Defer(open);
+                }
+                env.emit(event.detail("waiting for the window to open"));
+                if !wait_unless_halted(env, open, &ctx.halt).await {
+                    return StepResult::Halted;
+                }
+                continue;
             }
-            env.emit(event.detail("waiting for the window to open"));
-            sleep_until_wall(env, open).await;
+            if let Some(service) = service
+                && let Some(hold) = svc.gates.closed(service, env.now())
+            {
+                let wait = (hold.not_before - env.now()).to_std().unwrap_or_default();
+                let event = event(EventKind::GateWait).service(service).delay(wait);
+                if hold.not_before > ctx.deadline {
+                    env.emit(event.detail(format!(
+                        "{}: the service takes no calls before {}, after the run's deadline; deferred",
+                        hold.reason,
+                        hold.not_before.to_rfc3339()
+                    )));
+                    return StepResult::Defer(hold.not_before);
+                }
+                env.emit(event.detail(format!("{}: waiting for the service's gate", hold.reason)));
+                if !wait_unless_halted(env, hold.not_before, &ctx.halt).await {
+                    return StepResult::Halted;
+                }
+                continue;
+            }
+            break;
         }
+        attempt += 1;
         env.emit(
             event(EventKind::Attempt)
                 .attempt(attempt)
@@ -343,6 +442,37 @@ async fn run_step<E: Env>(
                 .class(err.class)
                 .detail(format!("{}: {}", err.kind.label(), err.detail)),
         );
+        if let Some(service) = service
+            && let Some(hold) = svc.gates.closed(service, env.now())
+        {
+            // The service said when to come back (or its breaker did): wait for that
+            // within the deadline, or leave the step for a later run without calling.
+            if hold.not_before > ctx.deadline {
+                env.emit(
+                    event(EventKind::GateWait)
+                        .service(service)
+                        .attempt(attempt)
+                        .detail(format!(
+                            "{}: the service takes no calls before {}, after the run's deadline; deferred",
+                            hold.reason,
+                            hold.not_before.to_rfc3339()
+                        )),
+                );
+                return StepResult::Defer(hold.not_before);
+            }
+            if err.kind == FailureKind::BreakerOpen {
+                // Rejected without a call: the wait at the gate is the cooldown, and
+                // the first caller after it is the breaker's probe.
+                continue;
+            }
+        }
+        if err.kind == FailureKind::BreakerOpen
+            && let Some(at) = svc.gates.after_probe(env.now(), ctx.deadline)
+        {
+            // Half-open with another caller's probe out: ask again shortly.
+            sleep_until_wall(env, at).await;
+            continue;
+        }
         match err.class {
             ErrorClass::Fatal => return StepResult::Fail(err),
             ErrorClass::Degraded => return StepResult::Skip(err),
@@ -415,6 +545,27 @@ async fn run_step<E: Env>(
                 );
             }
         }
+    }
+}
+
+/// Sleeps until the wall clock reaches `at` unless the runner shuts down first;
+/// `false` when it did.
+async fn wait_unless_halted<E: Env>(
+    env: &E,
+    at: DateTime<Utc>,
+    halt: &watch::Receiver<bool>,
+) -> bool {
+    let mut halt = halt.clone();
+    let halted = async move {
+        if halt.wait_for(|h| *h).await.is_err() {
+            // Nobody can halt this run any more: wait for the clock alone.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        () = halted => false,
+        () = sleep_until_wall(env, at) => true,
     }
 }
 

@@ -5,6 +5,8 @@
 //! - [`backoff`]: the delay of attempt `n` under each jitter mode.
 //! - [`retry_after`]: parsing the `Retry-After` header (seconds or HTTP date).
 //! - [`budget`]: a token bucket per service so retries stay a bounded share of calls.
+//! - [`gate`]: "not before T" per service, shared by every job (Retry-After, quota
+//!   resets, open breakers), durable in the store.
 //! - [`plan`](mod@plan): the decision after a failed attempt: retry after a delay, or give up.
 //! - [`retrier`]: the pattern as a runner holds it, chosen once at construction.
 //!
@@ -21,11 +23,13 @@
 
 pub mod backoff;
 pub mod budget;
+pub mod gate;
 pub mod plan;
 pub mod retrier;
 pub mod retry_after;
 
 pub use backoff::Backoff;
 pub use budget::RetryBudgets;
+pub use gate::{Gates, Hold};
 pub use plan::{GiveUp, RetryDecision, RetryInput, RetryStyle, plan};
 pub use retrier::Retrier;

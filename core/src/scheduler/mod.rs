@@ -1,5 +1,6 @@
 //! The runner: one task per job, each behind its own error boundary (pattern 4), plus
-//! the heartbeat monitor (pattern 3).
+//! the heartbeat monitor (pattern 3) and the breakers' prober ([`prober`]: a health
+//! request when a cooldown ends, pattern 7).
 //!
 //! A job's task ([`job_loop`]) first accounts for what happened while the runner was
 //! not running (interrupted runs resumed, missed slots caught up or recorded missed by
@@ -27,6 +28,7 @@ mod alert_gate;
 pub mod catch_up;
 mod guard;
 mod job_loop;
+mod prober;
 mod reaper;
 
 use std::collections::BTreeMap;
@@ -46,9 +48,9 @@ use crate::env::Env;
 use crate::event::{Event, EventKind};
 use crate::heartbeat::Heartbeats;
 use crate::heartbeat::{HealthProbe, Monitor};
-use crate::job::{RunId, RunOutcome, Services};
+use crate::job::{Contracts, Needs, RunId, RunOutcome, Services};
 pub use crate::job_status::{JobStatus, StatusBoard};
-use crate::retry::{Retrier, RetryBudgets, RetryStyle};
+use crate::retry::{Gates, Retrier, RetryBudgets, RetryStyle};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::state_machine::TaskState;
 use crate::taxonomy::{FailureKind, StepError};
@@ -120,6 +122,9 @@ pub struct Runner<E: Env> {
     started: DateTime<Utc>,
     /// Pattern 3: the heartbeat monitor and the memory watch run (alerting with them).
     heartbeat: bool,
+    /// Pattern 7: the health requests the prober sends when a breaker's cooldown ends
+    /// (none when the pattern is off).
+    probes: Vec<HealthProbe>,
 }
 
 /// Builds every pattern of a run in the form the configuration's profile chose, once:
@@ -167,8 +172,26 @@ fn build_services<E: Env>(env: E, config: Config, db: Arc<Db<E>>) -> Services<E>
     } else {
         Breakers::none(env.clone(), state_dir)
     };
+    let contracts = if patterns.contracts {
+        Contracts::Checked
+    } else {
+        Contracts::Ignored
+    };
+    let needs = if patterns.needs {
+        Needs::Declared
+    } else {
+        Needs::Outputs
+    };
+    let gates = if patterns.gates {
+        Gates::new(env.clone(), db.clone())
+    } else {
+        Gates::none(env.clone(), db.clone())
+    };
     Services {
         db,
+        contracts,
+        needs,
+        gates,
         resume: if patterns.checkpoints {
             Resume::FromLastStep
         } else {
@@ -222,6 +245,9 @@ impl<E: Env> Runner<E> {
         if let Err(e) = svc.breakers.restore().await {
             env.emit(Event::new(EventKind::HeartbeatFinding).detail(e.to_string()));
         }
+        if let Err(e) = svc.gates.restore() {
+            env.emit(Event::new(EventKind::HeartbeatFinding).detail(e.to_string()));
+        }
         let config = &svc.config;
         let status = config
             .jobs
@@ -247,9 +273,16 @@ impl<E: Env> Runner<E> {
         let heartbeats = Heartbeats::new(db, &thresholds, status.clone());
         let started = env.now();
         let heartbeat = svc.config.patterns.heartbeat;
+        // Pattern 7's prober: health requests when cooldowns end (none when off).
+        let probes = if svc.config.patterns.probes {
+            HealthProbe::from_services(svc.config.services.values())
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             svc: Arc::new(svc),
             heartbeat,
+            probes,
             heartbeats: Arc::new(heartbeats),
             schedules,
             status,
@@ -381,6 +414,11 @@ impl<E: Env> Runner<E> {
             };
             tasks.spawn(job_loop.run());
         }
+        tasks.spawn(prober::run(
+            self.svc.clone(),
+            self.probes.clone(),
+            halt_rx.clone(),
+        ));
         if self.heartbeat {
             let monitor = Monitor::new(
                 env.clone(),

@@ -38,6 +38,10 @@ struct Counters {
     token_refreshes: BTreeMap<(String, String), u64>,
     token_refresh_failures: BTreeMap<String, u64>,
     breakers: BTreeMap<String, BreakerState>,
+    /// Service -> the instant its gate opens (Retry-After, quota reset, open breaker).
+    gates: BTreeMap<String, DateTime<Utc>>,
+    /// Service -> steps that waited at (or were deferred by) its gate.
+    gate_waits: BTreeMap<String, u64>,
     last_success: BTreeMap<String, DateTime<Utc>>,
     alerts: u64,
     started: Option<DateTime<Utc>>,
@@ -199,6 +203,33 @@ impl Metrics {
         }
         family(
             &mut out,
+            "steadfast_service_gate_seconds",
+            "gauge",
+            "Seconds until each service's gate lets calls through again (0: open).",
+        );
+        for (service, until) in &c.gates {
+            let _ = writeln!(
+                out,
+                "steadfast_service_gate_seconds{{service=\"{}\"}} {}",
+                label(service),
+                (*until - now).num_seconds().max(0)
+            );
+        }
+        family(
+            &mut out,
+            "steadfast_gate_waits_total",
+            "counter",
+            "Steps that waited at, or were deferred by, a service's gate.",
+        );
+        for (service, n) in &c.gate_waits {
+            let _ = writeln!(
+                out,
+                "steadfast_gate_waits_total{{service=\"{}\"}} {n}",
+                label(service)
+            );
+        }
+        family(
+            &mut out,
             "steadfast_token_refreshes_total",
             "counter",
             "Access-token refreshes by credential and reason.",
@@ -314,6 +345,19 @@ impl EventSink for Metrics {
                 if let (Some(service), Some(StateName::Breaker(to))) = (e.service, e.to) {
                     c.breakers.insert(service, to);
                 }
+            }
+            EventKind::GateHeld => {
+                if let Some(service) = e.service {
+                    let held = chrono::Duration::milliseconds(
+                        i64::try_from(e.delay_ms.unwrap_or(0)).unwrap_or(i64::MAX),
+                    );
+                    c.gates.insert(service, e.at + held);
+                }
+            }
+            EventKind::GateWait => {
+                *c.gate_waits
+                    .entry(e.service.unwrap_or_default())
+                    .or_default() += 1;
             }
             EventKind::TokenRefreshed => {
                 let cred = e.service.unwrap_or_default();
@@ -509,6 +553,28 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }
+    }
+
+    #[test]
+    fn gates_show_the_seconds_until_they_open() {
+        let m = Metrics::new();
+        let t = Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap();
+        m.emit(
+            Event::new(EventKind::GateHeld)
+                .service("api")
+                .delay(std::time::Duration::from_secs(120))
+                .at(t),
+        );
+        m.emit(Event::new(EventKind::GateWait).service("api").at(t));
+        let text = m.render(t + chrono::Duration::seconds(30));
+        for line in [
+            "steadfast_service_gate_seconds{service=\"api\"} 90",
+            "steadfast_gate_waits_total{service=\"api\"} 1",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+        let later = m.render(t + chrono::Duration::seconds(300));
+        assert!(later.contains("steadfast_service_gate_seconds{service=\"api\"} 0"));
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct StateFiles {
     pub breakers: BTreeMap<String, BreakerInfo>,
     /// Credential file stem -> access-token expiry.
     pub token_expiry: BTreeMap<String, DateTime<Utc>>,
+    /// Service -> its gate in the store (no call before; why).
+    pub gates: BTreeMap<String, GateInfo>,
     /// Job -> its open run (interrupted, failed or deferred) in the journal.
     pub open_runs: BTreeMap<String, OpenRun>,
     /// What the daemon last wrote of its jobs (state, failure streaks).
@@ -152,6 +154,15 @@ pub struct OpenRun {
     pub steps_done: Vec<String>,
 }
 
+/// One service's gate as stored: no call before `not_before`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GateInfo {
+    /// No call to the service before this.
+    pub not_before: DateTime<Utc>,
+    /// What set it: `retry_after`, `quota_reset` or `breaker_open`.
+    pub reason: String,
+}
+
 /// One breaker as persisted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakerInfo {
@@ -250,6 +261,22 @@ impl StateFiles {
                 )),
             ));
         }
+        let mut gates =
+            conn.prepare("SELECT service, not_before, reason FROM gates ORDER BY service")?;
+        let rows = gates.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (service, ms, reason) = row?;
+            if let Some(not_before) = DateTime::from_timestamp_millis(ms) {
+                self.gates.insert(service, GateInfo { not_before, reason });
+            }
+        }
+        drop(gates);
         let mut jobs =
             conn.prepare("SELECT job, last_ok_at FROM jobs WHERE last_ok_at IS NOT NULL")?;
         for row in jobs.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
@@ -333,6 +360,8 @@ pub struct Status {
     pub jobs: Vec<JobRow>,
     /// Service -> breaker.
     pub breakers: BTreeMap<String, BreakerInfo>,
+    /// Service -> its gate, for the services whose gate is closed now.
+    pub gates: BTreeMap<String, GateInfo>,
     /// Credential -> access-token expiry (never the token).
     pub tokens: BTreeMap<String, Option<DateTime<Utc>>>,
     /// Command steps' process groups journaled as running by a runner that is not
@@ -441,12 +470,18 @@ impl Status {
             .keys()
             .map(|c| (c.clone(), files.token_expiry.get(&file_stem(c)).copied()))
             .collect();
+        let gates = files
+            .gates
+            .into_iter()
+            .filter(|(s, g)| config.services.contains_key(s) && g.not_before > now)
+            .collect();
         Self {
             at: now,
             daemon_running,
             state_dir,
             jobs,
             breakers,
+            gates,
             tokens,
             left_processes: if daemon_running {
                 Vec::new()
@@ -518,6 +553,18 @@ impl Status {
                     t(&b.until)
                 };
                 rows.push([name.clone(), b.state.as_str().into(), until]);
+            }
+            push_table(&mut out, &rows);
+        }
+        if !self.gates.is_empty() {
+            out.push('\n');
+            let mut rows = vec![[
+                "SERVICE".to_string(),
+                "NO CALL BEFORE".into(),
+                "BECAUSE".into(),
+            ]];
+            for (name, g) in &self.gates {
+                rows.push([name.clone(), t(&Some(g.not_before)), g.reason.clone()]);
             }
             push_table(&mut out, &rows);
         }
@@ -641,6 +688,49 @@ mod tests {
         );
         // Read-only: the corrupt file is still where it was.
         assert!(dir.join("tokens/other.json").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn status_shows_the_gates_the_store_holds() {
+        let dir = std::env::temp_dir().join(format!("steadfast-gates-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = format!(
+            "[runner]\nstate_dir = \"{}\"\n[services.api]\n[services.other]\n[[jobs]]\nname = \"a\"\nevery = \"1m\"\n[[jobs.steps]]\nname = \"s\"\nurl = \"http://127.0.0.1:9/x\"\nservice = \"api\"\n",
+            dir.display()
+        );
+        let config = parse_config(&text, &dir.join("runner.toml"), &OsSecrets).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // The daemon's gate for `api`: a Retry-After of an hour, in the store.
+        let until = rt.block_on(async {
+            let env = crate::env::tokio::TokioEnv::new();
+            let db = steadfast_core::db::Db::open(env.clone(), &dir)
+                .await
+                .unwrap();
+            let gates = steadfast_core::retry::Gates::new(env.clone(), std::sync::Arc::new(db));
+            let until = steadfast_core::env::Env::now(&env) + chrono::Duration::hours(1);
+            gates
+                .hold("api", until, "retry_after")
+                .await
+                .unwrap()
+                .not_before
+        });
+        let now = until - chrono::Duration::minutes(30);
+        let status = Status::compute(&config, StateFiles::read(&dir), now);
+        assert_eq!(status.gates.len(), 1, "{:?}", status.gates);
+        assert_eq!(status.gates["api"].reason, "retry_after");
+        let table = status.table();
+        assert!(
+            table.contains("NO CALL BEFORE") && table.contains("retry_after"),
+            "{table}"
+        );
+        // Once it has passed, it is not shown.
+        let later = Status::compute(&config, StateFiles::read(&dir), until);
+        assert!(later.gates.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

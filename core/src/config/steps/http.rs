@@ -1,5 +1,5 @@
-//! An http step: method, URL, headers, body, service, credential and extract, each
-//! read by its own function.
+//! An http step: method, URL, headers, body, service, credential, extract and expect,
+//! each read by its own function.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +10,7 @@ use super::super::reader::{Table, join};
 use super::super::services::ServiceId;
 use super::super::template::Template;
 use super::super::url::{URL_HINT, Url};
+use super::expect::{self, Expect};
 use super::{StepCtx, reference, template};
 
 /// An HTTP call.
@@ -29,6 +30,8 @@ pub struct HttpStep {
     pub credential: Option<CredentialId>,
     /// Values to keep from a JSON response: output name -> JSON pointer.
     pub extract: BTreeMap<String, String>,
+    /// What an answer must hold to count as done (every `extract` pointer included).
+    pub expect: Expect,
 }
 
 /// The keys of an http step.
@@ -40,6 +43,7 @@ pub(crate) const KEYS: &[&str] = &[
     "headers",
     "body",
     "extract",
+    "expect",
 ];
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 /// At most this many headers and extracted outputs per step.
@@ -54,6 +58,10 @@ pub(crate) fn read(t: &Table<'_>, ctx: &StepCtx<'_>) -> Option<HttpStep> {
     let headers = headers(t, ctx);
     let body = body(t, ctx);
     let extract = extract(t);
+    let expect = match &extract {
+        Some(x) => expect::read(t, x.values()),
+        None => expect::read(t, std::iter::empty()),
+    };
     Some(HttpStep {
         method: method?,
         url: url?,
@@ -62,6 +70,7 @@ pub(crate) fn read(t: &Table<'_>, ctx: &StepCtx<'_>) -> Option<HttpStep> {
         service: service?,
         credential: credential?,
         extract: extract?,
+        expect: expect?,
     })
 }
 

@@ -3,11 +3,13 @@
 //! # Layout
 //! - [`http`]: an HTTP call (method, URL, headers, body, service, credential, extract).
 //! - [`command`]: a local command (argv, cwd, env, timeout, credentials).
+//! - [`expect`]: an http step's output contract (status, non-empty body, JSON pointers).
 //!
 //! This module reads what every step has (`name`, `action`, `kind`), checks names are
 //! unique within the job, and checks placeholders against the steps before.
 
 pub mod command;
+pub mod expect;
 pub mod http;
 
 use std::collections::BTreeSet;
@@ -19,6 +21,7 @@ use super::suggest::{did_you_mean, list};
 use super::template::{self, Template};
 
 pub use command::CommandStep;
+pub use expect::Expect;
 pub use http::HttpStep;
 
 /// One step of a job.
@@ -30,6 +33,9 @@ pub struct StepConfig {
     pub action: Option<String>,
     /// What the step does.
     pub kind: StepKind,
+    /// The earlier steps that must be done before this one runs; `None`: every step
+    /// before it.
+    pub needs: Option<Vec<String>>,
 }
 
 /// The kinds of step.
@@ -57,7 +63,7 @@ impl StepConfig {
 }
 
 /// The keys every step has.
-const KEYS: &[&str] = &["name", "action", "kind"];
+const KEYS: &[&str] = &["name", "action", "kind", "needs"];
 /// At most this many steps per job.
 pub const MAX_STEPS: usize = 100;
 const HINT: &str = "add [[jobs.steps]] sections after the job, each with a `name`";
@@ -208,16 +214,97 @@ fn step(t: &Table<'_>, ctx: &StepCtx<'_>) -> Option<StepConfig> {
             );
         }
     }
+    let needs = needs(t, ctx);
     let kind = if kind == Some("command") {
         StepKind::Command(command::read(t, ctx)?)
     } else {
         StepKind::Http(http::read(t, ctx)?)
     };
-    Some(StepConfig {
+    let step = StepConfig {
         name: name?,
         action,
         kind,
-    })
+        needs: needs?,
+    };
+    needs_every_output_owner(t, &step, ctx)?;
+    Some(step)
+}
+
+/// `needs`: names of earlier steps. `Some(None)` when absent (every step before).
+fn needs(t: &Table<'_>, ctx: &StepCtx<'_>) -> Option<Option<Vec<String>>> {
+    const HINT: &str = "needs = [\"fetch\"] lists earlier steps of this job that must be done first; leave it out to need every step before, or write needs = [] for none";
+    if t.entry("needs").is_none() {
+        return Some(None);
+    }
+    let items = t.strings("needs", MAX_STEPS, HINT)?;
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, (name, span)) in items.into_iter().enumerate() {
+        let key = format!("needs[{i}]");
+        let shown = if name.len() > super::names::MAX_NAME_CHARS {
+            "(too long to show)"
+        } else {
+            name
+        };
+        if ctx.earlier.iter().any(|e| e == name) {
+            if !out.iter().any(|o| o == name) {
+                out.push(name.to_string());
+            }
+            continue;
+        }
+        ok = false;
+        let earlier_list = if ctx.earlier.is_empty() {
+            "this is the first step, so it can need none".to_string()
+        } else {
+            format!(
+                "earlier steps: {}",
+                list(ctx.earlier.iter().map(String::as_str))
+            )
+        };
+        let message = if ctx.all.contains(name) {
+            format!("step `{shown}` does not run before this step")
+        } else {
+            format!("`{shown}` names no step of this job")
+        };
+        t.error_hint(
+            &span,
+            &key,
+            message,
+            format!(
+                "{}a step can only need the steps above it; {earlier_list}",
+                did_you_mean(name, ctx.earlier.iter().map(String::as_str))
+            ),
+        );
+    }
+    ok.then_some(Some(out))
+}
+
+/// A step whose `needs` is explicit must list every step whose outputs it uses.
+fn needs_every_output_owner(t: &Table<'_>, step: &StepConfig, ctx: &StepCtx<'_>) -> Option<()> {
+    let Some(needs) = &step.needs else {
+        return Some(());
+    };
+    let span = t.entry("needs").map(|e| e.value.span.clone())?;
+    let mut ok = true;
+    let owners: BTreeSet<&str> = step
+        .templates()
+        .into_iter()
+        .flat_map(|tpl| tpl.refs())
+        .map(|(owner, _)| owner)
+        .filter(|owner| ctx.earlier.iter().any(|e| e == owner))
+        .collect();
+    for owner in owners {
+        if !needs.iter().any(|n| n == owner) {
+            t.error_hint(
+                &span,
+                "needs",
+                format!("uses outputs of step `{owner}` but does not need it"),
+                format!("add \"{owner}\" to needs: a step cannot use what a skipped step did not produce"),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(())
 }
 
 /// Parses a template-valued field and checks its placeholders name earlier steps;
