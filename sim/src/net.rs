@@ -30,7 +30,8 @@ use tokio::io::DuplexStream;
 
 use crate::env::TurmoilTime;
 use crate::faults::FaultState;
-use crate::services::{Service, SimRequest, SimResponse};
+use crate::services::ledger::{AnsweredBy, Ledger, Received};
+use crate::services::{Observation, Service, SimRequest, SimResponse};
 
 /// Request bodies larger than this are answered 413.
 pub const MAX_REQUEST_BODY_BYTES: usize = 1024 * 1024;
@@ -115,13 +116,14 @@ impl NetStats {
 }
 
 /// The handler that serves `service` on each connection to `host`, with the world's
-/// request faults.
+/// request faults; every request is written to `ledger`.
 pub fn handler(
     host: &str,
     service: Arc<dyn Service>,
     faults: FaultState,
     time: TurmoilTime,
     stats: NetStats,
+    ledger: Ledger,
 ) -> Handler {
     let conn = Connection {
         host: host.to_string(),
@@ -129,6 +131,7 @@ pub fn handler(
         faults,
         time,
         stats,
+        ledger,
     };
     Arc::new(move |stream| {
         tokio::spawn(conn.clone().serve(stream));
@@ -148,6 +151,7 @@ struct Connection {
     faults: FaultState,
     time: TurmoilTime,
     stats: NetStats,
+    ledger: Ledger,
 }
 
 impl Connection {
@@ -170,38 +174,66 @@ impl Connection {
             Ok(collected) => collected.to_bytes(),
             Err(_) => return Ok(to_hyper(SimResponse::error(413, "payload_too_large"))),
         };
+        let request = SimRequest {
+            method: parts.method,
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            headers: parts.headers,
+            body,
+        };
+        let now = self.time.now();
         let verdict = self.faults.on_request(&self.host);
         if verdict.reset {
             self.stats.bump(&self.host, |s| s.resets += 1);
+            self.ledger.record(Received {
+                service: &self.host,
+                request: &request,
+                at: now,
+                answered_at: now,
+                response: None,
+                answered_by: AnsweredBy::Fault(crate::faults::FaultKind::Reset),
+                observation: Observation::default(),
+            });
             return Err(InjectedReset);
         }
-        let response = match verdict.injected_status {
+        let (response, answered_by, observation) = match verdict.injected_status {
             Some(429) => {
                 self.stats.bump(&self.host, |s| s.injected_429 += 1);
                 let wait = verdict.retry_after.unwrap_or_default();
-                SimResponse::too_many_requests(wait, "rate_limited")
+                (
+                    SimResponse::too_many_requests(wait, "rate_limited"),
+                    AnsweredBy::Fault(crate::faults::FaultKind::RateLimitStorm),
+                    Observation::default(),
+                )
             }
             Some(status) => {
                 self.stats.bump(&self.host, |s| s.injected_5xx += 1);
-                SimResponse::error(status, "injected_server_error")
+                (
+                    SimResponse::error(status, "injected_server_error"),
+                    AnsweredBy::Fault(crate::faults::FaultKind::ServerError),
+                    Observation::default(),
+                )
             }
             None => {
-                let request = SimRequest {
-                    method: parts.method,
-                    path: parts
-                        .uri
-                        .path_and_query()
-                        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
-                    headers: parts.headers,
-                    body,
-                };
-                self.service.handle(&request, self.time.now())
+                let (response, observation) = self.service.handle_observed(&request, now);
+                (response, AnsweredBy::Service, observation)
             }
         };
         if verdict.stalled {
             self.stats.bump(&self.host, |s| s.stalls += 1);
         }
         let delay = self.service.latency() + verdict.delay;
+        self.ledger.record(Received {
+            service: &self.host,
+            request: &request,
+            at: now,
+            answered_at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
+            response: Some(&response),
+            answered_by,
+            observation,
+        });
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }

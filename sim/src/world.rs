@@ -23,7 +23,7 @@ use crate::env::{SimEnv, TurmoilTime};
 use crate::faults::FaultState;
 use crate::net::{self, NetStats};
 use crate::services::{
-    ApiConfig, ApiService, OAuthConfig, OAuthServer, Service, ServiceRegistry, mix_seed,
+    ApiConfig, ApiService, Ledger, OAuthConfig, OAuthServer, Service, ServiceRegistry, mix_seed,
 };
 
 /// Sub-seed streams, so adding a consumer never shifts another's sequence.
@@ -55,6 +55,8 @@ pub struct World {
     memory: FakeMemory,
     spawner: ScriptedSpawner,
     trace: MemorySink,
+    /// Every request the services received: the judge's ground truth.
+    ledger: Ledger,
     boots: Arc<AtomicU64>,
     services_added: Arc<AtomicU64>,
 }
@@ -87,6 +89,7 @@ impl World {
             memory,
             spawner: ScriptedSpawner::default(),
             trace: MemorySink::default(),
+            ledger: Ledger::default(),
             boots: Arc::default(),
             services_added: Arc::default(),
         }
@@ -158,6 +161,7 @@ impl World {
             self.faults.clone(),
             self.time.clone(),
             self.stats.clone(),
+            self.ledger.clone(),
         );
         self.net.route(&host, handler);
     }
@@ -235,5 +239,9 @@ impl World {
     /// The trace.
     pub fn trace(&self) -> &MemorySink {
         &self.trace
+    }
+    /// Every request the services received.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 }

@@ -87,6 +87,7 @@ pub struct OAuthCounters {
 #[derive(Clone)]
 struct AccessToken {
     client_id: String,
+    issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     revoked: bool,
 }
@@ -221,6 +222,15 @@ impl OAuthServer {
         }
     }
 
+    /// When the access token `bearer` was issued and when it expires (for the world's
+    /// ledger), if this server issued it and still remembers it.
+    pub fn token_times(&self, bearer: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        self.lock()
+            .access
+            .get(bearer)
+            .map(|t| (t.issued_at, t.expires_at))
+    }
+
     /// The counters so far.
     pub fn counters(&self) -> OAuthCounters {
         self.lock().counters.clone()
@@ -287,6 +297,7 @@ impl OAuthServer {
             access.clone(),
             AccessToken {
                 client_id,
+                issued_at: now,
                 expires_at,
                 revoked: false,
             },

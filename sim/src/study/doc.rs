@@ -72,7 +72,7 @@ const fn m(key: &'static str, label: &'static str, unit: Unit, better: Better) -
 }
 
 /// Every measure in report order (fields not listed are appended by name).
-pub const MEASURES: [MeasureDef; 20] = [
+pub const MEASURES: [MeasureDef; 21] = [
     m(
         "lost_task_rate",
         "lost-task rate",
@@ -95,6 +95,12 @@ pub const MEASURES: [MeasureDef; 20] = [
     m(
         "rate_limit_violations",
         "rate-limit violations",
+        Unit::Count,
+        Better::Lower,
+    ),
+    m(
+        "calls_inside_retry_after",
+        "calls inside a Retry-After",
         Unit::Count,
         Better::Lower,
     ),
