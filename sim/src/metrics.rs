@@ -190,16 +190,16 @@ impl OutputTimes {
 /// the world's zone, the world's ledger and the operator's inbox.
 fn judge_run(scenario: &Scenario, run: &SimRun, alerts: &[Alert]) -> Judgement {
     let ledger = run.world.ledger();
-    let mut config = scenario.config.clone();
-    config.runner.time_zone = scenario.world.zone;
+    // Read before `with_entries` takes the ledger's lock.
+    let ledger_dropped = ledger.dropped();
     ledger.with_entries(|entries| {
         judge::judge(&Case {
-            config: &config,
+            config: &scenario.config,
             zone: scenario.world.zone,
             start: run.start,
             end: run.end,
             ledger: entries,
-            ledger_dropped: ledger.dropped(),
+            ledger_dropped,
             alerts,
         })
     })

@@ -127,9 +127,9 @@ fn judge_catches_a_window_off_by_an_hour() {
 #[test]
 fn judge_catches_a_dropped_slot() {
     let s = scenario();
-    let (judge_ok, _) = intended(&s);
     let unproductive = |m: &Metrics| m.failed_runs + m.lost_runs;
-    assert_eq!(unproductive(&judge_ok), 0, "judge: {judge_ok:?}");
+    // The intended runner may lose a poll to the storm; that is the baseline.
+    let (judge_ok, runner_ok) = intended(&s);
     // The runner's schedule leaves out 11:00 and 11:30.
     let (judge, runner) = broken(&s, |c| {
         let job = c
@@ -143,9 +143,17 @@ fn judge_catches_a_dropped_slot() {
         )
         .expect("a valid cron");
     });
-    assert_eq!(unproductive(&runner), 0, "runner: {runner:?}");
+    assert_eq!(
+        unproductive(&runner),
+        unproductive(&runner_ok),
+        "the runner's own account sees nothing more: {runner:?}"
+    );
     assert_eq!(runner.scheduled_runs + 2, judge.scheduled_runs);
-    assert!(unproductive(&judge) >= 2, "judge: {judge:?}");
+    assert_eq!(judge.scheduled_runs, judge_ok.scheduled_runs);
+    assert!(
+        unproductive(&judge) >= unproductive(&judge_ok) + 2,
+        "judge: {judge:?}, intended: {judge_ok:?}"
+    );
 }
 
 #[test]
