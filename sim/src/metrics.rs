@@ -75,7 +75,8 @@ pub struct Metrics {
     pub window_violations: u64,
     /// Calls that reached a service while its breaker was open.
     pub calls_to_open_breaker: u64,
-    /// Requests the services received.
+    /// Requests the services received, token servers included and health probes
+    /// aside, whoever answered (the service or an injected fault).
     pub calls: u64,
     /// Retries the runner scheduled.
     pub retries: u64,

@@ -32,6 +32,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use steadfast_core::alert::Alert;
 use steadfast_core::config::Config;
+use steadfast_core::job::RunId;
 
 use crate::services::ledger::LedgerEntry;
 use outputs::{JobWork, SlotCounts};
@@ -134,6 +135,7 @@ pub fn judge(case: &Case<'_>) -> Judgement {
                 .push(format!("job `{}` has more than 64 writing steps", job.name));
         }
     }
+    let mut deferred: BTreeMap<(usize, RunId), Vec<(DateTime<Utc>, usize)>> = BTreeMap::new();
     for e in case.ledger.iter().filter(|e| !e.is_health_check()) {
         j.calls += 1;
         let Some(p) = map.endpoint_of(config, e) else {
@@ -146,13 +148,29 @@ pub fn judge(case: &Case<'_>) -> Judgement {
             continue;
         }
         let job = &config.jobs[p.job];
-        let due = e
-            .run
-            .as_ref()
-            .filter(|r| r.job() == job.name)
-            .map(steadfast_core::job::RunId::due);
         let (slots, work) = &mut views[p.job];
-        work.record(slots, due, e.at, position);
+        match e.run.as_ref().filter(|r| r.job() == job.name) {
+            Some(run) => match slots.slot_holding(run.due()) {
+                Some(slot) => work.record(Some(slot), e.at, position),
+                None => deferred
+                    .entry((p.job, run.clone()))
+                    .or_default()
+                    .push((e.at, position)),
+            },
+            None => work.record(slots.slot_holding(e.at), e.at, position),
+        }
+    }
+    // Runs due outside every slot count for the slot they finished in.
+    for ((job, _), done) in deferred {
+        let (slots, work) = &mut views[job];
+        let slot = done
+            .iter()
+            .map(|(at, _)| *at)
+            .max()
+            .and_then(|last| slots.slot_holding(last));
+        for (at, position) in done {
+            work.record(slot, at, position);
+        }
     }
     let mut alive = Vec::with_capacity(config.jobs.len());
     for ((job, steps), (slots, mut work)) in config.jobs.iter().zip(&map.work).zip(views) {

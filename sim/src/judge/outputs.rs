@@ -3,9 +3,10 @@
 //!
 //! A request counts for a slot by the run it names: the `run` field of its body (the
 //! run id `<job>-<due>` the world reads), when that due time lies in one of the job's
-//! slot spans `[slot, next due)`. Otherwise (no run id, or a run due while its work
-//! was not wanted that waited for its window) it counts for the slot whose span holds
-//! the time the request arrived. A slot *succeeded* when every work step's side
+//! slot spans `[slot, next due)`. A run due while its work was not wanted (it waited
+//! for its window) counts, all of it, for the slot whose span holds its last request
+//! that did work: the slot it finished in. A request without a run id counts for the
+//! slot whose span holds the time it arrived. A slot *succeeded* when every work step's side
 //! effect was applied for it, is *degraded* when some were, and produced nothing
 //! otherwise, whatever the runner logged.
 //!
@@ -58,18 +59,10 @@ impl JobWork {
         }
     }
 
-    /// Records work step `position` done at `at` for the slot the request counts for.
-    pub fn record(
-        &mut self,
-        slots: &JobSlots,
-        due: Option<DateTime<Utc>>,
-        at: DateTime<Utc>,
-        position: usize,
-    ) {
+    /// Records work step `position` done at `at` for slot `slot` (none: it counts for
+    /// no slot, but is still output).
+    pub fn record(&mut self, slot: Option<usize>, at: DateTime<Utc>, position: usize) {
         self.times.push(at);
-        let slot = due
-            .and_then(|d| slots.slot_holding(d))
-            .or_else(|| slots.slot_holding(at));
         if let (Some(i), Some(bit)) = (slot, 1u64.checked_shl(u32::try_from(position).unwrap_or(64))) {
             self.done[i] |= bit;
         }

@@ -316,3 +316,20 @@ fn the_reference_reads_cron_in_the_zone_and_every_on_the_epoch_grid() {
     assert_eq!(slots.slots[0], at("08:04"));
     assert_eq!(slots.slots.len(), 4);
 }
+
+#[test]
+fn a_run_that_waited_for_its_window_counts_for_the_slot_it_finished_in() {
+    // The 08:30 run (its window closed) logs at 08:31 and publishes at 09:00, when the
+    // window opens; the 09:00 run never starts. Slot 09:00 got all of a run's work.
+    let config = read(CONFIG);
+    let ledger = vec![write("08:31", "/v1/log", "08:30"), publish("09:00", "08:30")];
+    let j = judged(&config, &ledger, &[]);
+    assert_eq!((j.slots.succeeded, j.slots.degraded), (1, 0));
+    // Attributed by arrival time instead, the log would count for no slot.
+    let without_run: Vec<LedgerEntry> = ledger
+        .into_iter()
+        .map(|e| LedgerEntry { run: None, ..e })
+        .collect();
+    let j = judged(&config, &without_run, &[]);
+    assert_eq!((j.slots.succeeded, j.slots.degraded), (0, 1));
+}
