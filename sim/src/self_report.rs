@@ -14,8 +14,8 @@ use steadfast_core::window::Windows;
 
 use crate::driver::SimRun;
 use crate::metrics::{
-    Invariant, Metrics, Verdict, calls_to_open_breaker, count, humanize, is_output,
-    silent_deaths, to_chrono,
+    Invariant, Metrics, Verdict, calls_to_open_breaker, count, humanize, is_output, silent_deaths,
+    to_chrono,
 };
 use crate::scenario::Scenario;
 
@@ -351,4 +351,3 @@ fn liveness(
         },
     })
 }
-

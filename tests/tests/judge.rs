@@ -113,13 +113,19 @@ fn broken(s: &Scenario, break_it: impl FnOnce(&mut Config)) -> (Metrics, Metrics
 fn judge_catches_a_window_off_by_an_hour() {
     let s = scenario();
     let (judge_ok, _) = intended(&s);
-    assert_eq!(judge_ok.window_violations, 0, "the intended runner keeps its window");
+    assert_eq!(
+        judge_ok.window_violations, 0,
+        "the intended runner keeps its window"
+    );
     let (judge, runner) = broken(&s, |c| {
         let w = c.windows.get_mut("publish").expect("the publish window");
         w.start = NaiveTime::from_hms_opt(8, 0, 0).expect("a time");
         w.end = NaiveTime::from_hms_opt(21, 0, 0).expect("a time");
     });
-    assert_eq!(runner.window_violations, 0, "the runner's own account sees nothing");
+    assert_eq!(
+        runner.window_violations, 0,
+        "the runner's own account sees nothing"
+    );
     // 08:00 and 08:30 publish before the window opens at 09:00.
     assert!(judge.window_violations >= 2, "judge: {judge:?}");
 }
@@ -164,7 +170,10 @@ fn judge_catches_an_ignored_retry_after() {
     assert_eq!(judge_ok.calls_inside_retry_after, 0, "judge: {judge_ok:?}");
     let (judge, runner) = broken(&s, |c| c.patterns.retry = RetryMode::Immediate);
     assert_eq!(
-        (runner.rate_limit_violations, runner.calls_inside_retry_after),
+        (
+            runner.rate_limit_violations,
+            runner.calls_inside_retry_after
+        ),
         (0, 0),
         "the runner's own account sees no violation"
     );

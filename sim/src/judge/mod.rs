@@ -38,6 +38,9 @@ use crate::services::ledger::LedgerEntry;
 use outputs::{JobWork, SlotCounts};
 use slots::JobSlots;
 
+/// A work step done: when, and its position among the job's work steps.
+type Done = (DateTime<Utc>, usize);
+
 /// What the judge reads.
 #[derive(Debug, Clone, Copy)]
 pub struct Case<'a> {
@@ -128,14 +131,16 @@ pub fn judge(case: &Case<'_>) -> Judgement {
     }
     for (job, steps) in config.jobs.iter().zip(&map.work) {
         if steps.is_empty() {
-            j.problems
-                .push(format!("job `{}` has no http step: the world cannot see its work", job.name));
+            j.problems.push(format!(
+                "job `{}` has no http step: the world cannot see its work",
+                job.name
+            ));
         } else if steps.len() > 64 {
             j.problems
                 .push(format!("job `{}` has more than 64 writing steps", job.name));
         }
     }
-    let mut deferred: BTreeMap<(usize, RunId), Vec<(DateTime<Utc>, usize)>> = BTreeMap::new();
+    let mut deferred: BTreeMap<(usize, RunId), Vec<Done>> = BTreeMap::new();
     for e in case.ledger.iter().filter(|e| !e.is_health_check()) {
         j.calls += 1;
         let Some(p) = map.endpoint_of(config, e) else {
@@ -177,7 +182,15 @@ pub fn judge(case: &Case<'_>) -> Judgement {
         work.times.sort();
         let steps = steps.len();
         if steps > 0 {
-            outputs::classify(job, &slots, &work, steps, case.alerts, case.start, &mut j.slots);
+            outputs::classify(
+                job,
+                &slots,
+                &work,
+                steps,
+                case.alerts,
+                case.start,
+                &mut j.slots,
+            );
         }
         let mut marks = work.times.clone();
         marks.extend(slots.closed.iter().copied());

@@ -63,7 +63,10 @@ impl JobWork {
     /// no slot, but is still output).
     pub fn record(&mut self, slot: Option<usize>, at: DateTime<Utc>, position: usize) {
         self.times.push(at);
-        if let (Some(i), Some(bit)) = (slot, 1u64.checked_shl(u32::try_from(position).unwrap_or(64))) {
+        if let (Some(i), Some(bit)) = (
+            slot,
+            1u64.checked_shl(u32::try_from(position).unwrap_or(64)),
+        ) {
             self.done[i] |= bit;
         }
     }
@@ -84,7 +87,8 @@ pub fn classify(
     } else {
         (1u64 << work_steps) - 1
     };
-    let threshold = chrono::Duration::from_std(job.heartbeat_threshold).unwrap_or(chrono::Duration::MAX);
+    let threshold =
+        chrono::Duration::from_std(job.heartbeat_threshold).unwrap_or(chrono::Duration::MAX);
     for (i, slot) in slots.slots.iter().enumerate() {
         counts.scheduled += 1;
         let done = work.done[i];
@@ -101,9 +105,7 @@ pub fn classify(
                 .checked_add_signed(threshold)
                 .unwrap_or(DateTime::<Utc>::MAX_UTC);
             let told = alerts.iter().any(|a| {
-                a.job.as_deref().is_none_or(|j| j == job.name)
-                    && a.at >= since
-                    && a.at <= until
+                a.job.as_deref().is_none_or(|j| j == job.name) && a.at >= since && a.at <= until
             });
             if told {
                 counts.failed += 1;

@@ -10,6 +10,9 @@ use chrono::{DateTime, Utc};
 
 use crate::services::ledger::LedgerEntry;
 
+/// A wait: from when the answer left the service until the time it named.
+type Span = (DateTime<Utc>, DateTime<Utc>);
+
 /// Requests answered 429.
 pub fn too_many_requests(ledger: &[LedgerEntry]) -> u64 {
     ledger.iter().filter(|e| e.status == 429).count() as u64
@@ -18,7 +21,7 @@ pub fn too_many_requests(ledger: &[LedgerEntry]) -> u64 {
 /// Requests (health probes aside) that arrived inside a `Retry-After` their service
 /// had advertised to anyone.
 pub fn calls_inside_retry_after(ledger: &[LedgerEntry]) -> u64 {
-    let mut waits: BTreeMap<Arc<str>, Vec<(DateTime<Utc>, DateTime<Utc>)>> = BTreeMap::new();
+    let mut waits: BTreeMap<Arc<str>, Vec<Span>> = BTreeMap::new();
     for e in ledger {
         if let Some(until) = e.retry_after_until.filter(|u| *u > e.answered_at) {
             waits
@@ -30,7 +33,7 @@ pub fn calls_inside_retry_after(ledger: &[LedgerEntry]) -> u64 {
     // Merge each service's waits into disjoint spans, sorted by start.
     for spans in waits.values_mut() {
         spans.sort();
-        let mut merged: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::with_capacity(spans.len());
+        let mut merged: Vec<Span> = Vec::with_capacity(spans.len());
         for (from, until) in spans.drain(..) {
             match merged.last_mut() {
                 Some(last) if from <= last.1 => last.1 = last.1.max(until),

@@ -35,8 +35,8 @@ impl Reference {
                 .map(|c| Self::Cron(Box::new(c), zone))
                 .map_err(|e| format!("job `{}`: cron `{pattern}` does not parse: {e}", job.name)),
             None => {
-                let nanos = i128::try_from(job.schedule.nominal_interval().as_nanos())
-                    .unwrap_or(i128::MAX);
+                let nanos =
+                    i128::try_from(job.schedule.nominal_interval().as_nanos()).unwrap_or(i128::MAX);
                 if nanos <= 0 {
                     Err(format!("job `{}`: zero interval", job.name))
                 } else {
@@ -119,8 +119,7 @@ pub fn job_slots(
         next = reference.next_after(due);
         if all_open(job, windows, zone, due) {
             out.slots.push(due);
-            out.span_ends
-                .push(next.unwrap_or(DateTime::<Utc>::MAX_UTC));
+            out.span_ends.push(next.unwrap_or(DateTime::<Utc>::MAX_UTC));
         } else {
             out.closed.push(due);
         }

@@ -86,7 +86,11 @@ fn write(hm: &str, path: &str, due: &str) -> LedgerEntry {
 }
 
 fn publish(hm: &str, due: &str) -> LedgerEntry {
-    write(hm, &format!("/v1/posts/blog-20260302T{}00Z", due.replace(':', "")), due)
+    write(
+        hm,
+        &format!("/v1/posts/blog-20260302T{}00Z", due.replace(':', "")),
+        due,
+    )
 }
 
 fn alert(hm: &str) -> Alert {
@@ -239,11 +243,17 @@ fn calls_inside_an_advertised_retry_after_are_counted() {
     let config = read(CONFIG);
     let (mut ledger, alerts) = world();
     // 09:31 arrived inside the 09:30 answer's wait (until 09:33).
-    assert_eq!(judged(&config, &ledger, &alerts).calls_inside_retry_after, 1);
+    assert_eq!(
+        judged(&config, &ledger, &alerts).calls_inside_retry_after,
+        1
+    );
     // A health probe inside it is not a call; one at 09:33 waited long enough.
     ledger.push(get("09:32", "/health"));
     ledger.push(get("09:33", "/v1/draft"));
-    assert_eq!(judged(&config, &ledger, &alerts).calls_inside_retry_after, 1);
+    assert_eq!(
+        judged(&config, &ledger, &alerts).calls_inside_retry_after,
+        1
+    );
     // Another service's wait does not cover blog.
     ledger.push(LedgerEntry {
         service: Arc::from("mail.sim"),
@@ -252,12 +262,18 @@ fn calls_inside_an_advertised_retry_after_are_counted() {
         ..get("10:35", "/v1/inbox")
     });
     ledger.push(get("10:40", "/v1/draft"));
-    assert_eq!(judged(&config, &ledger, &alerts).calls_inside_retry_after, 1);
+    assert_eq!(
+        judged(&config, &ledger, &alerts).calls_inside_retry_after,
+        1
+    );
     ledger.push(LedgerEntry {
         service: Arc::from("mail.sim"),
         ..get("10:41", "/v1/inbox")
     });
-    assert_eq!(judged(&config, &ledger, &alerts).calls_inside_retry_after, 2);
+    assert_eq!(
+        judged(&config, &ledger, &alerts).calls_inside_retry_after,
+        2
+    );
 }
 
 #[test]
@@ -267,7 +283,11 @@ fn uptime_follows_outputs_at_the_services() {
     // Threshold 60 min (twice the interval). Alive marks: start, 08:30 (skipped by its
     // window), 09:01, 09:35, 10:01. Down only from 11:02 to 11:04: 3 of 185 minutes.
     let j = judged(&config, &ledger, &alerts);
-    assert!((j.uptime_ratio - 182.0 / 185.0).abs() < 1e-9, "{}", j.uptime_ratio);
+    assert!(
+        (j.uptime_ratio - 182.0 / 185.0).abs() < 1e-9,
+        "{}",
+        j.uptime_ratio
+    );
 }
 
 #[test]
@@ -284,7 +304,11 @@ fn a_full_ledger_is_a_problem_not_a_figure() {
         alerts: &alerts,
     });
     assert_eq!(j.problems.len(), 1);
-    assert!(j.problems[0].contains("3 requests not recorded"), "{:?}", j.problems);
+    assert!(
+        j.problems[0].contains("3 requests not recorded"),
+        "{:?}",
+        j.problems
+    );
 }
 
 #[test]
@@ -308,9 +332,14 @@ fn the_reference_reads_cron_in_the_zone_and_every_on_the_epoch_grid() {
     // `every = 7m` from 08:00: the grid counts from the Unix epoch, not the start
     // (08:00Z is 3 minutes past a multiple of 7: 08:04, 08:11, 08:18, 08:25).
     let every = read(&CONFIG.replace("every = \"30m\"", "every = \"7m\""));
-    let slots =
-        slots::job_slots(&every.jobs[0], &Default::default(), chrono_tz::UTC, at("08:00"), at("08:30"))
-            .unwrap_or_default();
+    let slots = slots::job_slots(
+        &every.jobs[0],
+        &Default::default(),
+        chrono_tz::UTC,
+        at("08:00"),
+        at("08:30"),
+    )
+    .unwrap_or_default();
     let minutes: Vec<i64> = slots.slots.iter().map(|t| t.timestamp() / 60 % 7).collect();
     assert!(minutes.iter().all(|m| *m == 0), "{minutes:?}");
     assert_eq!(slots.slots[0], at("08:04"));
@@ -322,7 +351,10 @@ fn a_run_that_waited_for_its_window_counts_for_the_slot_it_finished_in() {
     // The 08:30 run (its window closed) logs at 08:31 and publishes at 09:00, when the
     // window opens; the 09:00 run never starts. Slot 09:00 got all of a run's work.
     let config = read(CONFIG);
-    let ledger = vec![write("08:31", "/v1/log", "08:30"), publish("09:00", "08:30")];
+    let ledger = vec![
+        write("08:31", "/v1/log", "08:30"),
+        publish("09:00", "08:30"),
+    ];
     let j = judged(&config, &ledger, &[]);
     assert_eq!((j.slots.succeeded, j.slots.degraded), (1, 0));
     // Attributed by arrival time instead, the log would count for no slot.

@@ -53,7 +53,11 @@ mod tests {
         let night = w("22:00", "06:00");
         assert!(is_open(&night, la, at("2026-03-03T07:00:00Z")));
         assert!(!is_open(&night, la, at("2026-03-02T20:00:00Z")));
-        assert!(is_open(&w("00:00", "00:00"), la, at("2026-03-02T20:00:00Z")));
+        assert!(is_open(
+            &w("00:00", "00:00"),
+            la,
+            at("2026-03-02T20:00:00Z")
+        ));
     }
 
     #[test]

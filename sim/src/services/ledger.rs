@@ -307,7 +307,11 @@ mod tests {
         let req = post(r#"{"run": "blog-20260302T100000Z"}"#);
         let ok = SimResponse::json(200, &serde_json::json!({}));
         let limited = SimResponse::too_many_requests(std::time::Duration::from_secs(30), "x");
-        for (response, observation) in [(&ok, applied()), (&limited, Observation::default()), (&ok, applied())] {
+        for (response, observation) in [
+            (&ok, applied()),
+            (&limited, Observation::default()),
+            (&ok, applied()),
+        ] {
             ledger.record(Received {
                 service: "blog.sim",
                 request: &req,
@@ -321,8 +325,14 @@ mod tests {
         let e = ledger.entries();
         assert_eq!(e.len(), 3);
         assert_eq!(e[0].path, "/v1/posts");
-        assert_eq!(e[0].run.as_ref().map(|r| r.job().to_string()).as_deref(), Some("blog"));
-        assert_eq!(e[1].retry_after_until, Some(t + chrono::Duration::seconds(30)));
+        assert_eq!(
+            e[0].run.as_ref().map(|r| r.job().to_string()).as_deref(),
+            Some("blog")
+        );
+        assert_eq!(
+            e[1].retry_after_until,
+            Some(t + chrono::Duration::seconds(30))
+        );
         assert_eq!((e[0].duplicate, e[2].duplicate), (false, true));
         assert_eq!(ledger.dropped(), 0);
     }
@@ -330,7 +340,10 @@ mod tests {
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
         let t = at("2026-03-02T10:00:00Z");
-        assert_eq!(retry_after_until("120", t), Some(t + chrono::Duration::minutes(2)));
+        assert_eq!(
+            retry_after_until("120", t),
+            Some(t + chrono::Duration::minutes(2))
+        );
         assert_eq!(
             retry_after_until("Mon, 02 Mar 2026 10:05:00 GMT", t),
             Some(at("2026-03-02T10:05:00Z"))
