@@ -632,9 +632,22 @@ pub fn simulate(
     profile: Profile,
     progress: &mut dyn FnMut(f64),
 ) -> Result<SimRun, SimError> {
+    let config = scenario.runner_config(&profile);
+    simulate_with_config(scenario, seed, profile, config, progress)
+}
+
+/// Runs `scenario` with the runner given `config` instead of the one the scenario and
+/// `profile` make (a deliberately broken runner: the judge still measures against the
+/// scenario's intended configuration).
+pub fn simulate_with_config(
+    scenario: &Scenario,
+    seed: u64,
+    profile: Profile,
+    config: Config,
+    progress: &mut dyn FnMut(f64),
+) -> Result<SimRun, SimError> {
     let spec = &scenario.world;
     let world = World::new(seed, spec.start).with_zone(spec.zone);
-    let config = scenario.runner_config(&profile);
     let mut oauth = BTreeMap::new();
     for (name, o) in &scenario.oauth {
         let server = world.add_oauth(

@@ -9,6 +9,9 @@
 //! - [`scenario`]: scenario files (world, services, jobs, faults, invariants) and profiles.
 //! - [`driver`]: runs a scenario: the world, the fault timeline, supervisor and operator.
 //! - [`metrics`]: what the field report measured, and the invariants.
+//! - [`judge`]: the independent judge: measures from the world's ledger alone.
+//! - [`self_report`]: the runner's own account (the old trace-based measures), for
+//!   comparison only.
 //! - [`report`]: `report.json`, `report.md` and `trace.jsonl`.
 //! - [`operator`]: the human who fixes what alerts point at.
 //! - [`world`]: the world built from one seed; hands the runner a fresh env per boot.
@@ -23,11 +26,13 @@
 pub mod driver;
 pub mod env;
 pub mod faults;
+pub mod judge;
 pub mod metrics;
 pub mod net;
 pub mod operator;
 pub mod report;
 pub mod scenario;
+pub mod self_report;
 pub mod services;
 pub mod study;
 pub mod world;

@@ -360,8 +360,9 @@ fn summary(r: &Report) {
         m.manual_interventions
     );
     say!(
-        "  rate-limit violations {}, expired-token calls {}, duplicates {}, window violations {}, calls to open breakers {}, silent deaths {} ({} detected)",
+        "  rate-limit violations (429s) {}, calls inside a Retry-After {}, expired-token calls {}, duplicates {}, window violations {}, calls to open breakers {}, silent deaths {} ({} detected)",
         m.rate_limit_violations,
+        m.calls_inside_retry_after,
         m.token_expired_errors,
         m.duplicate_side_effects,
         m.window_violations,

@@ -1,31 +1,40 @@
-//! Measures: what the field report measured, computed from the trace and the services'
-//! own records after a run. Invariant checkers live here too, apart from the simulator.
+//! Measures: what the field report measured, computed after a run by the independent
+//! [`judge`](crate::judge) from what the world's services saw (its ledger), the
+//! operator's inbox and the scenario's intended configuration. Invariant checkers
+//! live here too, apart from the simulator.
 //!
-//! Definitions (the report repeats them):
-//! - A *slot* is a due time of a job's schedule within the world, skipping times when
-//!   some step of the job may not run (its time window is closed: that work is not
-//!   wanted then, whatever the profile; a run then defers and finishes later).
-//! - A slot *produced output* when a run of that job due in `[slot, slot + interval)`
-//!   finished succeeded (or degraded). Run ids carry their due time, so a retry that
-//!   spills past the next slot still counts for its own slot; a run due while its work
-//!   was not wanted (it waited for its window to open) counts for the slot it finished in.
+//! Definitions (the report repeats them; [`crate::judge`] has the details):
+//! - A *slot* is a due time of a job's schedule within the world (the judge's own
+//!   reference), skipping times when some step of the job may not run (its time window
+//!   is closed: that work is not wanted then, whatever the profile).
+//! - A slot *produced output* when the services applied the side effects of its job's
+//!   writing steps for it (a read-only job: its last read answered), matched by the
+//!   run id in the request body; *degraded* when only some were.
 //! - A slot that produced nothing is *failed* when an alert about the job (or the whole
 //!   runner) reached the operator after the job last worked and before one heartbeat
 //!   threshold after the slot ended; otherwise it is *lost*: due, no output, nobody told.
 //! - *Uptime* is the share of minutes in which every job is within its heartbeat
-//!   threshold of its last output (or of a slot it skipped because of its window).
+//!   threshold of its last output at the services (or of a slot its window skipped).
+//! - Rate-limit violations are every 429 the world answered; calls inside a
+//!   `Retry-After` count requests that arrived while one their service advertised (to
+//!   anyone) was running.
+//!
+//! Silent deaths and calls to an open breaker still read the runner's events (a hung
+//! run and a breaker's state are the runner's own); [`crate::self_report`] keeps the
+//! old trace-based measures for comparison only.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use steadfast_core::alert::Alert;
 use steadfast_core::breaker::BreakerState;
-use steadfast_core::config::{Config, JobConfig, StepKind};
+use steadfast_core::config::Config;
 use steadfast_core::event::{Event, EventKind, MemorySink, Outcome, SkipReason, StateName};
 use steadfast_core::job::RunId;
-use steadfast_core::window::Windows;
 
 use crate::driver::SimRun;
+use crate::judge::{self, Case, Judgement};
 use crate::scenario::Scenario;
 
 /// The report's `metrics` object.
@@ -49,8 +58,11 @@ pub struct Metrics {
     pub manual_interventions: u64,
     /// Simulated hours per intervention (the whole run when there were none).
     pub hours_between_interventions: f64,
-    /// Requests that arrived while their client was over its rate limit or quota.
+    /// Requests the world answered 429 (per-minute limit, daily quota or storm).
     pub rate_limit_violations: u64,
+    /// Requests that arrived inside a `Retry-After` their service had advertised to
+    /// anyone.
+    pub calls_inside_retry_after: u64,
     /// Calls made with an expired access token.
     pub token_expired_errors: u64,
     /// Silent deaths: the runner process dying without a word, or a run that hung.
@@ -63,7 +75,8 @@ pub struct Metrics {
     pub window_violations: u64,
     /// Calls that reached a service while its breaker was open.
     pub calls_to_open_breaker: u64,
-    /// Requests the services received.
+    /// Requests the services received, token servers included and health probes
+    /// aside, whoever answered (the service or an injected fault).
     pub calls: u64,
     /// Retries the runner scheduled.
     pub retries: u64,
@@ -113,57 +126,13 @@ impl Verdict {
     }
 }
 
-/// Lost slots listed at most (a 3-week world has about 10,000 slots).
-const MAX_LOST_SLOTS: usize = 100_000;
-
-fn to_chrono(d: Duration) -> chrono::Duration {
+pub(crate) fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
-/// Whether every step of `job` may run at `at` (the whole job's work is wanted then).
-fn all_open(job: &JobConfig, windows: &Windows, at: DateTime<Utc>) -> bool {
-    job.steps
-        .iter()
-        .all(|s| windows.is_open(s.action.as_deref(), at))
-}
-
-/// The windows the work requires, whatever the profile.
-fn required_windows(config: &Config) -> Windows {
-    Windows::new(config.runner.time_zone, config.windows.clone())
-}
-
-/// Due times of `job` in `[start, end)` when its first step may run.
-fn slots(
-    job: &JobConfig,
-    config: &Config,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-) -> Vec<DateTime<Utc>> {
-    let schedule = &job.schedule;
-    let windows = required_windows(config);
-    let mut out = Vec::new();
-    let mut t = schedule.next_after(start);
-    while t < end && out.len() < 1_000_000 {
-        if all_open(job, &windows, t) {
-            out.push(t);
-        }
-        t = schedule.next_after(t);
-    }
-    out
-}
-
-/// Times a job showed it is alive and doing its work: good runs and window skips.
-fn good_times(trace: &[Event], job: &str) -> Vec<DateTime<Utc>> {
-    trace
-        .iter()
-        .filter(|e| e.job.as_deref() == Some(job) && is_output(e))
-        .map(|e| e.at)
-        .collect()
 }
 
 /// Whether the event shows a job doing what it should: a run that produced its output
 /// (or saved its progress), or a slot skipped because its window was closed.
-fn is_output(e: &Event) -> bool {
+pub(crate) fn is_output(e: &Event) -> bool {
     match e.event {
         EventKind::RunFinished => e.outcome.is_some_and(Outcome::is_ok),
         EventKind::RunSkipped => e.reason == Some(SkipReason::Window),
@@ -218,86 +187,55 @@ impl OutputTimes {
     }
 }
 
-/// Computes every measure and invariant of a finished run.
-pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
-    run.world
-        .trace()
-        .with_events(|trace| evaluate_trace(scenario, run, trace))
+/// What the judge reads from a finished run: the scenario's intended configuration in
+/// the world's zone, the world's ledger and the operator's inbox.
+fn judge_run(scenario: &Scenario, run: &SimRun, alerts: &[Alert]) -> Judgement {
+    let ledger = run.world.ledger();
+    // Read before `with_entries` takes the ledger's lock.
+    let ledger_dropped = ledger.dropped();
+    ledger.with_entries(|entries| {
+        judge::judge(&Case {
+            config: &scenario.config,
+            zone: scenario.world.zone,
+            start: run.start,
+            end: run.end,
+            ledger: entries,
+            ledger_dropped,
+            alerts,
+        })
+    })
 }
 
-fn evaluate_trace(scenario: &Scenario, run: &SimRun, trace: &[Event]) -> Verdict {
-    let config = &run.config;
-    let alerts: Vec<_> = if run.profile.alerts_delivered() {
+/// Computes every measure and invariant of a finished run.
+pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
+    let alerts: Vec<Alert> = if run.profile.alerts_delivered() {
         run.operator.alerts()
     } else {
         Vec::new()
     };
-    let mut m = Metrics::default();
-    let mut lost_slots = Vec::new();
-
-    // Slots and their outcomes.
-    for job in &config.jobs {
-        let interval = to_chrono(job.schedule.nominal_interval());
-        let slots = slots(job, config, run.start, run.end - to_chrono(job.deadline));
-        let in_a_slot = |t: DateTime<Utc>| {
-            let i = slots.partition_point(|s| *s <= t);
-            i > 0 && t < slots[i - 1] + interval
-        };
-        // Each good run counts for the slot it was due in; a run due while its work was
-        // not wanted (it waited for its window) counts for the slot it finished in.
-        let mut good: BTreeMap<DateTime<Utc>, Outcome> = BTreeMap::new();
-        for e in trace.iter().filter(|e| {
-            e.event == EventKind::RunFinished && e.job.as_deref() == Some(job.name.as_str())
-        }) {
-            let (Some(due), Some(o @ (Outcome::Succeeded | Outcome::Degraded))) =
-                (e.run_id.as_ref().map(RunId::due), e.outcome)
-            else {
-                continue;
-            };
-            let key = if in_a_slot(due) { due } else { e.at };
-            good.entry(key).or_insert(o);
-        }
-        let threshold = to_chrono(job.heartbeat_threshold);
-        let mut alive = good_times(trace, &job.name);
-        alive.sort();
-        for slot in &slots {
-            let next = *slot + interval;
-            m.scheduled_runs += 1;
-            match good.range(*slot..next).next().map(|(_, o)| *o) {
-                Some(Outcome::Succeeded) => m.succeeded_runs += 1,
-                Some(_) => m.degraded_runs += 1,
-                None => {
-                    // Told: since the job last worked, an alert about it (or the whole
-                    // runner) reached a human, up to a threshold after the slot ended.
-                    let since = alive
-                        .iter()
-                        .rev()
-                        .find(|t| **t < *slot)
-                        .copied()
-                        .unwrap_or(run.start);
-                    let told = alerts.iter().any(|a| {
-                        (a.job.is_none() || a.job.as_deref() == Some(job.name.as_str()))
-                            && a.at >= since
-                            && a.at <= next + threshold
-                    });
-                    if told {
-                        m.failed_runs += 1;
-                    } else {
-                        m.lost_runs += 1;
-                        if lost_slots.len() < MAX_LOST_SLOTS {
-                            lost_slots.push(format!("{}@{}", job.name, slot.to_rfc3339()));
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let judged = judge_run(scenario, run, &alerts);
+    let config = &run.config;
+    let mut m = Metrics {
+        scheduled_runs: judged.slots.scheduled,
+        succeeded_runs: judged.slots.succeeded,
+        degraded_runs: judged.slots.degraded,
+        failed_runs: judged.slots.failed,
+        lost_runs: judged.slots.lost,
+        uptime_ratio: judged.uptime_ratio,
+        rate_limit_violations: judged.too_many_requests,
+        calls_inside_retry_after: judged.calls_inside_retry_after,
+        token_expired_errors: judged.expired_token_calls,
+        duplicate_side_effects: judged.duplicate_side_effects,
+        window_violations: judged.window_violations,
+        calls: judged.calls,
+        runner_starts: run.world.boots(),
+        ..Metrics::default()
+    };
     m.lost_task_rate = if m.scheduled_runs == 0 {
         0.0
     } else {
         m.lost_runs as f64 / m.scheduled_runs as f64
     };
-    m.uptime_ratio = uptime(trace, config, run.start, run.end);
     m.manual_interventions = run.interventions.len() as u64;
     let hours = run.simulated_seconds / 3600.0;
     m.hours_between_interventions = if run.interventions.is_empty() {
@@ -305,22 +243,26 @@ fn evaluate_trace(scenario: &Scenario, run: &SimRun, trace: &[Event]) -> Verdict
     } else {
         hours / run.interventions.len() as f64
     };
-    for api in run.apis.values() {
-        let c = api.counters();
-        m.rate_limit_violations += c.rate_limit_violations;
-        m.token_expired_errors += c.token_expired_errors;
-        m.calls += c.calls;
+    run.world.trace().with_events(|trace| {
+        m.retries = count(trace, EventKind::RetryScheduled);
+        m.token_refreshes = count(trace, EventKind::TokenRefreshed);
+        let (deaths, detected) = silent_deaths(trace, config, run, &alerts);
+        m.silent_deaths = deaths;
+        m.silent_deaths_detected = detected;
+        m.calls_to_open_breaker = calls_to_open_breaker(trace, run);
+    });
+    let invariants = invariants(scenario, &m, &judged);
+    let liveness = liveness(scenario, &judged, run);
+    Verdict {
+        metrics: m,
+        invariants,
+        liveness,
+        lost_slots: judged.slots.lost_slots,
     }
-    m.retries = count(trace, EventKind::RetryScheduled);
-    m.token_refreshes = count(trace, EventKind::TokenRefreshed);
-    m.runner_starts = count(trace, EventKind::RunnerStarted);
-    let (deaths, detected) = silent_deaths(trace, config, run, &alerts);
-    m.silent_deaths = deaths;
-    m.silent_deaths_detected = detected;
-    m.duplicate_side_effects = duplicates(run);
-    m.window_violations = window_violations(trace, config);
-    m.calls_to_open_breaker = calls_to_open_breaker(trace, run);
+}
 
+/// The safety invariants over the measures, and the judge's own completeness.
+pub(crate) fn invariants(scenario: &Scenario, m: &Metrics, judged: &Judgement) -> Vec<Invariant> {
     let inv = &scenario.invariants;
     let le = |name: &str, value: u64, max: u64| Invariant {
         name: name.to_string(),
@@ -328,7 +270,7 @@ fn evaluate_trace(scenario: &Scenario, run: &SimRun, trace: &[Event]) -> Verdict
         violations: value.saturating_sub(max),
         detail: format!("{value} (at most {max})"),
     };
-    let invariants = vec![
+    vec![
         Invariant {
             name: "no_silent_loss".into(),
             holds: m.lost_task_rate <= inv.max_lost_task_rate,
@@ -358,59 +300,25 @@ fn evaluate_trace(scenario: &Scenario, run: &SimRun, trace: &[Event]) -> Verdict
             m.calls_to_open_breaker,
             inv.max_calls_to_open_breaker,
         ),
-    ];
-    let liveness = liveness(scenario, trace, config, run);
-    Verdict {
-        metrics: m,
-        invariants,
-        liveness,
-        lost_slots,
-    }
+        Invariant {
+            name: "judge_complete".into(),
+            holds: judged.problems.is_empty(),
+            violations: judged.problems.len() as u64,
+            detail: if judged.problems.is_empty() {
+                "every request recorded, every job's work visible".into()
+            } else {
+                judged.problems.join("; ")
+            },
+        },
+    ]
 }
 
-fn count(trace: &[Event], kind: EventKind) -> u64 {
+pub(crate) fn count(trace: &[Event], kind: EventKind) -> u64 {
     trace.iter().filter(|e| e.event == kind).count() as u64
 }
 
-fn uptime(trace: &[Event], config: &Config, start: DateTime<Utc>, end: DateTime<Utc>) -> f64 {
-    let per_job: Vec<(Vec<DateTime<Utc>>, chrono::Duration)> = config
-        .jobs
-        .iter()
-        .map(|j| {
-            let mut t = good_times(trace, &j.name);
-            t.sort();
-            (t, to_chrono(j.heartbeat_threshold))
-        })
-        .collect();
-    let mut cursors = vec![0usize; per_job.len()];
-    let mut last = vec![start; per_job.len()];
-    let step = chrono::Duration::minutes(1);
-    let (mut up, mut total) = (0u64, 0u64);
-    let mut t = start;
-    while t < end {
-        let mut all_up = true;
-        for (i, (times, threshold)) in per_job.iter().enumerate() {
-            while cursors[i] < times.len() && times[cursors[i]] <= t {
-                last[i] = times[cursors[i]];
-                cursors[i] += 1;
-            }
-            if t - last[i] > *threshold {
-                all_up = false;
-            }
-        }
-        total += 1;
-        up += u64::from(all_up);
-        t += step;
-    }
-    if total == 0 {
-        1.0
-    } else {
-        up as f64 / total as f64
-    }
-}
-
 /// Runner-level deaths (injected) and runs that hung; with how many were noticed.
-fn silent_deaths(
+pub(crate) fn silent_deaths(
     trace: &[Event],
     config: &Config,
     run: &SimRun,
@@ -474,57 +382,8 @@ fn silent_deaths(
     (deaths, detected)
 }
 
-/// Side effects applied more than once: same service, method, path and body.
-fn duplicates(run: &SimRun) -> u64 {
-    let mut seen: BTreeMap<(String, String, String, String), u64> = BTreeMap::new();
-    for api in run.apis.values() {
-        for s in api.side_effects() {
-            *seen
-                .entry((
-                    s.service.clone(),
-                    s.method.clone(),
-                    s.path.clone(),
-                    s.body.clone(),
-                ))
-                .or_default() += 1;
-        }
-    }
-    seen.values().map(|n| n.saturating_sub(1)).sum()
-}
-
-/// Steps with a windowed action that succeeded outside the window.
-fn window_violations(trace: &[Event], config: &Config) -> u64 {
-    let windows = required_windows(config);
-    let action_of = |job: &str, step: &str| -> Option<String> {
-        config
-            .jobs
-            .iter()
-            .find(|j| j.name == job)?
-            .steps
-            .iter()
-            .find(|s| s.name == step)?
-            .action
-            .clone()
-    };
-    trace
-        .iter()
-        .filter(|e| e.event == EventKind::StepSucceeded)
-        .filter(|e| {
-            let (Some(job), Some(step)) = (e.job.as_deref(), e.step.as_deref()) else {
-                return false;
-            };
-            match action_of(job, step) {
-                Some(action) => {
-                    config.windows.contains_key(&action) && !windows.is_open(Some(&action), e.at)
-                }
-                None => false,
-            }
-        })
-        .count() as u64
-}
-
 /// Requests that reached a service while the runner's breaker for it was open.
-fn calls_to_open_breaker(trace: &[Event], run: &SimRun) -> u64 {
+pub(crate) fn calls_to_open_breaker(trace: &[Event], run: &SimRun) -> u64 {
     let mut total = 0;
     for (name, api) in &run.apis {
         let mut open: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
@@ -561,41 +420,28 @@ fn calls_to_open_breaker(trace: &[Event], run: &SimRun) -> u64 {
     total
 }
 
-/// After the last fault heals, every job must produce output within the bound.
-fn liveness(
-    scenario: &Scenario,
-    trace: &[Event],
-    config: &Config,
-    run: &SimRun,
-) -> Option<Invariant> {
+/// After the last fault heals, every job must produce output at the services within
+/// the bound of its first slot after healing (the judge's slots and outputs).
+fn liveness(scenario: &Scenario, judged: &Judgement, run: &SimRun) -> Option<Invariant> {
     let heal = run.start + to_chrono(scenario.faults_heal_at());
     let bound = to_chrono(scenario.invariants.recovery_bound);
     let mut late = Vec::new();
-    for job in &config.jobs {
-        let schedule = &job.schedule;
-        let windows = required_windows(config);
-        // The first slot after healing when the job may run, plus the bound.
-        let mut first = schedule.next_after(heal);
-        let mut guard = 0;
-        while !all_open(job, &windows, first) && guard < 10_000 {
-            first = schedule.next_after(first);
-            guard += 1;
-        }
-        let deadline = first + bound;
+    for (name, view) in &judged.jobs {
+        let Some(first) = view.slots.slots.iter().find(|s| **s > heal) else {
+            continue;
+        };
+        let deadline = *first + bound;
         if deadline >= run.end {
             continue;
         }
-        let recovered = good_times(trace, &job.name)
-            .iter()
-            .any(|t| *t >= heal && *t <= deadline);
+        let recovered = view.outputs.iter().any(|t| *t >= heal && *t <= deadline);
         if !recovered {
-            late.push(job.name.clone());
+            late.push(name.clone());
         }
     }
     if heal + bound >= run.end && late.is_empty() {
         return None;
     }
-    let _ = StepKind::Command;
     Some(Invariant {
         name: "recovers_after_faults_heal".into(),
         holds: late.is_empty(),
@@ -615,7 +461,7 @@ fn liveness(
     })
 }
 
-fn humanize(d: chrono::Duration) -> String {
+pub(crate) fn humanize(d: chrono::Duration) -> String {
     let mins = d.num_minutes();
     if mins % 60 == 0 {
         format!("{}h", mins / 60)

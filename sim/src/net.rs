@@ -35,7 +35,8 @@ use tokio::io::DuplexStream;
 
 use crate::env::TurmoilTime;
 use crate::faults::FaultState;
-use crate::services::{Service, SimRequest, SimResponse};
+use crate::services::ledger::{AnsweredBy, Ledger, Received};
+use crate::services::{Observation, Service, SimRequest, SimResponse};
 
 /// Request bodies larger than this are answered 413.
 pub const MAX_REQUEST_BODY_BYTES: usize = 1024 * 1024;
@@ -122,7 +123,7 @@ impl NetStats {
 }
 
 /// The handler that serves `service` on each connection to `host`, with the world's
-/// request faults.
+/// request faults; every request is written to `ledger`.
 pub fn handler(
     host: &str,
     service: Arc<dyn Service>,
@@ -130,6 +131,7 @@ pub fn handler(
     time: TurmoilTime,
     stats: NetStats,
     runner: Arc<CrashPoints>,
+    ledger: Ledger,
 ) -> Handler {
     let conn = Connection {
         host: host.to_string(),
@@ -138,6 +140,7 @@ pub fn handler(
         time,
         stats,
         runner,
+        ledger,
     };
     Arc::new(move |stream| {
         tokio::spawn(conn.clone().serve(stream));
@@ -159,6 +162,7 @@ struct Connection {
     stats: NetStats,
     /// The runner's crash points: once one hit, the process is dead.
     runner: Arc<CrashPoints>,
+    ledger: Ledger,
 }
 
 impl Connection {
@@ -186,49 +190,77 @@ impl Connection {
             // service, and nobody is left to read an answer.
             return std::future::pending().await;
         }
+        let request = SimRequest {
+            method: parts.method,
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            headers: parts.headers,
+            body,
+        };
+        let now = self.time.now();
         let verdict = self.faults.on_request(&self.host);
         if verdict.reset {
             self.stats.bump(&self.host, |s| s.resets += 1);
+            self.ledger.record(Received {
+                service: &self.host,
+                request: &request,
+                at: now,
+                answered_at: now,
+                response: None,
+                answered_by: AnsweredBy::Fault(crate::faults::FaultKind::Reset),
+                observation: Observation::default(),
+            });
             return Err(InjectedReset);
         }
-        let response = match verdict.injected_status {
+        let (response, answered_by, observation) = match verdict.injected_status {
             Some(429) => {
                 self.stats.bump(&self.host, |s| s.injected_429 += 1);
                 let wait = verdict.retry_after.unwrap_or_default();
-                if verdict.retry_after_date {
-                    SimResponse::too_many_requests_until(self.time.now(), wait, "rate_limited")
-                } else {
-                    SimResponse::too_many_requests(wait, "rate_limited")
-                }
+                (
+                    if verdict.retry_after_date {
+                        SimResponse::too_many_requests_until(self.time.now(), wait, "rate_limited")
+                    } else {
+                        SimResponse::too_many_requests(wait, "rate_limited")
+                    },
+                    AnsweredBy::Fault(crate::faults::FaultKind::RateLimitStorm),
+                    Observation::default(),
+                )
             }
             Some(status) => {
                 self.stats.bump(&self.host, |s| s.injected_5xx += 1);
-                SimResponse::error(status, "injected_server_error")
+                (
+                    SimResponse::error(status, "injected_server_error"),
+                    AnsweredBy::Fault(crate::faults::FaultKind::ServerError),
+                    Observation::default(),
+                )
             }
             None => {
-                let request = SimRequest {
-                    method: parts.method,
-                    path: parts
-                        .uri
-                        .path_and_query()
-                        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
-                    headers: parts.headers,
-                    body,
-                };
-                let answer = self.service.handle(&request, self.time.now());
-                match verdict.bad_answer {
+                let (answer, observation) = self.service.handle_observed(&request, now);
+                let answer = match verdict.bad_answer {
                     Some(shape) if (200..300).contains(&answer.status) => {
                         self.stats.bump(&self.host, |s| s.bad_answers += 1);
                         answer.spoiled(shape)
                     }
                     _ => answer,
-                }
+                };
+                (answer, AnsweredBy::Service, observation)
             }
         };
         if verdict.stalled {
             self.stats.bump(&self.host, |s| s.stalls += 1);
         }
         let delay = self.service.latency() + verdict.delay;
+        self.ledger.record(Received {
+            service: &self.host,
+            request: &request,
+            at: now,
+            answered_at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
+            response: Some(&response),
+            answered_by,
+            observation,
+        });
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }

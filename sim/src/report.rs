@@ -121,7 +121,14 @@ impl Report {
                 "hours between interventions",
                 format!("{:.1}", m.hours_between_interventions),
             ),
-            ("rate-limit violations", m.rate_limit_violations.to_string()),
+            (
+                "rate-limit violations (every 429)",
+                m.rate_limit_violations.to_string(),
+            ),
+            (
+                "calls inside a Retry-After",
+                m.calls_inside_retry_after.to_string(),
+            ),
             (
                 "calls with an expired token",
                 m.token_expired_errors.to_string(),

@@ -23,7 +23,7 @@ use crate::env::{SimEnv, TurmoilTime};
 use crate::faults::FaultState;
 use crate::net::{self, NetStats};
 use crate::services::{
-    ApiConfig, ApiService, OAuthConfig, OAuthServer, Service, ServiceRegistry, mix_seed,
+    ApiConfig, ApiService, Ledger, OAuthConfig, OAuthServer, Service, ServiceRegistry, mix_seed,
 };
 
 /// Sub-seed streams, so adding a consumer never shifts another's sequence.
@@ -55,6 +55,8 @@ pub struct World {
     memory: FakeMemory,
     spawner: ScriptedSpawner,
     trace: MemorySink,
+    /// Every request the services received: the judge's ground truth.
+    ledger: Ledger,
     boots: Arc<AtomicU64>,
     services_added: Arc<AtomicU64>,
     /// An instant at which the runner's reaper kills it (a crash inside a tick).
@@ -91,6 +93,7 @@ impl World {
             memory,
             spawner: ScriptedSpawner::default(),
             trace: MemorySink::default(),
+            ledger: Ledger::default(),
             boots: Arc::default(),
             services_added: Arc::default(),
             kill_at: Arc::new(tokio::sync::watch::Sender::new(None)),
@@ -165,6 +168,7 @@ impl World {
             self.time.clone(),
             self.stats.clone(),
             self.fs.crash_points().clone(),
+            self.ledger.clone(),
         );
         self.net.route(&host, handler);
     }
@@ -294,5 +298,9 @@ impl World {
     /// The trace.
     pub fn trace(&self) -> &MemorySink {
         &self.trace
+    }
+    /// Every request the services received.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 }

@@ -19,6 +19,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
+use super::ledger::{Effect, Observation, TokenSeen};
 use super::{OAuthServer, Service, SimRequest, SimResponse, TokenStatus};
 
 /// At most this many request records are kept (later ones are counted, not kept).
@@ -152,6 +153,8 @@ struct State {
     counters: ApiCounters,
     requests: Vec<RequestRecord>,
     side_effects: Vec<SideEffect>,
+    /// What the request being handled showed (for the world's ledger).
+    seen: Observation,
 }
 
 /// One API. Cheap to clone; clones share the state.
@@ -178,6 +181,7 @@ impl ApiService {
                 counters: ApiCounters::default(),
                 requests: Vec::new(),
                 side_effects: Vec::new(),
+                seen: Observation::default(),
             })),
         }
     }
@@ -230,13 +234,22 @@ impl Service for ApiService {
     }
 
     fn handle(&self, req: &SimRequest, now: DateTime<Utc>) -> SimResponse {
+        self.handle_observed(req, now).0
+    }
+
+    fn handle_observed(&self, req: &SimRequest, now: DateTime<Utc>) -> (SimResponse, Observation) {
         let mut s = self.lock();
+        s.seen = Observation::default();
         if req.method == http::Method::GET && req.path_only() == "/health" {
             s.counters.health_checks += 1;
-            return SimResponse::json(200, &serde_json::json!({ "ok": true }));
+            return (
+                SimResponse::json(200, &serde_json::json!({ "ok": true })),
+                Observation::default(),
+            );
         }
         s.counters.calls += 1;
         let (client, response) = s.answer(&self.name, req, now);
+        s.seen.client = Some(client.clone());
         match response.status {
             200..=299 => s.counters.ok_2xx += 1,
             429 => s.counters.too_many_429 += 1,
@@ -253,7 +266,7 @@ impl Service for ApiService {
         } else {
             s.counters.records_dropped += 1;
         }
-        response
+        (response, std::mem::take(&mut s.seen))
     }
 }
 
@@ -318,9 +331,11 @@ impl State {
             && let Some(stored) = self.idempotency.get(&(client.clone(), key.clone()))
         {
             self.counters.dedup_hits += 1;
+            self.seen.effect = Effect::Replayed;
             return (client, stored.clone());
         }
         self.counters.side_effects += 1;
+        self.seen.effect = Effect::Applied;
         let id = self.counters.side_effects.to_string();
         let response = SimResponse::json(200, &serde_json::json!({ "id": id, "ok": true }));
         if self.side_effects.len() < MAX_RECORDS {
@@ -362,6 +377,16 @@ impl State {
                 .or_else(|| h.strip_prefix("bearer "))
         });
         let status = bearer.map_or(TokenStatus::Unknown, |b| oauth.validate(b.trim(), now));
+        let times = bearer.and_then(|b| oauth.token_times(b.trim()));
+        let age = times.map_or(0, |(issued, _)| (now - issued).num_seconds());
+        self.seen.token = match (&status, times) {
+            (TokenStatus::Valid { .. }, _) => TokenSeen::Valid { age_secs: age },
+            (TokenStatus::Expired { .. }, Some((_, expires))) => TokenSeen::Expired {
+                age_secs: age,
+                expired_for_secs: (now - expires).num_seconds(),
+            },
+            _ => TokenSeen::Invalid,
+        };
         let revoked_here = self.revoked_before.is_some_and(|cut| {
             bearer
                 .and_then(|b| oauth.issued_at(b.trim()))

@@ -7,6 +7,7 @@
 //! their state outlive a crash of the runner host.
 
 pub mod api;
+pub mod ledger;
 pub mod oauth;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 use crate::faults::BadShape;
 
 pub use api::{ApiConfig, ApiCounters, ApiService, RequestRecord, SideEffect};
+pub use ledger::{Ledger, LedgerEntry, Observation};
 pub use oauth::{OAuthConfig, OAuthCounters, OAuthServer, TokenStatus};
 
 /// One request as a service sees it.
@@ -170,6 +172,12 @@ pub trait Service: Send + Sync + 'static {
 
     /// Handles one request at simulated wall time `now`.
     fn handle(&self, req: &SimRequest, now: DateTime<Utc>) -> SimResponse;
+
+    /// Handles one request and says what it saw and did, for the world's ledger
+    /// (by default: nothing beyond the answer).
+    fn handle_observed(&self, req: &SimRequest, now: DateTime<Utc>) -> (SimResponse, Observation) {
+        (self.handle(req, now), Observation::default())
+    }
 }
 
 /// Host name -> service. Cheap to clone; clones share the table.

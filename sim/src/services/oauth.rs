@@ -227,6 +227,15 @@ impl OAuthServer {
         }
     }
 
+    /// When the access token `bearer` was issued and when it expires (for the world's
+    /// ledger), if this server issued it and still remembers it.
+    pub fn token_times(&self, bearer: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        self.lock()
+            .access
+            .get(bearer)
+            .map(|t| (t.issued_at, t.expires_at))
+    }
+
     /// The counters so far.
     pub fn counters(&self) -> OAuthCounters {
         self.lock().counters.clone()

@@ -72,7 +72,7 @@ const fn m(key: &'static str, label: &'static str, unit: Unit, better: Better) -
 }
 
 /// Every measure in report order (fields not listed are appended by name).
-pub const MEASURES: [MeasureDef; 20] = [
+pub const MEASURES: [MeasureDef; 21] = [
     m(
         "lost_task_rate",
         "lost-task rate",
@@ -95,6 +95,12 @@ pub const MEASURES: [MeasureDef; 20] = [
     m(
         "rate_limit_violations",
         "rate-limit violations",
+        Unit::Count,
+        Better::Lower,
+    ),
+    m(
+        "calls_inside_retry_after",
+        "calls inside a Retry-After",
         Unit::Count,
         Better::Lower,
     ),
@@ -193,19 +199,20 @@ pub fn pattern_of(profile: &str) -> Option<&'static str> {
 }
 
 /// The definitions of the measures, as the report states them.
-pub const DEFINITIONS: [&str; 12] = [
+pub const DEFINITIONS: [&str; 13] = [
+    "**The judge**: every measure but silent deaths, retries and calls to an open breaker is computed from what the world's services saw (a ledger of every request: time, client, token age, answer, Retry-After, side effect), the operator's inbox and the scenario's intended configuration, with the judge's own schedule and window references: never from the runner's events or code.",
     "**Slot**: a due time of a job's schedule inside the world, leaving out times when some step of the job may not run because its time window is closed (that work is not wanted then, whatever the profile).",
-    "A slot **produced output** when a run of that job due in `[slot, next slot)` finished `succeeded` or `degraded` (some step skipped). Run ids carry their due time, so a retry that spills past the next slot still counts for its own slot.",
+    "A slot **produced output** when the services applied the side effects of its job's writing steps for it (`succeeded`; `degraded` when only some were; a job that only reads: its last read answered 2xx), whatever the runner logged. Requests name their run (`{\"run\": \"<job>-<due>\"}` in the body), so a retry that spills past the next slot still counts for its own slot; a run that waited for its window counts for the slot it finished in.",
     "**Failed run**: a slot without output about which an alert (for the job or the whole runner) reached the operator between the slot and one heartbeat threshold after the next slot.",
     "**Lost run**: a slot without output that nobody was told about. **Lost-task rate** = lost runs / scheduled slots: the field report's \"ran but produced no output due to silent failures\".",
-    "**Uptime**: the share of minutes in which every job is within its heartbeat threshold of its last output (or of a slot it skipped because of its window).",
+    "**Uptime**: the share of minutes in which every job is within its heartbeat threshold of its last output at the services (or of a slot its window left out).",
     "**Manual intervention**: the simulated operator fixing something (freeing disk, re-authorising a credential, restarting the runner), either after an alert (with the scenario's response delay) or at a daily check that finds the runner dead or a job without output. An alert about a problem that already healed is dismissed and is not an intervention. **Hours between interventions** = simulated hours / interventions (the whole run when there were none): the field report's \"uptime before manual intervention\". **Manual fixes per day** = interventions / simulated days.",
-    "**Rate-limit violations**: requests that reached an API while their client was over its per-minute limit (counted by the API). Per day = violations / simulated days.",
+    "**Rate-limit violations**: every 429 the world answered (per-minute limit, daily quota, injected storm). Per day = violations / simulated days. **Calls inside a Retry-After**: requests that reached a service while a `Retry-After` it had advertised (to any caller) was still running.",
     "**Calls with an expired token**: requests an API rejected because the bearer token had expired.",
     "**Silent deaths**: the runner process dying without a word (injected), plus runs that started and neither finished nor were cut short by a restart within twice their deadline (hung). **Detected** when a supervisor restarted the process within a minute or an alert followed within the heartbeat threshold plus two monitor intervals.",
-    "**Duplicate side effects**: the same service, method, path and body applied more than once. **Actions outside their window**: windowed steps that succeeded while their window was closed. **Calls to an open breaker**: requests that reached a service while the runner's breaker for it was open.",
+    "**Duplicate side effects**: the same service, method, path and body (or idempotency key) applied more than once. **Actions outside their window**: requests of windowed steps that the service carried out while the window was closed on the world's wall clock. **Calls to an open breaker**: requests that reached a service while the runner's breaker for it was open.",
     "**Health timeline** (chart): per job, sampled every 5 minutes: *down* when the runner process is not running or the job is past its heartbeat threshold without output; *failing* when the job's last finished run produced nothing; *ok* otherwise.",
-    "**429 answers per day** (chart): every 429 an API answered (per-minute limit and daily quota), by simulated day (24 h from the world's start). Injected 429 storms are answered before the API's limiter and are not in this count.",
+    "**429 answers per day** (chart): every 429 the world answered (per-minute limit, daily quota and injected storms), by simulated day (24 h from the world's start).",
 ];
 
 fn fmt_value(v: f64, unit: Unit) -> String {

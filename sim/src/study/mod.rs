@@ -77,7 +77,7 @@ impl StudyOptions {
 pub struct DayCounts {
     /// Slots that produced nothing and raised no alert (as [`evaluate`] counts them).
     pub lost: u64,
-    /// 429 answers the APIs gave (per-minute limit and daily quota).
+    /// 429 answers the world gave (per-minute limit, daily quota, storms).
     pub rate_limited: u64,
 }
 
@@ -230,13 +230,12 @@ pub fn summarize(scenario: &Scenario, run: &SimRun) -> RunSummary {
             per_day[day_of(at.with_timezone(&Utc))].lost += 1;
         }
     }
-    for api in run.apis.values() {
-        for r in api.requests() {
-            if r.status == 429 {
-                per_day[day_of(r.at)].rate_limited += 1;
-            }
+    // Every 429 the world answered, as the judge counts them.
+    run.world.ledger().with_entries(|entries| {
+        for e in entries.iter().filter(|e| e.status == 429) {
+            per_day[day_of(e.at)].rate_limited += 1;
         }
-    }
+    });
     RunSummary {
         profile: run.profile.name,
         seed: run.seed,
@@ -528,9 +527,9 @@ mod tests {
                 "{name}: lost per day adds up to lost_runs"
             );
             let limited: u64 = summary.per_day.iter().map(|d| d.rate_limited).sum();
-            assert!(
-                limited >= m.rate_limit_violations,
-                "{name}: every violation was a 429"
+            assert_eq!(
+                limited, m.rate_limit_violations,
+                "{name}: every 429 is a violation, on the day it was answered"
             );
             direct.insert(name, m);
         }

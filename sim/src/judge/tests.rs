@@ -1,0 +1,367 @@
+//! The judge on hand-written ledgers: each measure counts what it should and can fail.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use steadfast_core::alert::{Alert, AlertKind};
+use steadfast_core::config::{Config, NoSecretSources, parse_config};
+
+use super::*;
+use crate::faults::FaultKind;
+use crate::services::ledger::{AnsweredBy, Effect, LedgerEntry, TokenSeen};
+
+const CONFIG: &str = r#"
+[windows]
+publish = { start = "09:00", end = "22:00" }
+
+[services.blog]
+
+[[jobs]]
+name = "blog"
+every = "30m"
+deadline = "5m"
+
+[[jobs.steps]]
+name = "draft"
+method = "GET"
+url = "http://blog.sim/v1/draft"
+service = "blog"
+
+[[jobs.steps]]
+name = "publish"
+action = "publish"
+method = "POST"
+url = "http://blog.sim/v1/posts/{{run.id}}"
+service = "blog"
+body = '{"run": "{{run.id}}"}'
+
+[[jobs.steps]]
+name = "log"
+method = "POST"
+url = "http://blog.sim/v1/log"
+service = "blog"
+body = '{"run": "{{run.id}}"}'
+"#;
+
+fn read(text: &str) -> Config {
+    parse_config(text, std::path::Path::new("/judge.toml"), &NoSecretSources)
+        .unwrap_or_else(|e| panic!("test config: {e:?}"))
+}
+
+fn at(hm: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(&format!("2026-03-02T{hm}:00Z"))
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+fn get(hm: &str, path: &str) -> LedgerEntry {
+    LedgerEntry {
+        seq: 0,
+        at: at(hm),
+        answered_at: at(hm),
+        service: Arc::from("blog.sim"),
+        method: "GET".into(),
+        path: path.into(),
+        client: None,
+        token: TokenSeen::NotChecked,
+        idempotency_key: None,
+        run: None,
+        status: 200,
+        answered_by: AnsweredBy::Service,
+        retry_after_until: None,
+        effect: Effect::None,
+        duplicate: false,
+    }
+}
+
+/// A write of the run due at `due` (`HH:MM`), applied at `hm`.
+fn write(hm: &str, path: &str, due: &str) -> LedgerEntry {
+    let run = format!("blog-20260302T{}00Z", due.replace(':', ""));
+    LedgerEntry {
+        method: "POST".into(),
+        run: run.parse().ok(),
+        effect: Effect::Applied,
+        ..get(hm, path)
+    }
+}
+
+fn publish(hm: &str, due: &str) -> LedgerEntry {
+    write(
+        hm,
+        &format!("/v1/posts/blog-20260302T{}00Z", due.replace(':', "")),
+        due,
+    )
+}
+
+fn alert(hm: &str) -> Alert {
+    Alert {
+        at: at(hm),
+        kind: AlertKind::Overdue,
+        job: Some("blog".into()),
+        service: None,
+        message: "blog failing".into(),
+    }
+}
+
+fn judged(config: &Config, ledger: &[LedgerEntry], alerts: &[Alert]) -> Judgement {
+    judge(&Case {
+        config,
+        zone: chrono_tz::UTC,
+        start: at("08:00"),
+        end: at("11:05"),
+        ledger,
+        ledger_dropped: 0,
+        alerts,
+    })
+}
+
+/// The world of the module tests: slots 09:00, 09:30, 10:00, 10:30 (08:30 is skipped:
+/// the publish window opens at 09:00).
+fn world() -> (Vec<LedgerEntry>, Vec<Alert>) {
+    let ledger = vec![
+        // 09:00 succeeded; its log spilled past the next slot but names its run.
+        get("09:00", "/v1/draft"),
+        publish("09:01", "09:00"),
+        write("09:35", "/v1/log", "09:00"),
+        // 09:30: nothing applied (a 429, then an expired token), an alert at 09:40.
+        LedgerEntry {
+            status: 429,
+            retry_after_until: Some(at("09:33")),
+            ..get("09:30", "/v1/draft")
+        },
+        LedgerEntry {
+            status: 401,
+            token: TokenSeen::Expired {
+                age_secs: 3700,
+                expired_for_secs: 100,
+            },
+            ..get("09:31", "/v1/draft")
+        },
+        // 10:00 degraded: published, never logged; a replay applies nothing.
+        publish("10:01", "10:00"),
+        LedgerEntry {
+            effect: Effect::Replayed,
+            ..write("10:02", "/v1/log", "10:00")
+        },
+        // 10:30: nothing, nobody told.
+        LedgerEntry {
+            answered_by: AnsweredBy::Fault(FaultKind::ServerError),
+            status: 503,
+            ..get("10:30", "/v1/draft")
+        },
+    ];
+    (ledger, vec![alert("09:40")])
+}
+
+#[test]
+fn slots_are_counted_succeeded_degraded_failed_and_lost() {
+    let config = read(CONFIG);
+    let (ledger, alerts) = world();
+    let j = judged(&config, &ledger, &alerts);
+    assert_eq!(
+        j.jobs["blog"].slots.slots,
+        vec![at("09:00"), at("09:30"), at("10:00"), at("10:30")]
+    );
+    assert_eq!(j.jobs["blog"].slots.closed, vec![at("08:30")]);
+    let s = &j.slots;
+    assert_eq!(
+        (s.scheduled, s.succeeded, s.degraded, s.failed, s.lost),
+        (4, 1, 1, 1, 1)
+    );
+    assert_eq!(s.lost_slots, ["blog@2026-03-02T10:30:00+00:00"]);
+    assert!(j.problems.is_empty(), "{:?}", j.problems);
+    // Without the alert the 09:30 slot is lost too: nobody was told.
+    let silent = judged(&config, &ledger, &[]);
+    assert_eq!((silent.slots.failed, silent.slots.lost), (0, 2));
+}
+
+#[test]
+fn a_slot_counts_what_the_services_applied_not_what_was_asked() {
+    let config = read(CONFIG);
+    let (mut ledger, alerts) = world();
+    // The 10:30 run asked to publish, but the service never applied it (a reset).
+    ledger.push(LedgerEntry {
+        effect: Effect::None,
+        status: 0,
+        answered_by: AnsweredBy::Fault(FaultKind::Reset),
+        ..publish("10:31", "10:30")
+    });
+    assert_eq!(judged(&config, &ledger, &alerts).slots.lost, 1);
+    // Applied: the slot produced output.
+    ledger.push(publish("10:32", "10:30"));
+    assert_eq!(judged(&config, &ledger, &alerts).slots.lost, 0);
+}
+
+#[test]
+fn duplicates_are_the_ledgers_repeated_writes() {
+    let config = read(CONFIG);
+    let (mut ledger, alerts) = world();
+    assert_eq!(judged(&config, &ledger, &alerts).duplicate_side_effects, 0);
+    ledger.push(LedgerEntry {
+        duplicate: true,
+        ..publish("09:10", "09:00")
+    });
+    assert_eq!(judged(&config, &ledger, &alerts).duplicate_side_effects, 1);
+}
+
+#[test]
+fn window_violations_read_request_times_on_the_wall_clock() {
+    let config = read(CONFIG);
+    let (mut ledger, alerts) = world();
+    assert_eq!(judged(&config, &ledger, &alerts).window_violations, 0);
+    // Published at 08:31 for the 08:30 run: the window opens at 09:00.
+    ledger.push(publish("08:31", "08:30"));
+    // The log step has no window; a refused publish did nothing.
+    ledger.push(write("08:32", "/v1/log", "08:30"));
+    ledger.push(LedgerEntry {
+        effect: Effect::None,
+        status: 429,
+        ..publish("08:33", "08:30")
+    });
+    let j = judged(&config, &ledger, &alerts);
+    assert_eq!(j.window_violations, 1);
+    // Neither counts for a slot: 08:30 was not due work.
+    assert_eq!(j.slots.scheduled, 4);
+}
+
+#[test]
+fn expired_tokens_and_every_429_are_counted() {
+    let config = read(CONFIG);
+    let (mut ledger, alerts) = world();
+    let j = judged(&config, &ledger, &alerts);
+    assert_eq!((j.expired_token_calls, j.too_many_requests), (1, 1));
+    ledger.push(LedgerEntry {
+        status: 429,
+        answered_by: AnsweredBy::Fault(FaultKind::RateLimitStorm),
+        ..get("10:40", "/v1/draft")
+    });
+    assert_eq!(judged(&config, &ledger, &alerts).too_many_requests, 2);
+}
+
+#[test]
+fn calls_inside_an_advertised_retry_after_are_counted() {
+    let config = read(CONFIG);
+    let (mut ledger, alerts) = world();
+    // 09:31 arrived inside the 09:30 answer's wait (until 09:33).
+    assert_eq!(
+        judged(&config, &ledger, &alerts).calls_inside_retry_after,
+        1
+    );
+    // A health probe inside it is not a call; one at 09:33 waited long enough.
+    ledger.push(get("09:32", "/health"));
+    ledger.push(get("09:33", "/v1/draft"));
+    assert_eq!(
+        judged(&config, &ledger, &alerts).calls_inside_retry_after,
+        1
+    );
+    // Another service's wait does not cover blog.
+    ledger.push(LedgerEntry {
+        service: Arc::from("mail.sim"),
+        status: 429,
+        retry_after_until: Some(at("11:00")),
+        ..get("10:35", "/v1/inbox")
+    });
+    ledger.push(get("10:40", "/v1/draft"));
+    assert_eq!(
+        judged(&config, &ledger, &alerts).calls_inside_retry_after,
+        1
+    );
+    ledger.push(LedgerEntry {
+        service: Arc::from("mail.sim"),
+        ..get("10:41", "/v1/inbox")
+    });
+    assert_eq!(
+        judged(&config, &ledger, &alerts).calls_inside_retry_after,
+        2
+    );
+}
+
+#[test]
+fn uptime_follows_outputs_at_the_services() {
+    let config = read(CONFIG);
+    let (ledger, alerts) = world();
+    // Threshold 60 min (twice the interval). Alive marks: start, 08:30 (skipped by its
+    // window), 09:01, 09:35, 10:01. Down only from 11:02 to 11:04: 3 of 185 minutes.
+    let j = judged(&config, &ledger, &alerts);
+    assert!(
+        (j.uptime_ratio - 182.0 / 185.0).abs() < 1e-9,
+        "{}",
+        j.uptime_ratio
+    );
+}
+
+#[test]
+fn a_full_ledger_is_a_problem_not_a_figure() {
+    let config = read(CONFIG);
+    let (ledger, alerts) = world();
+    let j = judge(&Case {
+        config: &config,
+        zone: chrono_tz::UTC,
+        start: at("08:00"),
+        end: at("11:05"),
+        ledger: &ledger,
+        ledger_dropped: 3,
+        alerts: &alerts,
+    });
+    assert_eq!(j.problems.len(), 1);
+    assert!(
+        j.problems[0].contains("3 requests not recorded"),
+        "{:?}",
+        j.problems
+    );
+}
+
+#[test]
+fn the_reference_reads_cron_in_the_zone_and_every_on_the_epoch_grid() {
+    let text = CONFIG.replace("every = \"30m\"", "cron = \"0 9 * * *\"");
+    let config = read(&text);
+    let la = chrono_tz::America::Los_Angeles;
+    // 09:00 Los Angeles is 17:00Z in winter (PST) and 16:00Z after 2026-03-08 (PDT).
+    let start = at("00:00");
+    let slots = slots::job_slots(
+        &config.jobs[0],
+        &config.windows,
+        la,
+        start,
+        start + chrono::Duration::days(8),
+    )
+    .unwrap_or_default();
+    assert_eq!(slots.slots.len(), 8);
+    assert_eq!(slots.slots[0], at("17:00"));
+    assert_eq!(slots.slots[7], at("16:00") + chrono::Duration::days(7));
+    // `every = 7m` from 08:00: the grid counts from the Unix epoch, not the start
+    // (08:00Z is 3 minutes past a multiple of 7: 08:04, 08:11, 08:18, 08:25).
+    let every = read(&CONFIG.replace("every = \"30m\"", "every = \"7m\""));
+    let slots = slots::job_slots(
+        &every.jobs[0],
+        &Default::default(),
+        chrono_tz::UTC,
+        at("08:00"),
+        at("08:30"),
+    )
+    .unwrap_or_default();
+    let minutes: Vec<i64> = slots.slots.iter().map(|t| t.timestamp() / 60 % 7).collect();
+    assert!(minutes.iter().all(|m| *m == 0), "{minutes:?}");
+    assert_eq!(slots.slots[0], at("08:04"));
+    assert_eq!(slots.slots.len(), 4);
+}
+
+#[test]
+fn a_run_that_waited_for_its_window_counts_for_the_slot_it_finished_in() {
+    // The 08:30 run (its window closed) logs at 08:31 and publishes at 09:00, when the
+    // window opens; the 09:00 run never starts. Slot 09:00 got all of a run's work.
+    let config = read(CONFIG);
+    let ledger = vec![
+        write("08:31", "/v1/log", "08:30"),
+        publish("09:00", "08:30"),
+    ];
+    let j = judged(&config, &ledger, &[]);
+    assert_eq!((j.slots.succeeded, j.slots.degraded), (1, 0));
+    // Attributed by arrival time instead, the log would count for no slot.
+    let without_run: Vec<LedgerEntry> = ledger
+        .into_iter()
+        .map(|e| LedgerEntry { run: None, ..e })
+        .collect();
+    let j = judged(&config, &without_run, &[]);
+    assert_eq!((j.slots.succeeded, j.slots.degraded), (0, 1));
+}
