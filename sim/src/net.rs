@@ -170,6 +170,7 @@ impl Connection {
             Ok(collected) => collected.to_bytes(),
             Err(_) => return Ok(to_hyper(SimResponse::error(413, "payload_too_large"))),
         };
+        let base_latency = self.service.latency_of(parts.uri.path());
         let verdict = self.faults.on_request(&self.host);
         if verdict.reset {
             self.stats.bump(&self.host, |s| s.resets += 1);
@@ -201,7 +202,7 @@ impl Connection {
         if verdict.stalled {
             self.stats.bump(&self.host, |s| s.stalls += 1);
         }
-        let delay = self.service.latency() + verdict.delay;
+        let delay = base_latency + verdict.delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
