@@ -130,7 +130,7 @@ impl Study {
 }
 
 /// Runs `f` over `items` on `threads` scoped threads; results come back in item order.
-pub(crate) fn parallel<I: Sync, T: Send>(
+pub fn parallel<I: Sync, T: Send>(
     items: &[I],
     threads: usize,
     f: impl Fn(&I) -> T + Sync,
