@@ -830,7 +830,10 @@ leak_mb_per_hour = 250
             .unwrap_or_else(|e| panic!("{e}"));
         let back = Scenario::parse(&again, path, None).unwrap_or_else(|d| panic!("{d}"));
         assert_eq!(back.calibration, s.calibration);
-        assert_eq!(back.faults, s.faults, "the faults as written are not scaled");
+        assert_eq!(
+            back.faults, s.faults,
+            "the faults as written are not scaled"
+        );
     }
 
     #[test]

@@ -349,7 +349,10 @@ fn fit_and_prediction(study: &Study, out: &mut Vec<Block>) {
         out.push(Block::Table {
             head: vec![
                 "figure".to_string(),
-                format!("field report ({})", if title == "fit" { "before" } else { "after" }),
+                format!(
+                    "field report ({})",
+                    if title == "fit" { "before" } else { "after" }
+                ),
                 format!("measured: `{column}`"),
                 title.to_string(),
             ],
