@@ -154,7 +154,7 @@ fn timeline(scenario: &Scenario) -> Vec<Timed> {
             action,
         });
     };
-    for f in &scenario.faults {
+    for f in &scenario.calibrated_faults() {
         let mut onset = after(start, f.at);
         for _ in 0..MAX_ONSETS {
             if onset >= end {
@@ -671,6 +671,7 @@ pub fn simulate_with_config(
         cfg.rate_limit_per_minute = a.rate_per_minute;
         cfg.daily_quota = a.daily_quota;
         cfg.latency = a.latency;
+        cfg.path_latency = a.path_latency.clone();
         cfg.auth = a.auth.as_ref().and_then(|n| oauth.get(n).cloned());
         apis.insert(name.clone(), world.add_api(cfg));
     }

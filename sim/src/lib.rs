@@ -6,6 +6,8 @@
 //! host, in the [`world::World`], so it survives a crash or bounce of the runner.
 //!
 //! # Layout
+//! - [`calibrate`]: `sim calibrate`: the world's unstated rates fitted to the field
+//!   report's "before" column; the "after" column predicted.
 //! - [`scenario`]: scenario files (world, services, jobs, faults, invariants) and profiles.
 //! - [`driver`]: runs a scenario: the world, the fault timeline, supervisor and operator.
 //! - [`metrics`]: what the field report measured, and the invariants.
@@ -23,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+pub mod calibrate;
 pub mod driver;
 pub mod env;
 pub mod faults;

@@ -40,7 +40,9 @@ Examples:
   sim replay 7 --scenario scenarios/token-expiry.toml
   sim replay 42                                # a swarm world drawn from seed 42 alone
   sim sweep --swarm --seeds 200 --jobs 2
-  sim sweep scenarios/crash-mid-commit.toml --first-seed 1000 --seeds 50";
+  sim sweep scenarios/crash-mid-commit.toml --first-seed 1000 --seeds 50
+  sim calibrate                                # fit [calibration] of scenarios/mac-mini-3-weeks.toml
+  sim calibrate --check                        # fit and prediction tables, no fit";
 
 /// Steadfast's chaos simulator: the runner core, unchanged, in a deterministic world.
 #[derive(Debug, Parser)]
@@ -127,6 +129,40 @@ enum Command {
         #[arg(long)]
         commit: Option<String>,
     },
+    /// Fit the world's unstated fault intensities ([calibration]) to the field report's
+    /// "before" column with the naive profile, write them back into the scenario, then
+    /// print the fit and the self-healing prediction against the "after" column.
+    #[command(
+        after_help = "The knobs (leak_scale, network_scale, storm_scale) are searched one at a time over fixed\n\
+candidate values, minimising the summed squared relative error of the seed means against\n\
+the report's before figures; at most --max-runs simulations. Progress goes to stderr, the\n\
+tables to stdout.\n\n\
+Examples:\n  sim calibrate                                     # scenarios/mac-mini-3-weeks.toml, seeds 1-5\n  \
+sim calibrate --check                             # no fit: the tables for the values in the file\n  \
+sim calibrate scenarios/mac-mini-3-weeks.toml --max-runs 100 --write /tmp/fitted.toml"
+    )]
+    Calibrate {
+        /// The scenario (default: scenarios/mac-mini-3-weeks.toml).
+        scenario: Option<PathBuf>,
+        /// Seeds per evaluated point (1..=N).
+        #[arg(long, default_value_t = 5)]
+        seeds: u64,
+        /// Worker threads (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// At most this many simulations for the search.
+        #[arg(long, default_value_t = 200)]
+        max_runs: usize,
+        /// Passes over the knobs.
+        #[arg(long, default_value_t = 2)]
+        passes: usize,
+        /// Where to write the fitted scenario (default: the scenario file itself).
+        #[arg(long)]
+        write: Option<PathBuf>,
+        /// Do not fit: print the fit and prediction tables for the file's values.
+        #[arg(long)]
+        check: bool,
+    },
     /// Measure simulated seconds per wall second on the reference world.
     Bench {
         /// The world to time (default: the embedded 21-day reference world).
@@ -198,6 +234,24 @@ fn main() -> ExitCode {
             jobs,
             commit,
         } => sim::study::command(scenario.as_deref(), seeds, &out, jobs, commit),
+        Command::Calibrate {
+            scenario,
+            seeds,
+            jobs,
+            max_runs,
+            passes,
+            write,
+            check,
+        } => {
+            let path = scenario.unwrap_or_else(|| PathBuf::from(FIELD_WORLD));
+            let options = sim::calibrate::Options {
+                seeds: (1..=seeds.max(1)).collect(),
+                threads: threads(jobs),
+                max_runs,
+                passes,
+            };
+            calibrate(&path, &options, write.as_deref(), check)
+        }
         Command::Bench { scenario } => {
             let s = match scenario.as_deref() {
                 Some(path) => load(Some(path)),
@@ -511,6 +565,151 @@ fn sweep(
         seeds as usize - failing.len()
     );
     failing.iter().map(|r| r.code).max().unwrap_or(exit::OK)
+}
+
+/// The field report's world.
+const FIELD_WORLD: &str = "scenarios/mac-mini-3-weeks.toml";
+
+fn threads(jobs: Option<usize>) -> usize {
+    jobs.or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+        .max(1)
+}
+
+fn calibrate(
+    path: &Path,
+    options: &sim::calibrate::Options,
+    write: Option<&Path>,
+    check: bool,
+) -> u8 {
+    use sim::calibrate::{self as cal};
+    let mut scenario = match load(Some(path)) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let seeds = &options.seeds;
+    let naive_runs = if check {
+        say!(
+            "calibrate --check: {} as written ({})",
+            path.display(),
+            cal::describe(&scenario.calibration)
+        );
+        let naive = Profile::named("naive").unwrap_or(scenario.profile);
+        match cal::evaluate_point(
+            &scenario,
+            scenario.calibration,
+            naive,
+            seeds,
+            options.threads,
+        ) {
+            Ok(runs) => runs,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::VIOLATED;
+            }
+        }
+    } else {
+        eprintln!(
+            "calibrate: {} with the naive profile over seeds {:?}, at most {} runs, {} pass(es)",
+            path.display(),
+            seeds,
+            options.max_runs,
+            options.passes
+        );
+        let fit = match cal::fit(&scenario, options, &|line| eprintln!("{line}")) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::VIOLATED;
+            }
+        };
+        say!(
+            "fitted: {} (error {:.3}) after {} runs{}",
+            cal::describe(&fit.best.calibration),
+            fit.best.error,
+            fit.runs,
+            if fit.bounded {
+                "; the search stopped at --max-runs"
+            } else {
+                ""
+            }
+        );
+        let target = write.unwrap_or(path);
+        let command = format!(
+            "sim calibrate {} --seeds {} --max-runs {} --passes {}",
+            path.display(),
+            seeds.len(),
+            options.max_runs,
+            options.passes
+        );
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: failed to read {}: {e}", path.display());
+                return exit::USAGE;
+            }
+        };
+        let block = cal::block(&fit.best.calibration, &command, seeds, fit.best.error);
+        let written = match cal::with_block(&text, &block) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
+        };
+        if let Err(e) = std::fs::write(target, written) {
+            eprintln!("error: failed to write {}: {e}", target.display());
+            return exit::USAGE;
+        }
+        // The file written must read back with the fitted values.
+        match Scenario::load(target) {
+            Ok(s) if s.calibration == fit.best.calibration => scenario = s,
+            Ok(_) => {
+                eprintln!(
+                    "error: {} reads back with other [calibration] values",
+                    target.display()
+                );
+                return exit::VIOLATED;
+            }
+            Err(d) => {
+                eprintln!("{d}");
+                return exit::USAGE;
+            }
+        }
+        say!("wrote {}", target.display());
+        fit.best.runs
+    };
+    let healing = Profile::named("self-healing").unwrap_or(scenario.profile);
+    eprintln!("predicting: self-healing on the fitted world over seeds {seeds:?}");
+    let healing_runs = match cal::evaluate_point(
+        &scenario,
+        scenario.calibration,
+        healing,
+        seeds,
+        options.threads,
+    ) {
+        Ok(runs) => runs,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::VIOLATED;
+        }
+    };
+    print!("{}", cal::table(&naive_runs, &healing_runs, seeds));
+    let extra = |runs: &[cal::Measures]| {
+        let deaths: Vec<f64> = runs.iter().map(|m| m.process_deaths).collect();
+        sim::study::stats::Summary::of(&deaths)
+    };
+    let (n, h) = (extra(&naive_runs), extra(&healing_runs));
+    say!(
+        "\nprocess deaths over the world (counted apart from crashes): naive {:.1} ({:.0}-{:.0}), self-healing {:.1} ({:.0}-{:.0})",
+        n.mean,
+        n.min,
+        n.max,
+        h.mean,
+        h.min,
+        h.max
+    );
+    exit::OK
 }
 
 fn bench(scenario: &Scenario) -> u8 {

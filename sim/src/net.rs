@@ -185,6 +185,7 @@ impl Connection {
             Ok(collected) => collected.to_bytes(),
             Err(_) => return Ok(to_hyper(SimResponse::error(413, "payload_too_large"))),
         };
+        let base_latency = self.service.latency_of(parts.uri.path());
         if self.runner.hit().is_some() {
             // The process died before this request left it: nothing reaches the
             // service, and nobody is left to read an answer.
@@ -251,7 +252,7 @@ impl Connection {
         if verdict.stalled {
             self.stats.bump(&self.host, |s| s.stalls += 1);
         }
-        let delay = self.service.latency() + verdict.delay;
+        let delay = base_latency + verdict.delay;
         self.ledger.record(Received {
             service: &self.host,
             request: &request,

@@ -54,11 +54,14 @@ impl Patterns {
         probes: true,
     };
 
-    /// What the field report started with: a failure is logged and the job "will retry
-    /// next cycle" (its `run_engine`), tokens are refreshed only after a 401, and
-    /// nothing else.
+    /// What the field report started with ("the first instinct when something fails:
+    /// retry immediately"): a failed call is retried at once a few times with no
+    /// backoff, jitter or budget; a token is refreshed only after a 401, and that run
+    /// then gives up and "will retry next cycle"; no heartbeat, one error boundary
+    /// around everything (the first failed step ends the run), no checkpoints, windows
+    /// or breakers. The attempt count is the profile's (`sim`'s naive profile: 3).
     pub const NAIVE: Self = Self {
-        retry: RetryMode::Off,
+        retry: RetryMode::Immediate,
         jitter: Jitter::None,
         retry_budget: false,
         proactive_refresh: false,
@@ -86,7 +89,8 @@ impl Default for Patterns {
 pub enum RetryMode {
     /// Never retry.
     Off,
-    /// Retry at once, up to the attempt limit (the naive habit).
+    /// Retry at once, up to the attempt limit (the naive habit); a 401 is not retried:
+    /// the token is refreshed and the run "will retry next cycle".
     Immediate,
     /// Exponential backoff with jitter.
     Backoff,

@@ -91,8 +91,10 @@ impl GiveUp {
 /// Decides whether and when to retry.
 ///
 /// In order: retries off; the error class (only critical and recoverable errors are
-/// retried); the attempt limit. Immediate mode then retries at once and honours nothing
-/// else (it is the naive habit, kept for comparison). Backoff mode draws the jittered
+/// retried); the attempt limit. Immediate mode then retries a recoverable error at once
+/// and honours nothing else (it is the naive habit, kept for comparison); it does not
+/// retry a critical error (a 401): the naive code refreshes the token and leaves the
+/// work to the next cycle. Backoff mode draws the jittered
 /// delay, except that a critical error (a 401) is retried at once on the first retry,
 /// because the caller has just refreshed the token; a `Retry-After` longer than the cap
 /// gives up, a shorter one lengthens the delay; finally a retry that would land past the
@@ -112,6 +114,9 @@ pub fn plan(style: RetryStyle, input: &RetryInput<'_>, rng: &impl Rng) -> RetryD
         return RetryDecision::GiveUp(GiveUp::Attempts);
     }
     if style.mode == RetryMode::Immediate {
+        if input.error.class == ErrorClass::Critical {
+            return RetryDecision::GiveUp(GiveUp::NotRetryable);
+        }
         return RetryDecision::Retry(Duration::ZERO);
     }
 
@@ -264,6 +269,25 @@ mod tests {
         assert_eq!(
             decide_as(immediate, &i),
             RetryDecision::Retry(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn immediate_leaves_a_401_to_the_next_cycle() {
+        let policy = RetryPolicy::default();
+        let err = StepError::new(FailureKind::Unauthorized, "401");
+        let immediate = RetryStyle {
+            mode: RetryMode::Immediate,
+            ..PLAIN
+        };
+        assert_eq!(
+            decide_as(immediate, &input(&policy, &err, 1)),
+            RetryDecision::GiveUp(GiveUp::NotRetryable)
+        );
+        assert_eq!(
+            decide(&input(&policy, &err, 1)),
+            RetryDecision::Retry(Duration::ZERO),
+            "backoff retries a 401 after the refresh"
         );
     }
 

@@ -29,6 +29,7 @@
 //! rate_per_minute = 30
 //! daily_quota = 500
 //! latency = "150ms"
+//! path_latency = { "/v1/upload" = "15m" }  # a long step's own latency (at most 6h)
 //! auth = "google"                 # tokens are checked against this token server
 //!
 //! [profile]
@@ -85,6 +86,11 @@
 //! [invariants]
 //! max_lost_task_rate = 0.02
 //! recovery_bound = "2h"
+//!
+//! [calibration]                   # intensities fitted by `sim calibrate` (see calibrate)
+//! network_scale = 1.0             # x every reset, stall and server_error probability (0-100, capped at 1)
+//! leak_scale = 1.0                # x every memory_leak rate (0-1000)
+//! storm_scale = 1.0               # x how often rate_limit_storm faults recur (0-1000; 0: none)
 //! ```
 //!
 //! Crashes: a `crash` whose `at` falls on a tick boundary (the tick counted from `start`)
@@ -123,7 +129,8 @@ pub use profile::Profile;
 pub use swarm::SwarmSpec;
 
 /// The sections the simulator reads itself.
-const SIM_SECTIONS: [&str; 8] = [
+const SIM_SECTIONS: [&str; 9] = [
+    "calibration",
     "world",
     "operator",
     "oauth",
@@ -162,6 +169,8 @@ pub struct Scenario {
     pub swarm: Option<SwarmSpec>,
     /// What must hold.
     pub invariants: InvariantSpec,
+    /// Fault intensities fitted to the field report (`[calibration]`, default 1).
+    pub calibration: CalibrationSpec,
     /// The runner's configuration (its patterns are replaced by the profile's).
     pub config: Config,
 }
@@ -216,6 +225,9 @@ pub struct ApiSpec {
     pub daily_quota: Option<u32>,
     /// Base latency of every answer.
     pub latency: Duration,
+    /// Paths (without query) whose answers take their own time: long steps such as a
+    /// render, an upload or a browser session (`path_latency = { "/v1/render" = "12m" }`).
+    pub path_latency: BTreeMap<String, Duration>,
     /// The token server that checks bearer tokens.
     pub auth: Option<String>,
 }
@@ -357,6 +369,64 @@ pub struct CrashPoint {
     pub after: bool,
 }
 
+/// `[calibration]`: scales on the world's fault intensities that the field report does
+/// not state, fitted by `sim calibrate` to the report's "before" column. They apply to
+/// every fault of the world when it runs ([`Scenario::calibrated_faults`]); the faults
+/// as written stay as they are, so writing a scenario back never scales twice.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CalibrationSpec {
+    /// Multiplies the probability of every `reset`, `stall` and `server_error` fault
+    /// (capped at 1): how flaky the network and the services are.
+    pub network_scale: f64,
+    /// Multiplies every `memory_leak` rate: how soon a long-lived process runs out of
+    /// memory.
+    pub leak_scale: f64,
+    /// Multiplies how often every recurring `rate_limit_storm` happens (its `every` is
+    /// divided by it, and kept longer than its `duration`); 0 turns storms off.
+    pub storm_scale: f64,
+}
+
+impl Default for CalibrationSpec {
+    fn default() -> Self {
+        Self {
+            network_scale: 1.0,
+            leak_scale: 1.0,
+            storm_scale: 1.0,
+        }
+    }
+}
+
+impl CalibrationSpec {
+    /// The largest `network_scale`.
+    pub const MAX_NETWORK_SCALE: f64 = 100.0;
+    /// The largest `leak_scale` and `storm_scale`.
+    pub const MAX_SCALE: f64 = 1000.0;
+
+    /// `fault` with these intensities applied.
+    pub fn apply(&self, fault: &FaultSpec) -> Option<FaultSpec> {
+        let mut f = fault.clone();
+        match f.kind {
+            FaultSpecKind::Reset | FaultSpecKind::Stall | FaultSpecKind::ServerError => {
+                f.probability = (f.probability * self.network_scale).clamp(0.0, 1.0);
+            }
+            FaultSpecKind::MemoryLeak => {
+                f.leak_bytes_per_hour = (f.leak_bytes_per_hour as f64 * self.leak_scale) as u64;
+            }
+            FaultSpecKind::RateLimitStorm => {
+                if self.storm_scale <= 0.0 {
+                    return None;
+                }
+                if let Some(every) = f.every {
+                    let floor = f.duration + Duration::from_secs(60);
+                    f.every = Some(every.div_f64(self.storm_scale).max(floor));
+                }
+            }
+            _ => {}
+        }
+        Some(f)
+    }
+}
+
 /// `[invariants]`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct InvariantSpec {
@@ -460,7 +530,13 @@ impl Scenario {
                 "apis",
                 "API name",
                 MAX_SERVERS,
-                &["rate_per_minute", "daily_quota", "latency", "auth"],
+                &[
+                    "rate_per_minute",
+                    "daily_quota",
+                    "latency",
+                    "path_latency",
+                    "auth",
+                ],
                 "write it as an [apis.NAME] section",
             )
             .into_iter()
@@ -492,6 +568,9 @@ impl Scenario {
         let invariants = top
             .table("invariants", INVARIANT_KEYS)
             .map_or_else(InvariantSpec::default, |t| read_invariants(&t));
+        let calibration = top
+            .table("calibration", CALIBRATION_KEYS)
+            .map_or_else(CalibrationSpec::default, |t| read_calibration(&t));
         if let Some(config) = &config {
             check_references(&top, config, &oauth, &apis, &faults);
             if let Some(world) = &world.spec {
@@ -515,6 +594,7 @@ impl Scenario {
                 faults: faults.into_iter().map(|(_, f)| f).collect(),
                 swarm,
                 invariants,
+                calibration,
                 config,
             }),
             _ => None,
@@ -523,10 +603,19 @@ impl Scenario {
     }
 
     /// The runner configuration for a profile: the profile's patterns, the world's
-    /// zone, no call timeouts where the profile has none.
+    /// zone, no call timeouts where the profile has none, and the profile's fixed
+    /// attempt count where it has one (for every job, overrides included).
     pub fn runner_config(&self, profile: &Profile) -> Config {
         let mut config = self.config.clone();
         config.patterns = profile.patterns;
+        if let Some(attempts) = profile.max_attempts {
+            config.retry.max_attempts = attempts;
+            for job in &mut config.jobs {
+                if let Some(retry) = &mut job.retry {
+                    retry.max_attempts = attempts;
+                }
+            }
+        }
         config.runner.time_zone = self.world.zone;
         config.runner.state_dir = PathBuf::from("/state");
         if !profile.call_timeouts {
@@ -536,6 +625,14 @@ impl Scenario {
             }
         }
         config
+    }
+
+    /// The faults as the world runs them: [`Self::faults`] with `[calibration]` applied.
+    pub fn calibrated_faults(&self) -> Vec<FaultSpec> {
+        self.faults
+            .iter()
+            .filter_map(|f| self.calibration.apply(f))
+            .collect()
     }
 
     /// When the last fault has healed (the liveness phase starts), from the start.
@@ -734,8 +831,85 @@ fn read_api(t: &Table<'_>) -> ApiSpec {
         latency: t
             .duration("latency")
             .map_or(Duration::from_millis(100), |(d, _)| d),
+        path_latency: read_path_latency(t),
         auth: t.string("auth").map(|(a, _)| a.to_string()),
     }
+}
+
+/// At most this many paths with their own latency per API.
+const MAX_PATH_LATENCIES: usize = 100;
+/// The longest latency of one answer: a step longer than this is a stuck call, which
+/// the `stall` and `silent_death` faults model.
+const MAX_LATENCY: Duration = Duration::from_secs(6 * 3600);
+
+/// `path_latency = { "/v1/render" = "12m", ... }`: each key a path starting with `/`,
+/// each value a duration of at most [`MAX_LATENCY`].
+fn read_path_latency(t: &Table<'_>) -> BTreeMap<String, Duration> {
+    const HINT: &str = "write it as path_latency = { \"/v1/render\" = \"12m\" }";
+    let mut out = BTreeMap::new();
+    let Some(e) = t.entry("path_latency") else {
+        return out;
+    };
+    let RawKind::Table(paths) = &e.value.kind else {
+        t.wrong_type(e, "a table of path = duration", Some(HINT));
+        return out;
+    };
+    let reader = t.reader();
+    let key = t.key("path_latency");
+    if paths.entries.len() > MAX_PATH_LATENCIES {
+        reader.error_hint(
+            &e.key_span,
+            &key,
+            format!(
+                "{} paths, more than the {MAX_PATH_LATENCIES} allowed",
+                paths.entries.len()
+            ),
+            "give only the long steps their own latency",
+        );
+        return out;
+    }
+    for entry in &paths.entries {
+        let path = format!("{key}.\"{}\"", entry.key);
+        if !entry.key.starts_with('/') || entry.key.contains('?') {
+            reader.error_hint(
+                &entry.key_span,
+                &path,
+                "must be a path starting with `/`, without a query",
+                HINT,
+            );
+            continue;
+        }
+        let RawKind::String(text) = &entry.value.kind else {
+            reader.error_hint(
+                &entry.value.span,
+                &path,
+                format!(
+                    "must be a duration string, not {}",
+                    entry.value.kind.type_name()
+                ),
+                HINT,
+            );
+            continue;
+        };
+        match steadfast_core::config::duration::parse(text) {
+            Ok(d) if d <= MAX_LATENCY => {
+                out.insert(entry.key.clone(), d);
+            }
+            Ok(_) => reader.error_hint(
+                &entry.value.span,
+                &path,
+                format!("`{text}` is longer than the 6h an answer may take"),
+                "model a call that never answers with a stall or silent_death fault",
+            ),
+            Err(message) => reader.error_hint(
+                &entry.value.span,
+                &path,
+                message,
+                steadfast_core::config::duration::HINT,
+            ),
+        }
+    }
+    out
 }
 
 fn read_profile(t: &Table<'_>) -> Option<Profile> {
@@ -992,6 +1166,29 @@ fn read_swarm(t: &Table<'_>) -> SwarmSpec {
     };
     let presence = t.fraction("presence", true).unwrap_or(d.presence);
     SwarmSpec { kinds, presence }
+}
+
+const CALIBRATION_KEYS: &[&str] = &["network_scale", "leak_scale", "storm_scale"];
+
+fn read_calibration(t: &Table<'_>) -> CalibrationSpec {
+    t.finish();
+    let d = CalibrationSpec::default();
+    let max = CalibrationSpec::MAX_SCALE;
+    CalibrationSpec {
+        network_scale: t
+            .number(
+                "network_scale",
+                0.0..=CalibrationSpec::MAX_NETWORK_SCALE,
+                "between 0 and 100",
+            )
+            .unwrap_or(d.network_scale),
+        leak_scale: t
+            .number("leak_scale", 0.0..=max, "between 0 and 1000")
+            .unwrap_or(d.leak_scale),
+        storm_scale: t
+            .number("storm_scale", 0.0..=max, "between 0 and 1000")
+            .unwrap_or(d.storm_scale),
+    }
 }
 
 const INVARIANT_KEYS: &[&str] = &[

@@ -1,9 +1,12 @@
 //! Runner profiles: which self-healing patterns are on.
 //!
-//! `self-healing` is the production default (every pattern). `naive` is what the field
-//! report started with: immediate retries, reactive token refresh only, no heartbeat or
-//! alerting, no isolation (one job's fatal error stops the runner), no checkpoints, no
-//! windows, no breakers, no call timeouts and no supervisor to restart a dead process.
+//! `self-healing` is the production default (every pattern). `naive` is the field
+//! report's "before" code: immediate retries (3 attempts, no backoff, jitter or
+//! budget), reactive token refresh only (after a 401 the token is refreshed and the run
+//! gives up until the next cycle), no heartbeat or alerting, one error boundary (the
+//! first failed step ends the run, no degraded steps; a fatal error stops the runner),
+//! no checkpoints, no windows, no breakers, no call timeouts and no supervisor to
+//! restart a dead process.
 //! `no-<pattern>` is self-healing with one pattern off, for ablation.
 
 use steadfast_core::config::{Jitter, Patterns, RetryMode};
@@ -20,6 +23,9 @@ pub struct Profile {
     /// Whether a supervisor (launchd `KeepAlive`, systemd `Restart=`) restarts a dead
     /// runner; `runner install` sets one up.
     pub supervised: bool,
+    /// A fixed attempt count replacing the scenario's `[retry] max_attempts` (the naive
+    /// scripts' `for attempt in range(3)`); `None` keeps the scenario's.
+    pub max_attempts: Option<u32>,
 }
 
 impl Profile {
@@ -31,11 +37,16 @@ impl Profile {
             patterns,
             call_timeouts: true,
             supervised: true,
+            max_attempts: None,
         }
     }
 }
 
 const ON: Patterns = Patterns::ALL;
+
+/// The naive profile's attempts per call, the first included: a "retry immediately"
+/// loop of a script, small and fixed.
+pub const NAIVE_ATTEMPTS: u32 = 3;
 
 /// Every profile `--profile` accepts, in the order reports list them: the one list.
 pub const ALL: [Profile; 11] = [
@@ -45,6 +56,7 @@ pub const ALL: [Profile; 11] = [
         patterns: Patterns::NAIVE,
         call_timeouts: false,
         supervised: false,
+        max_attempts: Some(NAIVE_ATTEMPTS),
     },
     Profile::healing(
         "no-retry",

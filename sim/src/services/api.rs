@@ -42,6 +42,8 @@ pub struct ApiConfig {
     pub zone: Tz,
     /// How long every answer takes.
     pub latency: Duration,
+    /// Paths whose answers take their own time instead (long steps: renders, uploads).
+    pub path_latency: BTreeMap<String, Duration>,
     /// Require bearer tokens issued by this server.
     pub auth: Option<OAuthServer>,
 }
@@ -55,6 +57,7 @@ impl ApiConfig {
             daily_quota: None,
             zone: Tz::UTC,
             latency: Duration::ZERO,
+            path_latency: BTreeMap::new(),
             auth: None,
         }
     }
@@ -231,6 +234,15 @@ impl Service for ApiService {
 
     fn latency(&self) -> Duration {
         self.lock().config.latency
+    }
+
+    fn latency_of(&self, path: &str) -> Duration {
+        let s = self.lock();
+        s.config
+            .path_latency
+            .get(path)
+            .copied()
+            .unwrap_or(s.config.latency)
     }
 
     fn handle(&self, req: &SimRequest, now: DateTime<Utc>) -> SimResponse {

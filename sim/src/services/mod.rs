@@ -170,6 +170,13 @@ pub trait Service: Send + Sync + 'static {
         Duration::ZERO
     }
 
+    /// How long an answer to a request for `path` (without its query) takes before
+    /// faults add to it: a long step (a render, an upload) has its own.
+    fn latency_of(&self, path: &str) -> Duration {
+        let _ = path;
+        self.latency()
+    }
+
     /// Handles one request at simulated wall time `now`.
     fn handle(&self, req: &SimRequest, now: DateTime<Utc>) -> SimResponse;
 

@@ -309,6 +309,7 @@ pub fn build(study: &Study) -> Vec<Block> {
         format!("Reproduce one run: `sim run {} --profile <profile> --seed <seed>`", s.file.as_ref().map_or("scenarios/default.toml".to_string(), |f| f.display().to_string())),
     ]));
     before_after(study, &mut out);
+    fit_and_prediction(study, &mut out);
     ablation(study, &mut out);
     jitter_section(study, &mut out);
     charts(study, &mut out);
@@ -320,6 +321,61 @@ pub fn build(study: &Study) -> Vec<Block> {
         DEFINITIONS.iter().map(|d| d.to_string()).collect(),
     ));
     out
+}
+
+/// The fit (naive vs the report's "before" column, which `sim calibrate` fitted the
+/// world's unstated rates to) and the prediction (self-healing vs the "after" column,
+/// never fitted), each with its seed spread and a verdict with its reason.
+fn fit_and_prediction(study: &Study, out: &mut Vec<Block>) {
+    use crate::calibrate::{AFTER, BEFORE, Measures, TOLERANCE, compare, describe, spread};
+    let naive: Vec<Measures> = study.runs_of("naive").iter().map(|r| r.field).collect();
+    let healing: Vec<Measures> = study
+        .runs_of("self-healing")
+        .iter()
+        .map(|r| r.field)
+        .collect();
+    if naive.is_empty() || healing.is_empty() {
+        return;
+    }
+    out.push(Block::Heading(3, "Fit and prediction".into()));
+    out.push(Block::Para(format!(
+        "The world's rates the field report does not state ([calibration]: {}) were fitted by `sim calibrate` to the report's before column only, with the naive profile. \
+         The naive column is therefore a fit (met within ±{:.0}% of the report's figure); the self-healing column is a prediction on the same world, never fitted. \
+         A crash is a run that died with an error (it started and ended failed or fatal); process deaths are counted apart. Rate-limit violations are every 429 a service answered.",
+        describe(&study.options.scenario.calibration),
+        TOLERANCE * 100.0
+    )));
+    let verdict = |row: &crate::calibrate::Row| match &row.reason {
+        None => "met".to_string(),
+        Some(why) => format!("**missed**: {why}"),
+    };
+    for (title, figures, runs, column) in [
+        ("fit", &BEFORE[..], &naive, "naive"),
+        ("prediction", &AFTER[..], &healing, "self-healing"),
+    ] {
+        out.push(Block::Table {
+            head: vec![
+                "figure".to_string(),
+                format!(
+                    "field report ({})",
+                    if title == "fit" { "before" } else { "after" }
+                ),
+                format!("measured: `{column}`"),
+                title.to_string(),
+            ],
+            rows: compare(figures, runs)
+                .iter()
+                .map(|row| {
+                    vec![
+                        row.figure.name.to_string(),
+                        row.figure.quote.to_string(),
+                        spread(row),
+                        verdict(row),
+                    ]
+                })
+                .collect(),
+        });
+    }
 }
 
 fn before_after(study: &Study, out: &mut Vec<Block>) {

@@ -58,6 +58,7 @@ pub fn profile(mode: Jitter) -> Profile {
         },
         call_timeouts: true,
         supervised: true,
+        max_attempts: None,
     }
 }
 

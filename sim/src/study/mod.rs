@@ -90,6 +90,8 @@ pub struct RunSummary {
     pub seed: u64,
     /// The measures from [`evaluate`].
     pub metrics: Metrics,
+    /// The field report's figures as calibration reads them ([`crate::calibrate::measures`]).
+    pub field: crate::calibrate::Measures,
     /// Simulated days.
     pub days: f64,
     /// Per simulated day.
@@ -130,7 +132,7 @@ impl Study {
 }
 
 /// Runs `f` over `items` on `threads` scoped threads; results come back in item order.
-pub(crate) fn parallel<I: Sync, T: Send>(
+pub fn parallel<I: Sync, T: Send>(
     items: &[I],
     threads: usize,
     f: impl Fn(&I) -> T + Sync,
@@ -240,6 +242,7 @@ pub fn summarize(scenario: &Scenario, run: &SimRun) -> RunSummary {
         profile: run.profile.name,
         seed: run.seed,
         metrics: verdict.metrics.clone(),
+        field: crate::calibrate::measures(scenario, run),
         days,
         per_day,
         health: run
