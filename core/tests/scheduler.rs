@@ -638,6 +638,7 @@ async fn a_crash_mid_command_leaves_a_journaled_group_the_next_start_stops_first
             timeout: Duration::from_secs(600),
             credentials: Vec::new(),
         }),
+        needs: None,
     }];
     let cfg = config(Patterns::ALL, vec![job("video", 30, steps)], &[]);
     let runner = Runner::new(env.clone(), cfg.clone(), Arc::new(CollectAlerts::default()))
