@@ -67,6 +67,9 @@ pub enum EventKind {
     JobStopped,
     /// A job task panicked; the boundary caught it.
     JobPanicked,
+    /// The runner woke from a sleep or stop, or its wall clock was stepped; `jump_ms`
+    /// says how far the wall clock moved beyond what an awake runner would have seen.
+    Wake,
 }
 
 impl EventKind {
@@ -97,6 +100,7 @@ impl EventKind {
             Self::Alert => "alert",
             Self::JobStopped => "job_stopped",
             Self::JobPanicked => "job_panicked",
+            Self::Wake => "wake",
         }
     }
 }
@@ -239,6 +243,9 @@ pub struct Event {
     /// A short human-readable detail (never a secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// How far the wall clock jumped (a wake or a clock step), in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jump_ms: Option<i64>,
 }
 
 impl Event {
@@ -259,7 +266,14 @@ impl Event {
             outcome: None,
             reason: None,
             detail: None,
+            jump_ms: None,
         }
+    }
+
+    /// Sets the wall clock's jump.
+    pub fn jump(mut self, jump: chrono::Duration) -> Self {
+        self.jump_ms = Some(jump.num_milliseconds());
+        self
     }
 
     /// Sets the time.

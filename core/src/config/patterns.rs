@@ -1,6 +1,7 @@
 //! `[patterns]`: which self-healing patterns are on.
 
 use super::reader::Table;
+pub use crate::wake::ClockMode;
 
 /// Pattern switches. Production keeps them all on; the simulator's profiles turn
 /// them off to measure what each buys.
@@ -24,6 +25,10 @@ pub struct Patterns {
     pub windows: bool,
     /// Pattern 7: circuit breakers.
     pub breakers: bool,
+    /// How the schedule keeps time across sleeps and clock steps (part of pattern 3's
+    /// watch over the runner itself): wall clock with wake detection, or the naive
+    /// monotonic wait.
+    pub clock: ClockMode,
 }
 
 impl Patterns {
@@ -38,6 +43,7 @@ impl Patterns {
         checkpoints: true,
         windows: true,
         breakers: true,
+        clock: ClockMode::Wall,
     };
 
     /// What the field report started with: a failure is logged and the job "will retry
@@ -53,6 +59,7 @@ impl Patterns {
         checkpoints: false,
         windows: false,
         breakers: false,
+        clock: ClockMode::Monotonic,
     };
 }
 
@@ -99,6 +106,7 @@ pub(crate) const KEYS: &[&str] = &[
     "checkpoints",
     "windows",
     "breakers",
+    "clock",
 ];
 
 /// Reads `[patterns]` (absent: every pattern on).
@@ -119,6 +127,11 @@ pub(crate) fn read(t: Option<Table<'_>>) -> Patterns {
         Some("equal") => pat.jitter = Jitter::Equal,
         Some("decorrelated") => pat.jitter = Jitter::Decorrelated,
         Some(_) => pat.jitter = Jitter::Full,
+        None => {}
+    }
+    match t.choice("clock", &["wall", "monotonic"]) {
+        Some("monotonic") => pat.clock = ClockMode::Monotonic,
+        Some(_) => pat.clock = ClockMode::Wall,
         None => {}
     }
     let switches: [(&'static str, &mut bool); 7] = [

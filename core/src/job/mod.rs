@@ -61,6 +61,8 @@ pub struct Services<E: Env> {
     pub windows: Windows,
     /// Pattern 7: circuit breakers by service (none when the pattern is off).
     pub breakers: Breakers<E>,
+    /// How schedules and run deadlines keep time across sleeps and clock steps.
+    pub clock: crate::wake::ClockMode,
 }
 
 /// How a run ended.
@@ -111,6 +113,30 @@ enum StepResult {
     Fail(StepError),
 }
 
+/// A run's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunDeadline {
+    /// A budget of monotonic time, read against the wall clock when needed: a sleep
+    /// (the wall clock jumps, monotonic time does not) spends none of it, so a healthy
+    /// run is not given up on wake.
+    Budget(tokio::time::Instant),
+    /// A wall-clock instant fixed at the start (the naive habit: a sleep spends it).
+    Wall(DateTime<Utc>),
+}
+
+impl RunDeadline {
+    /// The deadline as a wall-clock instant, read at `now`.
+    pub fn at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Self::Budget(end) => {
+                let left = end.saturating_duration_since(tokio::time::Instant::now());
+                now + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::MAX)
+            }
+            Self::Wall(at) => *at,
+        }
+    }
+}
+
 /// Identifies the run being executed.
 #[derive(Debug, Clone)]
 pub struct RunContext<'a> {
@@ -119,7 +145,7 @@ pub struct RunContext<'a> {
     /// The run: the slot it runs, resumed or fresh.
     pub run: RunId,
     /// No retry is scheduled past this.
-    pub deadline: DateTime<Utc>,
+    pub deadline: RunDeadline,
     /// Becomes true when the runner shuts down: no new step starts after that.
     pub halt: watch::Receiver<bool>,
 }
@@ -315,7 +341,7 @@ async fn run_step<E: Env>(
             let open = svc.windows.next_open(action, env.now());
             let wait = (open - env.now()).to_std().unwrap_or_default();
             let event = event(EventKind::WindowWait).delay(wait);
-            if open > ctx.deadline {
+            if open > ctx.deadline.at(env.now()) {
                 env.emit(event.detail("window opens after the run's deadline; deferred"));
                 return StepResult::Defer(open);
             }
@@ -367,7 +393,7 @@ async fn run_step<E: Env>(
             prev_delay,
             error: &err,
             now: env.now(),
-            deadline: ctx.deadline,
+            deadline: ctx.deadline.at(env.now()),
             window_close,
         };
         match svc.retrier.decide(&input, service, env.rng()) {

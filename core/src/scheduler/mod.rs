@@ -177,6 +177,7 @@ fn build_services<E: Env>(env: E, config: Config, db: Arc<Db<E>>) -> Services<E>
         boundary,
         windows,
         breakers,
+        clock: patterns.clock,
         env,
         config: Arc::new(config),
     }
@@ -374,6 +375,9 @@ impl<E: Env> Runner<E> {
             };
             tasks.spawn(job_loop.run());
         }
+        if self.svc.clock == crate::wake::ClockMode::Wall {
+            tasks.spawn(crate::wake::watch(env.clone(), halt_rx.clone()));
+        }
         if self.heartbeat {
             let monitor = Monitor::new(
                 env.clone(),
@@ -384,10 +388,12 @@ impl<E: Env> Runner<E> {
                 self.started,
             );
             let svc = self.svc.clone();
-            let monitor = monitor.watch_breakers(
-                Box::new(move || svc.breakers.open_since()),
-                self.svc.config.runner.breaker_alert_after,
-            );
+            let monitor = monitor
+                .watch_breakers(
+                    Box::new(move || svc.breakers.open_since()),
+                    self.svc.config.runner.breaker_alert_after,
+                )
+                .wake_grace(self.svc.clock == crate::wake::ClockMode::Wall);
             tasks.spawn(monitor.run(self.svc.config.runner.monitor_interval, halt_rx.clone()));
         }
         drop(stop_tx);
