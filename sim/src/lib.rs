@@ -17,6 +17,7 @@
 //! - [`services`]: the OAuth2 token server and the rate-limited APIs.
 //! - [`study`]: `sim report`: the field report reproduced over profiles and seeds.
 //! - [`faults`]: the fault switches the scenario driver flips.
+//! - [`sleep`]: the runner host's sleeps and wall-clock steps.
 
 #![warn(missing_docs)]
 
@@ -29,6 +30,7 @@ pub mod operator;
 pub mod report;
 pub mod scenario;
 pub mod services;
+pub mod sleep;
 pub mod study;
 pub mod world;
 

@@ -42,6 +42,13 @@
 //! duration = "30m"
 //! probability = 0.5
 //!
+//! [[faults]]
+//! kind = "clock_step"             # or "sleep" (the host sleeps `duration`)
+//! target = "runner"
+//! at = "4h"
+//! duration = "1h"
+//! backward = true                 # clock_step only: step back, not forward
+//!
 //! [invariants]
 //! max_lost_task_rate = 0.02
 //! recovery_bound = "2h"
@@ -204,10 +211,15 @@ pub enum FaultSpecKind {
     /// (only a supervisor or a human will). `target = <api>`: the API accepts calls and
     /// never answers, so a client without timeouts hangs forever.
     SilentDeath,
+    /// The runner's host sleeps for `duration` (the world's wall clock jumps, the
+    /// host's monotonic time does not; see [`crate::sleep`]).
+    Sleep,
+    /// The runner host's wall clock steps by `duration` (back with `backward = true`).
+    ClockStep,
 }
 
 impl FaultSpecKind {
-    const ALL: [(&'static str, Self); 14] = [
+    const ALL: [(&'static str, Self); 16] = [
         ("token_revoke", Self::TokenRevoke),
         ("refresh_revoke", Self::RefreshRevoke),
         ("rate_limit_storm", Self::RateLimitStorm),
@@ -222,6 +234,8 @@ impl FaultSpecKind {
         ("disk_full", Self::DiskFull),
         ("crash", Self::Crash),
         ("silent_death", Self::SilentDeath),
+        ("sleep", Self::Sleep),
+        ("clock_step", Self::ClockStep),
     ];
 
     /// The snake_case name.
@@ -234,7 +248,10 @@ impl FaultSpecKind {
     }
 
     fn targets_runner(self) -> bool {
-        matches!(self, Self::MemoryLeak | Self::DiskFull | Self::Crash)
+        matches!(
+            self,
+            Self::MemoryLeak | Self::DiskFull | Self::Crash | Self::Sleep | Self::ClockStep
+        )
     }
 
     fn targets_oauth(self) -> bool {
@@ -269,6 +286,8 @@ pub struct FaultSpec {
     pub restart_after: Duration,
     /// Leak rate (memory_leak), bytes per hour.
     pub leak_bytes_per_hour: u64,
+    /// A `clock_step` goes back by `duration` rather than forward.
+    pub backward: bool,
 }
 
 /// `[invariants]`.
@@ -691,6 +710,7 @@ const FAULT_KEYS: &[&str] = &[
     "retry_after",
     "restart_after",
     "leak_mb_per_hour",
+    "backward",
 ];
 
 fn read_fault(t: &Table<'_>) -> Option<FaultSpec> {
@@ -748,6 +768,7 @@ fn read_fault(t: &Table<'_>) -> Option<FaultSpec> {
         .duration("restart_after")
         .map_or(Duration::from_secs(60), |(d, _)| d);
     let leak = t.u64_to("leak_mb_per_hour", 1 << 20).unwrap_or(0) * 1024 * 1024;
+    let backward = t.boolean("backward").unwrap_or(false);
     if let Some((every, span)) = &every
         && *every <= duration
     {
@@ -771,6 +792,7 @@ fn read_fault(t: &Table<'_>) -> Option<FaultSpec> {
         retry_after,
         restart_after,
         leak_bytes_per_hour: leak,
+        backward,
     })
 }
 

@@ -130,6 +130,9 @@ pub fn fault_table(f: &FaultSpec) -> String {
             f.leak_bytes_per_hour.div_ceil(MIB)
         );
     }
+    if f.backward {
+        let _ = writeln!(t, "backward = true");
+    }
     t
 }
 
@@ -175,6 +178,7 @@ impl FaultSpec {
             retry_after: Duration::from_secs(60),
             restart_after: Duration::from_secs(60),
             leak_bytes_per_hour: 0,
+            backward: false,
         }
     }
 }
@@ -342,13 +346,16 @@ mod tests {
             retry_after in any_duration(3600),
             restart_after in any_duration(3600),
             leak_mb in 0u64..100,
+            backward in proptest::bool::ANY,
         ) -> FaultSpec {
             let target = match kind {
                 FaultSpecKind::TokenRevoke | FaultSpecKind::RefreshRevoke => "google",
                 FaultSpecKind::MemoryLeak
                 | FaultSpecKind::DiskFull
                 | FaultSpecKind::Crash
-                | FaultSpecKind::SilentDeath => "runner",
+                | FaultSpecKind::SilentDeath
+                | FaultSpecKind::Sleep
+                | FaultSpecKind::ClockStep => "runner",
                 _ => "blog",
             };
             FaultSpec {
@@ -364,6 +371,7 @@ mod tests {
                 retry_after,
                 restart_after,
                 leak_bytes_per_hour: leak_mb * MIB,
+                backward: backward && kind == FaultSpecKind::ClockStep,
             }
         }
     }
