@@ -287,6 +287,7 @@ pub struct FaultSpec {
     /// Leak rate (memory_leak), bytes per hour.
     pub leak_bytes_per_hour: u64,
     /// A `clock_step` goes back by `duration` rather than forward.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub backward: bool,
 }
 
