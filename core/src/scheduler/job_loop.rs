@@ -50,6 +50,9 @@ const MAX_ATTEMPTS: u32 = 5;
 /// A task that wakes this long after its slot was not running in between (sleeping
 /// waits are sliced into minutes, so an awake runner is never this late).
 const LATE: Duration = Duration::from_secs(120);
+/// A task this late that finds the slot after its own already passed overslept too
+/// (a short job stopped for seconds): its slots go to the catch-up policy as well.
+const MIN_LATE: Duration = Duration::from_secs(5);
 
 /// Why the loop ends.
 #[derive(Debug)]
@@ -101,8 +104,11 @@ impl<E: Env> JobLoop<E> {
                     _ = wait_true(&mut self.halt) => return,
                     _ = sleep_until_wall(&env, start_at) => {}
                 }
-                let late = env.now() - start_at;
-                if late > to_chrono(LATE) {
+                let now = env.now();
+                let late = now - start_at;
+                let overslept = late > to_chrono(LATE)
+                    || (late > to_chrono(MIN_LATE) && self.schedule.next_after(due) <= now);
+                if overslept {
                     // The wall clock ran on while this task did not (the machine slept,
                     // the process was stopped, the clock stepped): the slots that passed
                     // go through the catch-up policy, as after a restart, never in a burst.
