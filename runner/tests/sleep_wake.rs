@@ -109,7 +109,10 @@ async fn a_stopped_and_continued_daemon_accounts_for_every_slot_without_a_burst(
     .unwrap();
 
     let daemon = Daemon::start(&config);
-    wait_for("two runs before the stop", || ledger(&ledger_path).len() >= 2).await;
+    wait_for("two runs before the stop", || {
+        ledger(&ledger_path).len() >= 2
+    })
+    .await;
     daemon.signal("-STOP");
     let stopped_at = wall_ms();
     // Stopped across five or six due times.
@@ -173,7 +176,10 @@ async fn a_stopped_and_continued_daemon_accounts_for_every_slot_without_a_burst(
         .filter(|r| r.state == "missed" && r.reason.as_deref() == Some("asleep"))
         .map(|r| r.count)
         .sum();
-    assert!(asleep >= 3, "slots missed while stopped: {asleep}; {rows:#?}");
+    assert!(
+        asleep >= 3,
+        "slots missed while stopped: {asleep}; {rows:#?}"
+    );
     let runs_due_while_stopped = rows
         .iter()
         .filter(|r| r.state != "missed" && r.due > stopped_at && r.due < continued_at)

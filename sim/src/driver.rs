@@ -90,7 +90,9 @@ enum Action {
     RevokeRefresh(String),
     Leak(u64),
     DiskFull(bool),
-    Crash { restart_after: Option<Duration> },
+    Crash {
+        restart_after: Option<Duration>,
+    },
     /// The runner host sleeps or its wall clock steps ([`crate::sleep`]).
     Clock(ClockFault),
     Check(NaiveTime),

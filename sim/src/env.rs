@@ -33,6 +33,8 @@ pub struct TurmoilTime {
     /// Nanoseconds the world's wall clock jumped ahead of turmoil's logical time: the
     /// runner host slept (see [`crate::sleep`]) while the world went on.
     jumped_nanos: Arc<AtomicU64>,
+    /// How many sleeps so far: a connection open across one is reset ([`crate::net`]).
+    sleeps: Arc<AtomicU64>,
 }
 
 impl TurmoilTime {
@@ -41,6 +43,7 @@ impl TurmoilTime {
         Self {
             last_nanos: Arc::new(AtomicU64::new(to_nanos(epoch))),
             jumped_nanos: Arc::default(),
+            sleeps: Arc::default(),
         }
     }
 
@@ -48,6 +51,12 @@ impl TurmoilTime {
     pub fn jump(&self, by: std::time::Duration) {
         let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
         self.jumped_nanos.fetch_add(nanos, Ordering::SeqCst);
+        self.sleeps.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many sleeps the world has seen.
+    pub fn sleeps(&self) -> u64 {
+        self.sleeps.load(Ordering::SeqCst)
     }
 }
 

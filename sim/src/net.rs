@@ -170,6 +170,7 @@ impl Connection {
             Ok(collected) => collected.to_bytes(),
             Err(_) => return Ok(to_hyper(SimResponse::error(413, "payload_too_large"))),
         };
+        let sleeps = self.time.sleeps();
         let verdict = self.faults.on_request(&self.host);
         if verdict.reset {
             self.stats.bump(&self.host, |s| s.resets += 1);
@@ -204,6 +205,12 @@ impl Connection {
         let delay = self.service.latency() + verdict.delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
+        }
+        if self.time.sleeps() != sleeps {
+            // The runner's host slept while this answer was on its way: on wake its
+            // connection is gone (the request was handled; the answer is lost).
+            self.stats.bump(&self.host, |s| s.resets += 1);
+            return Err(InjectedReset);
         }
         Ok(to_hyper(response))
     }

@@ -12,9 +12,10 @@
 //! - `clock_step` (by `±d`): only the runner host's wall clock moves (the world's does
 //!   not), as NTP stepping a clock that had drifted, or a bad RTC after a power cut.
 //!
-//! Not modelled: connections open across the sleep are not reset (a sleep lands
-//! between ticks, so a call in flight at that instant completes as if nothing
-//! happened); the core's HTTP client opens one connection per call.
+//! A call in flight across a sleep loses its answer: the server side resets a
+//! connection whose answer would go out after a sleep began ([`crate::net`]); the
+//! request itself was handled, so a retry must carry the same idempotency key. A clock
+//! step resets nothing (NTP does not touch sockets).
 
 use std::time::Duration;
 

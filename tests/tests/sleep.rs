@@ -78,6 +78,10 @@ fn silent_minutes(
 
 struct Case {
     name: &'static str,
+    /// When the fault lands, from the start.
+    at: chrono::Duration,
+    /// Connections the blog API reset on wake (a call in flight across the sleep).
+    blog_resets: u64,
     /// World time the host is not expected to poll in, from the fault's onset.
     quiet: chrono::Duration,
     /// The naive runner's worst minute is at least this (its burst).
@@ -91,22 +95,41 @@ fn check(case: &Case) {
         if i.name == "no_silent_loss" {
             continue;
         }
-        assert!(i.holds, "{}: self-healing broke {}: {}", case.name, i.name, i.detail);
+        assert!(
+            i.holds,
+            "{}: self-healing broke {}: {}",
+            case.name, i.name, i.detail
+        );
     }
     assert_eq!(verdict.metrics.duplicate_side_effects, 0, "{}", case.name);
     assert_eq!(verdict.metrics.token_expired_errors, 0, "{}", case.name);
     assert_eq!(verdict.metrics.rate_limit_violations, 0, "{}", case.name);
+    let resets = healing.world.net_stats().host("blog.sim").resets;
+    assert_eq!(resets, case.blog_resets, "{}: blog resets", case.name);
     let p = polls(&healing);
     // No burst: the slots slept through give one catch-up run, beside the slot due.
     let worst = worst_minute(&p);
-    assert!(worst <= 2, "{}: self-healing polled {worst} times in a minute", case.name);
+    assert!(
+        worst <= 2,
+        "{}: self-healing polled {worst} times in a minute",
+        case.name
+    );
     // Liveness as the API saw it: a poll every minute, except while asleep (or while
     // a clock stepped back re-lives its hour) and the two minutes a wake may take.
-    let onset = healing.start + chrono::Duration::hours(4) + chrono::Duration::minutes(7);
+    let onset = healing.start + case.at;
     let quiet = (onset, onset + case.quiet + chrono::Duration::minutes(3));
     let last = *p.last().expect("polls");
-    let silent = silent_minutes(&p, healing.start + chrono::Duration::minutes(2), last, quiet);
-    assert!(silent.is_empty(), "{}: minutes with no poll: {silent:?}", case.name);
+    let silent = silent_minutes(
+        &p,
+        healing.start + chrono::Duration::minutes(2),
+        last,
+        quiet,
+    );
+    assert!(
+        silent.is_empty(),
+        "{}: minutes with no poll: {silent:?}",
+        case.name
+    );
 
     let (naive, naive_verdict) = run(&s, "naive");
     assert_eq!(
@@ -135,6 +158,8 @@ fn check(case: &Case) {
 fn a_five_minute_sleep() {
     check(&Case {
         name: "sleep-5m",
+        at: chrono::Duration::minutes(4 * 60 + 7),
+        blog_resets: 0,
         quiet: chrono::Duration::minutes(5),
         naive_burst: Some(4),
     });
@@ -144,6 +169,8 @@ fn a_five_minute_sleep() {
 fn a_two_hour_sleep() {
     check(&Case {
         name: "sleep-2h",
+        at: chrono::Duration::minutes(4 * 60 + 1),
+        blog_resets: 1,
         quiet: chrono::Duration::hours(2),
         naive_burst: Some(30),
     });
@@ -153,6 +180,8 @@ fn a_two_hour_sleep() {
 fn a_three_day_sleep() {
     check(&Case {
         name: "sleep-3d",
+        at: chrono::Duration::minutes(4 * 60 + 7),
+        blog_resets: 0,
         quiet: chrono::Duration::days(3),
         naive_burst: Some(30),
     });
@@ -162,6 +191,8 @@ fn a_three_day_sleep() {
 fn a_clock_step_forward() {
     check(&Case {
         name: "clock-step-forward",
+        at: chrono::Duration::minutes(4 * 60 + 7),
+        blog_resets: 0,
         quiet: chrono::Duration::zero(),
         naive_burst: Some(30),
     });
@@ -174,6 +205,8 @@ fn a_clock_step_forward() {
 fn a_clock_step_back() {
     check(&Case {
         name: "clock-step-back",
+        at: chrono::Duration::minutes(4 * 60 + 7),
+        blog_resets: 0,
         quiet: chrono::Duration::hours(1),
         naive_burst: None,
     });
