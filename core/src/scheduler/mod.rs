@@ -18,6 +18,10 @@
 //! - Slots that passed while the runner was down are run or recorded missed by the
 //!   job's `catch_up` policy (`latest` by default: the newest one runs, the older ones
 //!   are recorded missed); none vanishes.
+//! - A sleep (the machine's, or a stopped process) is a restart that kept its process:
+//!   the slots it slept through go through the same `catch_up` policy, missed ones
+//!   journaled `asleep`; one `wake` event says how far the wall clock jumped
+//!   ([`crate::wake`]). A wall clock stepped back never runs a slot twice.
 //! - SIGTERM: no new step starts; a running step gets `shutdown_grace` to finish; the
 //!   run is left `running` in the journal and resumed at the next start. A token refresh
 //!   in flight is waited for (up to its `refresh_timeout`) so its answer is kept.
