@@ -127,11 +127,10 @@ impl<E: Env> JobLoop<E> {
             };
             let jump = drift.observe(env.now(), Duration::ZERO);
             let ended = if naive {
-                // Slots that passed during the run, as the monotonic clock sees them: a
-                // sleep hides its slots, which then run back to back.
-                // The naive view: the run began at its slot and took what the
-                // monotonic clock measured, whatever the wall clock did meanwhile.
-                let seen = start_at.max(due) + to_chrono(jump.mono);
+                // Slots that passed during the run as the monotonic clock sees them
+                // (the run began at its start time and took what that clock measured):
+                // a sleep hides its slots, which then run back to back.
+                let seen = start_at + to_chrono(jump.mono);
                 self.overlapped(next, cursor, seen).await
             } else if jump.unseen() > to_chrono(LATE) {
                 // The machine slept during the run: what passed is downtime, not overlap.
