@@ -161,6 +161,10 @@ struct BreakerCore {
     recent_failures: u32,
     /// End of the open period (meaningful when open or half-open).
     until: DateTime<Utc>,
+    /// The same end on the monotonic clock, for a period opened in this process: the
+    /// period is over when either clock says so, so a sleep (the wall clock jumps on)
+    /// ends it on wake and a backward step of the wall clock does not stretch it.
+    until_mono: Option<tokio::time::Instant>,
     /// A half-open probe permit is outstanding.
     probe_in_flight: bool,
     /// When it left closed, for the episode that has not closed since.
@@ -178,6 +182,7 @@ impl BreakerCore {
             recent: VecDeque::new(),
             recent_failures: 0,
             until: now,
+            until_mono: None,
             probe_in_flight: false,
             opened_at: None,
             generation: 0,
@@ -324,6 +329,15 @@ impl<E: Env> Breakers<E> {
         let Some(core) = cores.get_mut(service) else {
             return Ok(Permit::unmanaged(service));
         };
+        if core.state == BreakerState::Open
+            && core
+                .until_mono
+                .is_some_and(|end| tokio::time::Instant::now() >= end)
+        {
+            // The wall clock stepped back (NTP after a sleep, a bad RTC): the period
+            // is over by the monotonic clock, which no step moves.
+            core.until = core.until.min(now);
+        }
         let probe = match core.state {
             BreakerState::Closed => false,
             BreakerState::Open if now < core.until => {
@@ -497,6 +511,7 @@ impl<E: Env> Breakers<E> {
         }
         let period = open_period(cfg, core.trips, self.env.rng());
         core.until = self.env.now() + to_chrono(period);
+        core.until_mono = Some(tokio::time::Instant::now() + period);
         core.enter(BreakerState::Open);
         self.emit_transition(service, from, core, reason, Some(period));
         self.tripped.notify_one();

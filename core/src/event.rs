@@ -78,6 +78,9 @@ pub enum EventKind {
     ProcessReaped,
     /// The state database cannot be opened or read; the runner refuses to start.
     StateUnreadable,
+    /// The runner woke from a sleep or stop, or its wall clock was stepped; `jump_ms`
+    /// says how far the wall clock moved beyond what an awake runner would have seen.
+    Wake,
 }
 
 impl EventKind {
@@ -112,6 +115,7 @@ impl EventKind {
             Self::JobPanicked => "job_panicked",
             Self::ProcessReaped => "process_reaped",
             Self::StateUnreadable => "state_unreadable",
+            Self::Wake => "wake",
         }
     }
 }
@@ -254,6 +258,9 @@ pub struct Event {
     /// A short human-readable detail (never a secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// How far the wall clock jumped (a wake or a clock step), in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jump_ms: Option<i64>,
 }
 
 impl Event {
@@ -274,7 +281,14 @@ impl Event {
             outcome: None,
             reason: None,
             detail: None,
+            jump_ms: None,
         }
+    }
+
+    /// Sets the wall clock's jump.
+    pub fn jump(mut self, jump: chrono::Duration) -> Self {
+        self.jump_ms = Some(jump.num_milliseconds());
+        self
     }
 
     /// Sets the time.

@@ -19,6 +19,7 @@
 //! - [`job`]: one run of one job, step by step, through every pattern.
 //! - [`scheduler`]: the runner: one task per job behind its own error boundary, plus
 //!   the heartbeat monitor.
+//! - [`wake`]: wakes and clock steps, told by comparing the wall and monotonic clocks.
 //! - [`alert`]: what needs a human.
 //! - [`stdout`]: `say!`, printing for the binaries that a closed pipe ends quietly.
 
@@ -44,4 +45,5 @@ pub mod stdout;
 pub mod store;
 pub mod taxonomy;
 pub mod token;
+pub mod wake;
 pub mod window;

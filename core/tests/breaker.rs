@@ -443,3 +443,23 @@ async fn a_dead_service_is_left_alone_except_for_probes() {
         "{hits} calls reached the dead service: {per_tick:?}"
     );
 }
+
+/// Issue 13: the wall clock steps back three days while a breaker is open (NTP fixing
+/// a bad RTC after a sleep). Its open period is also kept on the monotonic clock, so
+/// the service gets its probe when the cooldown is over, not three days later.
+#[tokio::test(start_paused = true)]
+async fn a_backward_clock_step_does_not_keep_a_breaker_open_for_days() {
+    let (env, b) = setup(BreakerConfig::default(), true);
+    for _ in 0..3 {
+        call(&b, "youtube", false).await.unwrap();
+    }
+    assert_eq!(state(&b, "youtube"), BreakerState::Open);
+    env.parts().clock.step_wall(chrono::Duration::days(-3));
+    // The first cooldown of the defaults: 5 minutes plus up to 10 % of jitter.
+    tokio::time::advance(6 * MIN).await;
+    assert!(
+        call(&b, "youtube", true).await.expect("no longer refused"),
+        "the first call after the cap is the probe"
+    );
+    assert_eq!(state(&b, "youtube"), BreakerState::Closed);
+}

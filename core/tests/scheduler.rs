@@ -551,7 +551,7 @@ async fn a_wall_clock_jump_catches_up_the_latest_slot_instead_of_a_burst() {
         .unwrap();
     let missed = db.missed_counts("mail", start()).unwrap();
     assert_eq!(
-        missed.get(&steadfast_core::db::MissReason::Downtime),
+        missed.get(&steadfast_core::db::MissReason::Asleep),
         Some(&11),
         "10:30 .. 13:00 recorded missed: {missed:?}"
     );
@@ -704,4 +704,268 @@ async fn a_crash_mid_command_leaves_a_journaled_group_the_next_start_stops_first
     );
     let swept = env.parts().fs.read(&progress).await;
     assert!(swept.is_err(), "the finished run's progress file is swept");
+/// Issue 13: a Mac sleeps; the same process wakes with its wall clock hours ahead and
+/// its monotonic clock where it was.
+mod sleep_and_wake {
+    use super::*;
+    use steadfast_core::config::ClockMode;
+    use steadfast_core::db::{Db, MissReason};
+    use steadfast_testkit::TestEnv;
+
+    /// The wall clock of `env` jumps by `by` after `after` of monotonic time.
+    fn jump_at(env: &TestEnv, after: Duration, by: chrono::Duration) {
+        let clock = env.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            clock.parts().clock.step_wall(by);
+        });
+    }
+
+    fn started(events: &[Event], job: &str) -> Vec<(String, DateTime<Utc>)> {
+        events
+            .iter()
+            .filter(|e| e.event == EventKind::RunStarted && e.job.as_deref() == Some(job))
+            .filter_map(|e| Some((format!("{}#{}", e.run_id.as_ref()?, e.attempt?), e.at)))
+            .collect()
+    }
+
+    fn wakes(events: &[Event]) -> Vec<i64> {
+        events
+            .iter()
+            .filter(|e| e.event == EventKind::Wake)
+            .filter_map(|e| e.jump_ms)
+            .collect()
+    }
+
+    async fn missed(env: &TestEnv, job: &str) -> BTreeMap<MissReason, u64> {
+        let db = Db::open(env.clone(), std::path::Path::new("/state"))
+            .await
+            .unwrap();
+        db.missed_counts(job, start() - chrono::Duration::days(1))
+            .unwrap()
+    }
+
+    /// A 3-hour sleep at 10:20 of a 15-minute job, with `catch_up` and `clock`.
+    async fn slept(catch_up: CatchUp, clock: ClockMode) -> (TestEnv, Vec<Event>) {
+        let env = TestEnv::new(start(), 13);
+        let state = Arc::new(Mutex::new(Api::default()));
+        api(&env, "api.test", state);
+        let mut mail = job(
+            "mail",
+            15,
+            vec![http_step("poll", "GET", "http://api.test/poll", "api")],
+        );
+        mail.catch_up = catch_up;
+        let patterns = Patterns {
+            clock,
+            ..Patterns::ALL
+        };
+        let cfg = config(patterns, vec![mail], &["api"]);
+        jump_at(
+            &env,
+            Duration::from_secs(20 * 60),
+            chrono::Duration::hours(3),
+        );
+        run_for(&env, cfg, Duration::from_secs(35 * 60)).await;
+        let events = env.events_so_far();
+        (env, events)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sleep_logs_one_wake_and_sends_the_slots_it_slept_through_to_the_policy() {
+        // latest: one catch-up (13:15), eleven journaled missed, then 13:30 on time.
+        let (env, events) = slept(CatchUp::Latest, ClockMode::Wall).await;
+        assert_eq!(wakes(&events), [3 * 3600 * 1000], "exactly one wake event");
+        let ids: Vec<String> = started(&events, "mail").into_iter().map(|s| s.0).collect();
+        assert_eq!(
+            ids,
+            [
+                "mail-20260302T101500Z#1",
+                "mail-20260302T131500Z#1",
+                "mail-20260302T133000Z#1"
+            ]
+        );
+        assert_eq!(missed(&env, "mail").await[&MissReason::Asleep], 11);
+
+        // all: every slot inside the window runs, each once, oldest first.
+        let (env, events) = slept(CatchUp::All, ClockMode::Wall).await;
+        let ids: Vec<String> = started(&events, "mail").into_iter().map(|s| s.0).collect();
+        assert_eq!(ids.len(), 1 + 12 + 1, "{ids:?}");
+        let mut unique = ids.clone();
+        unique.dedup();
+        assert_eq!(unique, ids);
+        assert!(missed(&env, "mail").await.is_empty());
+
+        // none: nothing runs until 13:30; the twelve are journaled missed.
+        let (env, events) = slept(CatchUp::None, ClockMode::Wall).await;
+        let ids: Vec<String> = started(&events, "mail").into_iter().map(|s| s.0).collect();
+        assert_eq!(ids, ["mail-20260302T101500Z#1", "mail-20260302T133000Z#1"]);
+        assert_eq!(missed(&env, "mail").await[&MissReason::Asleep], 12);
+    }
+
+    /// The naive runner waits on the monotonic clock: on wake it runs the slot it was
+    /// waiting for three hours late, then every slot it slept through back to back.
+    #[tokio::test(start_paused = true)]
+    async fn a_runner_that_keeps_its_schedule_in_monotonic_time_bursts_on_wake() {
+        let (env, events) = slept(CatchUp::Latest, ClockMode::Monotonic).await;
+        assert!(wakes(&events).is_empty(), "the naive runner sees no wake");
+        let runs = started(&events, "mail");
+        let burst = runs
+            .iter()
+            .filter(|(_, at)| *at >= start() + chrono::Duration::hours(3))
+            .filter(|(_, at)| *at < start() + chrono::Duration::minutes(3 * 60 + 31))
+            .count();
+        // 10:30 .. 13:30: thirteen runs within a minute of waking.
+        assert!(burst >= 13, "{runs:?}");
+        assert!(missed(&env, "mail").await.is_empty());
+    }
+
+    /// The wall clock steps back an hour (NTP correcting a clock that ran ahead) right
+    /// after the 10:15 run, and again after a restart: no slot ever runs twice.
+    #[tokio::test(start_paused = true)]
+    async fn a_backward_clock_step_never_runs_a_slot_twice() {
+        let env = TestEnv::new(start(), 14);
+        let state = Arc::new(Mutex::new(Api::default()));
+        api(&env, "api.test", state.clone());
+        let steps = vec![http_step("poll", "POST", "http://api.test/poll", "api")];
+        let cfg = config(Patterns::ALL, vec![job("mail", 15, steps)], &["api"]);
+        jump_at(
+            &env,
+            Duration::from_secs(16 * 60),
+            chrono::Duration::hours(-1),
+        );
+        run_for(&env, cfg.clone(), Duration::from_secs(2 * 3600)).await;
+        // A restart after a second step back.
+        env.parts().clock.step_wall(chrono::Duration::hours(-1));
+        run_for(&env, cfg, Duration::from_secs(3 * 3600)).await;
+        let events = env.events_so_far();
+        let ids: Vec<String> = started(&events, "mail").into_iter().map(|s| s.0).collect();
+        let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "a slot ran twice: {ids:?}");
+        assert!(ids.len() >= 4, "{ids:?}");
+        let effects = &state.lock().unwrap().effects;
+        assert!(effects.values().all(|n| *n == 1), "{effects:?}");
+        let jumps = wakes(&events);
+        assert_eq!(jumps, [-3600 * 1000], "the step in the running process");
+    }
+
+    /// A run in progress when the machine sleeps: its deadline is a monotonic budget,
+    /// so the retry it needs on wake is not refused as past the deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_sleep_during_a_run_does_not_spend_its_deadline() {
+        async fn scenario(clock: ClockMode) -> Vec<String> {
+            let env = TestEnv::new(start(), 15);
+            let slow = Arc::new(Mutex::new(Api {
+                delay: Duration::from_secs(300),
+                ..Api::default()
+            }));
+            api(&env, "slow.test", slow);
+            let flaky = Arc::new(Mutex::new(Api {
+                fail_first: 1,
+                ..Api::default()
+            }));
+            api(&env, "api.test", flaky);
+            let steps = vec![
+                http_step("render", "GET", "http://slow.test/render", "slow"),
+                http_step("publish", "GET", "http://api.test/publish", "api"),
+            ];
+            let mut cfg = config(
+                Patterns {
+                    clock,
+                    ..Patterns::ALL
+                },
+                vec![job("video", 30, steps)],
+                &["slow", "api"],
+            );
+            if let Some(s) = cfg.services.get_mut("slow") {
+                s.call_timeout = Duration::from_secs(600);
+            }
+            // Asleep for two hours at 10:32, while `render` waits for its answer.
+            jump_at(
+                &env,
+                Duration::from_secs(32 * 60),
+                chrono::Duration::hours(2),
+            );
+            run_for(&env, cfg, Duration::from_secs(40 * 60)).await;
+            env.events_so_far()
+                .iter()
+                .filter(|e| e.event == EventKind::RunFinished)
+                .filter(|e| {
+                    e.run_id
+                        .as_ref()
+                        .is_some_and(|r| r.to_string().ends_with("T103000Z"))
+                })
+                .map(|e| e.outcome.map_or("none", Outcome::as_str).to_string())
+                .collect()
+        }
+        assert_eq!(scenario(ClockMode::Wall).await, ["succeeded"]);
+        assert_eq!(
+            scenario(ClockMode::Monotonic).await,
+            ["degraded"],
+            "a wall-clock deadline is spent by the sleep: the retry is refused, the step skipped"
+        );
+    }
+
+    /// After a 3-hour sleep only the job that really missed something is overdue: the
+    /// healthy one catches up before the monitor judges it.
+    #[tokio::test(start_paused = true)]
+    async fn on_wake_only_a_job_that_really_missed_something_is_alerted_overdue() {
+        async fn scenario(clock: ClockMode) -> Vec<(AlertKind, Option<String>)> {
+            let env = TestEnv::new(start(), 16);
+            let good = Arc::new(Mutex::new(Api::default()));
+            api(&env, "good.test", good);
+            let bad = Arc::new(Mutex::new(Api::default()));
+            api(&env, "bad.test", bad.clone());
+            let healthy = job(
+                "healthy",
+                15,
+                vec![http_step("a", "GET", "http://good.test/a", "good")],
+            );
+            let broken = job(
+                "broken",
+                15,
+                vec![http_step("b", "GET", "http://bad.test/b", "bad")],
+            );
+            let mut cfg = config(
+                Patterns {
+                    clock,
+                    ..Patterns::ALL
+                },
+                vec![healthy, broken],
+                &["good", "bad"],
+            );
+            // Looks at 10:20:00 and 10:20:50; the wake at 10:20:30 is seen by the
+            // monitor before the job tasks (their waits end on whole minutes).
+            cfg.runner.monitor_interval = Duration::from_secs(50);
+            let sleeper = env.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(20 * 60 + 30)).await;
+                sleeper.parts().clock.step_wall(chrono::Duration::hours(3));
+                // From the wake on, `bad.test` answers 503 to everything.
+                bad.lock().unwrap().fail_first = u32::MAX;
+            });
+            let (_, alerts) = run_for(&env, cfg, Duration::from_secs(40 * 60)).await;
+            alerts
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|a| (a.kind, a.job.clone()))
+                .collect()
+        }
+        let overdue = |alerts: &[(AlertKind, Option<String>)]| -> Vec<String> {
+            alerts
+                .iter()
+                .filter(|(k, _)| *k == AlertKind::Overdue)
+                .filter_map(|(_, j)| j.clone())
+                .collect()
+        };
+        let ours = scenario(ClockMode::Wall).await;
+        assert_eq!(overdue(&ours), ["broken"], "{ours:?}");
+        let naive = scenario(ClockMode::Monotonic).await;
+        assert!(
+            overdue(&naive).contains(&"healthy".to_string()),
+            "the naive monitor pages for a healthy job on wake: {naive:?}"
+        );
+    }
 }

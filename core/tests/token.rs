@@ -951,3 +951,41 @@ async fn a_refresh_answered_after_the_runs_deadline_keeps_the_rotated_token() {
     );
     assert!(alerts.0.lock().unwrap().is_empty());
 }
+
+/// Issue 13: the machine sleeps three hours, far past the token's hour of life. The
+/// token is judged by the wall clock, so the first call after the wake carries a
+/// fresh one; without proactive refresh the API sees the expired token first.
+#[tokio::test(start_paused = true)]
+async fn a_token_that_expired_during_a_sleep_is_refreshed_before_the_first_call() {
+    use steadfast_core::alert::CollectAlerts;
+    use steadfast_core::scheduler::Runner;
+    async fn scenario(proactive: bool) -> (u32, u32) {
+        let env = TestEnv::new(start(), 7);
+        let server = Server::new();
+        install(&env, &server);
+        let mut cfg = runner_config(Duration::from_secs(600));
+        cfg.patterns.proactive_refresh = proactive;
+        let runner = Runner::new(env.clone(), cfg, Arc::new(CollectAlerts::default()))
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let handle = tokio::spawn(runner.run(rx));
+        // 16:15 runs with the first token; asleep from 16:20 to 19:20.
+        tokio::time::sleep(Duration::from_secs(20 * 60)).await;
+        env.parts().clock.step_wall(chrono::Duration::hours(3));
+        tokio::time::sleep(Duration::from_secs(30 * 60)).await;
+        let _ = tx.send(true);
+        handle.await.unwrap();
+        let s = lock(&server);
+        (s.api_ok, s.api_unauthorized)
+    }
+    let (ok, unauthorized) = scenario(true).await;
+    assert_eq!(unauthorized, 0, "an expired token was sent after the wake");
+    // 16:15, the catch-up of 19:15, 19:30, 19:45.
+    assert_eq!(ok, 4);
+    let (_, unauthorized) = scenario(false).await;
+    assert!(
+        unauthorized >= 1,
+        "the reactive runner sends the expired token"
+    );
+}

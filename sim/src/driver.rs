@@ -26,6 +26,7 @@ use crate::metrics::OutputTimes;
 use crate::operator::{Intervention, OperatorSink};
 use crate::scenario::{FaultSpec, FaultSpecKind, Profile, Scenario};
 use crate::services::{ApiService, OAuthConfig, OAuthServer};
+use crate::sleep::ClockFault;
 
 /// The host the runner lives on.
 pub const RUNNER_HOST: &str = "runner";
@@ -116,6 +117,8 @@ enum Action {
         at: CrashAt,
         restart_after: Duration,
     },
+    /// The runner host sleeps or its wall clock steps ([`crate::sleep`]).
+    Clock(ClockFault),
     Check(NaiveTime),
 }
 
@@ -293,6 +296,12 @@ fn fault_actions(
             duration: FOREVER,
             probability: 1.0,
         }),
+        FaultSpecKind::Sleep => vec![(onset, Action::Clock(ClockFault::Sleep(f.duration)))],
+        FaultSpecKind::ClockStep => {
+            let by = chrono::Duration::from_std(f.duration).unwrap_or_default();
+            let by = if f.backward { -by } else { by };
+            vec![(onset, Action::Clock(ClockFault::Step(by)))]
+        }
     }
 }
 
@@ -408,6 +417,10 @@ impl Driver<'_> {
                     if full { "fault_start" } else { "fault_end" },
                     "disk full".into(),
                 );
+            }
+            Action::Clock(fault) => {
+                fault.apply(&self.world);
+                self.log(now, "fault_start", fault.describe());
             }
             Action::Crash { restart_after } => {
                 if sim.is_host_running(RUNNER_HOST) {

@@ -30,6 +30,11 @@ pub type SimEnv = steadfast_testkit::TestEnv;
 #[derive(Debug, Clone)]
 pub struct TurmoilTime {
     last_nanos: Arc<AtomicU64>,
+    /// Nanoseconds the world's wall clock jumped ahead of turmoil's logical time: the
+    /// runner host slept (see [`crate::sleep`]) while the world went on.
+    jumped_nanos: Arc<AtomicU64>,
+    /// How many sleeps so far: a connection open across one is reset ([`crate::net`]).
+    sleeps: Arc<AtomicU64>,
 }
 
 impl TurmoilTime {
@@ -37,7 +42,21 @@ impl TurmoilTime {
     pub fn new(epoch: DateTime<Utc>) -> Self {
         Self {
             last_nanos: Arc::new(AtomicU64::new(to_nanos(epoch))),
+            jumped_nanos: Arc::default(),
+            sleeps: Arc::default(),
         }
+    }
+
+    /// Moves the world's wall clock `by` ahead of turmoil's time, for good.
+    pub fn jump(&self, by: std::time::Duration) {
+        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.jumped_nanos.fetch_add(nanos, Ordering::SeqCst);
+        self.sleeps.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many sleeps the world has seen.
+    pub fn sleeps(&self) -> u64 {
+        self.sleeps.load(Ordering::SeqCst)
     }
 }
 
@@ -54,13 +73,14 @@ fn from_nanos(nanos: u64) -> DateTime<Utc> {
 
 impl TimeSource for TurmoilTime {
     fn now(&self) -> DateTime<Utc> {
-        match turmoil::since_epoch() {
+        let base = match turmoil::since_epoch() {
             Some(since) => {
                 let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
                 self.last_nanos.store(nanos, Ordering::SeqCst);
-                from_nanos(nanos)
+                nanos
             }
-            None => from_nanos(self.last_nanos.load(Ordering::SeqCst)),
-        }
+            None => self.last_nanos.load(Ordering::SeqCst),
+        };
+        from_nanos(base.saturating_add(self.jumped_nanos.load(Ordering::SeqCst)))
     }
 }

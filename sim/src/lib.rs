@@ -22,6 +22,7 @@
 //! - [`services`]: the OAuth2 token server and the rate-limited APIs.
 //! - [`study`]: `sim report`: the field report reproduced over profiles and seeds.
 //! - [`faults`]: the fault switches the scenario driver flips.
+//! - [`sleep`]: the runner host's sleeps and wall-clock steps.
 
 #![warn(missing_docs)]
 
@@ -37,6 +38,7 @@ pub mod report;
 pub mod scenario;
 pub mod self_report;
 pub mod services;
+pub mod sleep;
 pub mod study;
 pub mod world;
 

@@ -201,6 +201,7 @@ impl Connection {
             body,
         };
         let now = self.time.now();
+        let sleeps = self.time.sleeps();
         let verdict = self.faults.on_request(&self.host);
         if verdict.reset {
             self.stats.bump(&self.host, |s| s.resets += 1);
@@ -264,6 +265,12 @@ impl Connection {
         });
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
+        }
+        if self.time.sleeps() != sleeps {
+            // The runner's host slept while this answer was on its way: on wake its
+            // connection is gone (the request was handled; the answer is lost).
+            self.stats.bump(&self.host, |s| s.resets += 1);
+            return Err(InjectedReset);
         }
         Ok(to_hyper(response))
     }

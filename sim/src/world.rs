@@ -267,6 +267,11 @@ impl World {
     pub fn boots(&self) -> u64 {
         self.boots.load(Ordering::SeqCst)
     }
+    /// The world's own time (services, the memory model); [`crate::sleep`] jumps it.
+    pub fn time(&self) -> &TurmoilTime {
+        &self.time
+    }
+
     /// The runner's wall clock (outside a host: the last time a host saw).
     pub fn clock(&self) -> &FakeClock {
         &self.clock

@@ -154,7 +154,7 @@ pub use credentials::{CredentialConfig, CredentialId};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use document::{ReadOptions, SECTIONS, parse_config, parse_document, read_config};
 pub use jobs::{JobConfig, Overlap};
-pub use patterns::{Jitter, Patterns, RetryMode};
+pub use patterns::{ClockMode, Jitter, Patterns, RetryMode};
 pub use reader::{Reader, Table};
 pub use retry::RetryPolicy;
 pub use runner_settings::RunnerSettings;

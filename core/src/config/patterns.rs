@@ -1,6 +1,7 @@
 //! `[patterns]`: which self-healing patterns are on.
 
 use super::reader::Table;
+pub use crate::wake::ClockMode;
 
 /// Pattern switches. Production keeps them all on; the simulator's profiles turn
 /// them off to measure what each buys.
@@ -34,6 +35,10 @@ pub struct Patterns {
     /// Pattern 7: a health request probes an open breaker when its cooldown ends,
     /// rather than the next scheduled call.
     pub probes: bool,
+    /// How the schedule keeps time across sleeps and clock steps (part of pattern 3's
+    /// watch over the runner itself): wall clock with wake detection, or the naive
+    /// monotonic wait.
+    pub clock: ClockMode,
 }
 
 impl Patterns {
@@ -52,6 +57,7 @@ impl Patterns {
         needs: true,
         gates: true,
         probes: true,
+        clock: ClockMode::Wall,
     };
 
     /// What the field report started with ("the first instinct when something fails:
@@ -74,6 +80,7 @@ impl Patterns {
         needs: false,
         gates: false,
         probes: false,
+        clock: ClockMode::Monotonic,
     };
 }
 
@@ -121,6 +128,11 @@ pub(crate) const KEYS: &[&str] = &[
     "checkpoints",
     "windows",
     "breakers",
+    match t.choice("clock", &["wall", "monotonic"]) {
+        Some("monotonic") => pat.clock = ClockMode::Monotonic,
+        Some(_) => pat.clock = ClockMode::Wall,
+        None => {}
+    }
     "contracts",
     "needs",
     "gates",
@@ -148,6 +160,12 @@ pub(crate) fn read(t: Option<Table<'_>>) -> Patterns {
         None => {}
     }
     let switches: [(&'static str, &mut bool); 11] = [
+    match t.choice("clock", &["wall", "monotonic"]) {
+        Some("monotonic") => pat.clock = ClockMode::Monotonic,
+        Some(_) => pat.clock = ClockMode::Wall,
+        None => {}
+    }
+    let switches: [(&'static str, &mut bool); 7] = [
         ("retry_budget", &mut pat.retry_budget),
         ("proactive_refresh", &mut pat.proactive_refresh),
         ("heartbeat", &mut pat.heartbeat),

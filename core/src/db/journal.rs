@@ -72,6 +72,10 @@ pub enum MissReason {
     Overlap,
     /// The job was stopped by a fatal error until a human restarted the runner.
     Stopped,
+    /// The machine slept (or the process was stopped, or the wall clock stepped
+    /// forward) over it, and the catch-up policy did not run it: downtime of a runner
+    /// that was never restarted.
+    Asleep,
 }
 
 impl MissReason {
@@ -82,6 +86,7 @@ impl MissReason {
             Self::Window => "window",
             Self::Overlap => "overlap",
             Self::Stopped => "stopped",
+            Self::Asleep => "asleep",
         }
     }
 
@@ -91,6 +96,7 @@ impl MissReason {
             "window" => Self::Window,
             "overlap" => Self::Overlap,
             "stopped" => Self::Stopped,
+            "asleep" => Self::Asleep,
             _ => return None,
         })
     }

@@ -120,7 +120,7 @@ impl<E: Env> Heartbeats<E> {
     /// counted from its last good run or, for a job that never had one, from the first
     /// start that knew it (durable: a crash loop does not reset it), and the journal
     /// shows that something went wrong while the runner was up: a run that failed or
-    /// was interrupted, a slot missed for a reason other than downtime or the job's
+    /// was interrupted, a slot missed for a reason other than downtime (or sleep) or the job's
     /// window, or no slot at all. A job with a run in progress is not overdue, and
     /// neither is one whose only misses since are downtime (the missed-slot policy
     /// speaks for those), so a restart does not page for jobs that are fine.
@@ -153,7 +153,10 @@ impl<E: Env> Heartbeats<E> {
         };
         let excused = |r: &SlotRecord| match r.state {
             SlotState::Missed => {
-                matches!(r.missed, Some(MissReason::Downtime | MissReason::Window))
+                matches!(
+                    r.missed,
+                    Some(MissReason::Downtime | MissReason::Asleep | MissReason::Window)
+                )
             }
             SlotState::Running => r.outcome == Some(Outcome::Deferred),
             SlotState::Done => r.outcome.is_some_and(Outcome::is_ok),

@@ -23,6 +23,7 @@ use crate::env::{Env, MemoryProbe};
 use crate::event::{Event, EventKind};
 use crate::http;
 use crate::taxonomy::ErrorClass;
+use crate::wake::Drift;
 
 /// The shortest interval [`Monitor::run`] accepts (a zero interval would spin).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -125,7 +126,17 @@ pub struct Monitor<E: Env, A: AlertSink> {
     stored: Mutex<BTreeMap<EpisodeKey, Episode>>,
     /// Breakers to watch, and how long one may stay open before it is a finding.
     breakers: Option<(OpenBreakers, Duration)>,
+    /// After a wake or clock step, overdue jobs and stuck breakers are not judged
+    /// until this monotonic instant: the job tasks first account for the slots that
+    /// passed (catch-up runs, missed slots journaled), and a breaker gets its probe.
+    quiet_until: Mutex<Option<tokio::time::Instant>>,
+    /// Whether wakes start a quiet period (off: the naive monitor pages on wake).
+    wake_grace: bool,
 }
+
+/// How long after a wake overdue jobs and stuck breakers are left unjudged: longer
+/// than a job task takes to notice the wake (its waits are sliced into minutes).
+pub const WAKE_GRACE: Duration = Duration::from_secs(150);
 
 impl<E: Env, A: AlertSink> std::fmt::Debug for Monitor<E, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,6 +186,8 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             open_episodes: Mutex::new(open),
             stored: Mutex::new(stored),
             breakers: None,
+            quiet_until: Mutex::new(None),
+            wake_grace: false,
         }
     }
 
@@ -185,11 +198,37 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
         self
     }
 
+    /// After a wake (told by [`Monitor::run`]'s readings of both clocks), leave overdue
+    /// jobs and stuck breakers unjudged for [`WAKE_GRACE`]: a job that slept through
+    /// its slots is not late until it has had the chance to catch up.
+    pub fn wake_grace(mut self, on: bool) -> Self {
+        self.wake_grace = on;
+        self
+    }
+
+    /// Starts a quiet period of [`WAKE_GRACE`] from now.
+    fn woke(&self) {
+        let until = tokio::time::Instant::now() + WAKE_GRACE;
+        *self.quiet_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+    }
+
+    fn quiet(&self) -> bool {
+        self.quiet_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| tokio::time::Instant::now() < until)
+    }
+
     /// One look: overdue jobs, memory, then services in probe order. Every finding is an
     /// event; a finding that was not present in the previous look is also an alert.
     pub async fn check_once(&self) -> Vec<Finding> {
         let now = self.env.now();
-        let mut findings = self.heartbeats.overdue(now);
+        let quiet = self.quiet();
+        let mut findings = if quiet {
+            Vec::new()
+        } else {
+            self.heartbeats.overdue(now)
+        };
         let bytes = self.env.memory().resident_bytes();
         if bytes > self.memory_warn_bytes {
             findings.push(Finding::MemoryHigh {
@@ -198,7 +237,7 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             });
         }
         findings.extend(self.probe_all().await);
-        if let Some((open, limit)) = &self.breakers {
+        if let Some((open, limit)) = self.breakers.as_ref().filter(|_| !quiet) {
             let limit_c = chrono::Duration::from_std(*limit).unwrap_or(chrono::Duration::MAX);
             for (service, since) in open() {
                 if now - since >= limit_c {
@@ -220,6 +259,8 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
         let mut ticks = tokio::time::interval(interval.max(MIN_INTERVAL));
         // After a slow check, keep the spacing rather than checking in a burst.
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let interval = interval.max(MIN_INTERVAL);
+        let mut drift: Option<Drift> = None;
         loop {
             if *shutdown.borrow_and_update() {
                 return;
@@ -233,6 +274,16 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
                     continue;
                 }
                 _ = ticks.tick() => {}
+            }
+            let now = self.env.now();
+            let expected = if drift.is_some() {
+                interval
+            } else {
+                Duration::ZERO
+            };
+            let reading = drift.get_or_insert_with(|| Drift::start(now));
+            if self.wake_grace && reading.observe(now, expected).is_wake() {
+                self.woke();
             }
             tokio::select! {
                 biased;

@@ -74,6 +74,8 @@ pub struct Services<E: Env> {
     /// Pattern 1: per-service "not before" instants every job consults (none held
     /// when the pattern is off).
     pub gates: Gates<E>,
+    /// How schedules and run deadlines keep time across sleeps and clock steps.
+    pub clock: crate::wake::ClockMode,
 }
 
 /// How a run ended.
@@ -129,6 +131,30 @@ enum StepResult {
     Halted,
 }
 
+/// A run's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunDeadline {
+    /// A budget of monotonic time, read against the wall clock when needed: a sleep
+    /// (the wall clock jumps, monotonic time does not) spends none of it, so a healthy
+    /// run is not given up on wake.
+    Budget(tokio::time::Instant),
+    /// A wall-clock instant fixed at the start (the naive habit: a sleep spends it).
+    Wall(DateTime<Utc>),
+}
+
+impl RunDeadline {
+    /// The deadline as a wall-clock instant, read at `now`.
+    pub fn at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Self::Budget(end) => {
+                let left = end.saturating_duration_since(tokio::time::Instant::now());
+                now + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::MAX)
+            }
+            Self::Wall(at) => *at,
+        }
+    }
+}
+
 /// Identifies the run being executed.
 #[derive(Debug, Clone)]
 pub struct RunContext<'a> {
@@ -137,7 +163,7 @@ pub struct RunContext<'a> {
     /// The run: the slot it runs, resumed or fresh.
     pub run: RunId,
     /// No retry is scheduled past this.
-    pub deadline: DateTime<Utc>,
+    pub deadline: RunDeadline,
     /// Becomes true when the runner shuts down: no new step starts after that.
     pub halt: watch::Receiver<bool>,
 }
@@ -389,7 +415,7 @@ async fn run_step<E: Env>(
                 let open = svc.windows.next_open(action, env.now());
                 let wait = (open - env.now()).to_std().unwrap_or_default();
                 let event = event(EventKind::WindowWait).delay(wait);
-                if open > ctx.deadline {
+                if open > ctx.deadline.at(env.now()) {
                     env.emit(event.detail("window opens after the run's deadline; deferred"));
                     return StepResult::Defer(open);
                 }
@@ -404,7 +430,7 @@ async fn run_step<E: Env>(
             {
                 let wait = (hold.not_before - env.now()).to_std().unwrap_or_default();
                 let event = event(EventKind::GateWait).service(service).delay(wait);
-                if hold.not_before > ctx.deadline {
+                if hold.not_before > ctx.deadline.at(env.now()) {
                     env.emit(event.detail(format!(
                         "{}: the service takes no calls before {}, after the run's deadline; deferred",
                         hold.reason,
@@ -447,7 +473,7 @@ async fn run_step<E: Env>(
         {
             // The service said when to come back (or its breaker did): wait for that
             // within the deadline, or leave the step for a later run without calling.
-            if hold.not_before > ctx.deadline {
+            if hold.not_before > ctx.deadline.at(env.now()) {
                 env.emit(
                     event(EventKind::GateWait)
                         .service(service)
@@ -467,7 +493,7 @@ async fn run_step<E: Env>(
             }
         }
         if err.kind == FailureKind::BreakerOpen
-            && let Some(at) = svc.gates.after_probe(env.now(), ctx.deadline)
+            && let Some(at) = svc.gates.after_probe(env.now(), ctx.deadline.at(env.now()))
         {
             // Half-open with another caller's probe out: ask again shortly.
             sleep_until_wall(env, at).await;
@@ -497,7 +523,7 @@ async fn run_step<E: Env>(
             prev_delay,
             error: &err,
             now: env.now(),
-            deadline: ctx.deadline,
+            deadline: ctx.deadline.at(env.now()),
             window_close,
         };
         match svc.retrier.decide(&input, service, env.rng()) {

@@ -1,4 +1,7 @@
 //! A run's error boundary: its own task, with a hard deadline.
+//!
+//! The deadline is a monotonic budget (with the wall clock it would be spent by a
+//! sleep, and a healthy run given up on wake); the naive profile keeps a wall instant.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +11,9 @@ use tokio::sync::watch;
 use crate::config::JobConfig;
 use crate::env::Env;
 use crate::event::{Event, EventKind};
-use crate::job::{RunContext, RunId, RunOutcome, Services, execute};
+use crate::job::{RunContext, RunDeadline, RunId, RunOutcome, Services, execute};
 use crate::taxonomy::{ErrorClass, FailureKind, StepError};
+use crate::wake::ClockMode;
 
 /// How long past its deadline a run may take to wind down before it is cancelled.
 const DEADLINE_GRACE: Duration = Duration::from_secs(1);
@@ -26,7 +30,12 @@ pub(crate) async fn run_guarded<E: Env>(
     halt: watch::Receiver<bool>,
 ) -> RunOutcome {
     let env = svc.env.clone();
-    let deadline = env.now() + chrono::Duration::from_std(job.deadline).unwrap_or_default();
+    let deadline = match svc.clock {
+        ClockMode::Wall => RunDeadline::Budget(tokio::time::Instant::now() + job.deadline),
+        ClockMode::Monotonic => RunDeadline::Wall(
+            env.now() + chrono::Duration::from_std(job.deadline).unwrap_or_default(),
+        ),
+    };
     let svc2 = svc.clone();
     let job2 = job.clone();
     let handle = tokio::spawn(async move {

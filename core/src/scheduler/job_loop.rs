@@ -10,8 +10,17 @@
 //! instead and the slot is recorded missed as an overlap; otherwise the slot's own run
 //! starts. How a run ended is journaled in one transaction with the job's heartbeat and
 //! streak. Slots that passed while a run was in progress go through the overlap policy.
+//!
+//! A sleep is a restart that kept its process: a task that wakes late past its slot,
+//! or finds after a run that the wall clock ran on while monotonic time did not, sends
+//! the slots that passed through the same catch-up policy as a restart (missed ones
+//! journaled `asleep`). A backward step only makes the wait longer: the cursor never
+//! goes back, and the journal refuses to start a settled slot again. The naive profile
+//! ([`ClockMode::Monotonic`]) waits on the monotonic clock instead and, after a sleep,
+//! runs the slots it slept through back to back.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
@@ -33,6 +42,7 @@ use crate::job_status::{JobStatus, StatusBoard};
 use crate::schedule::Schedule;
 use crate::state_machine::{Idle, Task, TaskState};
 use crate::taxonomy::ErrorClass;
+use crate::wake::{ClockMode, Drift};
 
 /// An open run (failed or deferred) is resumed by later slots at most this many times
 /// in all before it is settled as failed and a fresh run takes the next slot.
@@ -40,7 +50,10 @@ const MAX_ATTEMPTS: u32 = 5;
 
 /// A task that wakes this long after its slot was not running in between (sleeping
 /// waits are sliced into minutes, so an awake runner is never this late).
-const LATE: std::time::Duration = std::time::Duration::from_secs(120);
+const LATE: Duration = Duration::from_secs(120);
+/// A task this late that finds the slot after its own already passed overslept too
+/// (a short job stopped for seconds): its slots go to the catch-up policy as well.
+const MIN_LATE: Duration = Duration::from_secs(5);
 
 /// Why the loop ends.
 #[derive(Debug)]
@@ -76,28 +89,57 @@ impl<E: Env> JobLoop<E> {
                 s.state = TaskState::Idle;
                 s.next_run = Some(start_at);
             });
-            tokio::select! {
-                biased;
-                _ = wait_true(&mut self.halt) => return,
-                _ = sleep_until_wall(&env, start_at) => {}
-            }
-            let late = env.now() - start_at;
-            if late > chrono::Duration::from_std(LATE).unwrap_or(chrono::Duration::MAX) {
-                // The wall clock ran on while this task did not (the machine slept, the
-                // process was stopped, the clock stepped): the slots that passed go
-                // through the catch-up policy, as after a restart, never in a burst.
-                let Ok((next, through)) = self.woke(task, cursor, late).await else {
-                    return;
-                };
-                task = next;
-                cursor = through;
-                continue;
+            let naive = self.svc.clock == ClockMode::Monotonic;
+            if naive {
+                // The time to the slot is read from the wall clock once and waited on
+                // the monotonic clock, which a sleep stops.
+                let left = (start_at - env.now()).to_std().unwrap_or_default();
+                tokio::select! {
+                    biased;
+                    _ = wait_true(&mut self.halt) => return,
+                    _ = tokio::time::sleep(left) => {}
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = wait_true(&mut self.halt) => return,
+                    _ = sleep_until_wall(&env, start_at) => {}
+                }
+                let now = env.now();
+                let late = now - start_at;
+                let overslept = late > to_chrono(LATE)
+                    || (late > to_chrono(MIN_LATE) && self.schedule.next_after(due) <= now);
+                if overslept {
+                    // The wall clock ran on while this task did not (the machine slept,
+                    // the process was stopped, the clock stepped): the slots that passed
+                    // go through the catch-up policy, as after a restart, never in a burst.
+                    let Ok((next, through)) = self.woke(task, cursor, late).await else {
+                        return;
+                    };
+                    task = next;
+                    cursor = through;
+                    continue;
+                }
             }
             cursor = due;
+            let mut drift = Drift::start(env.now());
             let Ok(next) = self.slot(task, due).await else {
                 return;
             };
-            let Ok((next, through)) = self.overlapped(next, cursor).await else {
+            let jump = drift.observe(env.now(), Duration::ZERO);
+            let ended = if naive {
+                // Slots that passed during the run as the monotonic clock sees them
+                // (the run began at its start time and took what that clock measured):
+                // a sleep hides its slots, which then run back to back.
+                let seen = start_at + to_chrono(jump.mono);
+                self.overlapped(next, cursor, seen).await
+            } else if jump.unseen() > to_chrono(LATE) {
+                // The machine slept during the run: what passed is downtime, not overlap.
+                self.woke(next, cursor, jump.unseen()).await
+            } else {
+                self.overlapped(next, cursor, env.now()).await
+            };
+            let Ok((next, through)) = ended else {
                 return;
             };
             task = next;
@@ -176,6 +218,9 @@ impl<E: Env> JobLoop<E> {
             self.job.catch_up,
             self.job.catch_up_window,
         );
+        if plan.through.is_none() {
+            return Ok((task, cursor));
+        }
         let passed = plan.run.len() as u64 + plan.missed.iter().map(|r| r.count).sum::<u64>();
         env.emit(
             Event::new(EventKind::RunSkipped)
@@ -187,7 +232,7 @@ impl<E: Env> JobLoop<E> {
                     self.job.catch_up.as_str()
                 )),
         );
-        self.record_missed(&plan.missed, MissReason::Downtime).await;
+        self.record_missed(&plan.missed, MissReason::Asleep).await;
         for due in &plan.run {
             task = self.slot(task, *due).await?;
         }
@@ -406,15 +451,15 @@ impl<E: Env> JobLoop<E> {
         Ok(cooldown.rest())
     }
 
-    /// Slots that passed while the run of `due` was in progress: recorded missed
+    /// Slots that passed (until `now`) while the run of `due` was in progress: recorded missed
     /// (`overlap = "skip"`), or the latest of them run now (`"queue"`). Returns the
     /// last slot accounted for.
     async fn overlapped(
         &mut self,
         task: Task<E, Idle>,
         due: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<(Task<E, Idle>, DateTime<Utc>), Ended> {
-        let now = self.svc.env.now();
         let policy = match self.job.overlap {
             Overlap::Skip => CatchUp::None,
             Overlap::Queue => CatchUp::Latest,
@@ -528,4 +573,8 @@ fn single(due: DateTime<Utc>) -> MissedRange {
         last: due,
         count: 1,
     }
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }

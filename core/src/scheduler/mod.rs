@@ -20,6 +20,10 @@
 //! - Slots that passed while the runner was down are run or recorded missed by the
 //!   job's `catch_up` policy (`latest` by default: the newest one runs, the older ones
 //!   are recorded missed); none vanishes.
+//! - A sleep (the machine's, or a stopped process) is a restart that kept its process:
+//!   the slots it slept through go through the same `catch_up` policy, missed ones
+//!   journaled `asleep`; one `wake` event says how far the wall clock jumped
+//!   ([`crate::wake`]). A wall clock stepped back never runs a slot twice.
 //! - SIGTERM: no new step starts; a running step gets `shutdown_grace` to finish; the
 //!   run is left `running` in the journal and resumed at the next start. A token refresh
 //!   in flight is waited for (up to its `refresh_timeout`) so its answer is kept.
@@ -202,6 +206,7 @@ fn build_services<E: Env>(env: E, config: Config, db: Arc<Db<E>>) -> Services<E>
         boundary,
         windows,
         breakers,
+        clock: patterns.clock,
         env,
         config: Arc::new(config),
     }
@@ -419,6 +424,9 @@ impl<E: Env> Runner<E> {
             self.probes.clone(),
             halt_rx.clone(),
         ));
+        if self.svc.clock == crate::wake::ClockMode::Wall {
+            tasks.spawn(crate::wake::watch(env.clone(), halt_rx.clone()));
+        }
         if self.heartbeat {
             let monitor = Monitor::new(
                 env.clone(),
@@ -429,10 +437,12 @@ impl<E: Env> Runner<E> {
                 self.started,
             );
             let svc = self.svc.clone();
-            let monitor = monitor.watch_breakers(
-                Box::new(move || svc.breakers.open_since()),
-                self.svc.config.runner.breaker_alert_after,
-            );
+            let monitor = monitor
+                .watch_breakers(
+                    Box::new(move || svc.breakers.open_since()),
+                    self.svc.config.runner.breaker_alert_after,
+                )
+                .wake_grace(self.svc.clock == crate::wake::ClockMode::Wall);
             tasks.spawn(monitor.run(self.svc.config.runner.monitor_interval, halt_rx.clone()));
         }
         drop(stop_tx);

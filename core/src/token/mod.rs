@@ -108,6 +108,10 @@ struct Held {
     expires_at: DateTime<Utc>,
     /// When the proactive check replaces it (`expires_at` minus the skew).
     refresh_at: DateTime<Utc>,
+    /// The same instant on the monotonic clock, for a token this process obtained: it
+    /// is replaced when either clock says so, so a wall clock stepped back (NTP, a bad
+    /// RTC) does not make an expired token look fresh; a sleep is seen by the wall one.
+    refresh_mono: Option<tokio::time::Instant>,
 }
 
 /// The answer of a refresh, shared by everyone waiting for it (`None` until it comes).
@@ -271,7 +275,11 @@ impl<E: Env> Shared<E> {
 
     /// The held token must be replaced before use (only with the proactive pattern on).
     fn stale(&self, held: &Held) -> bool {
-        self.proactive && held.refresh_at <= self.env.now()
+        self.proactive
+            && (held.refresh_at <= self.env.now()
+                || held
+                    .refresh_mono
+                    .is_some_and(|at| tokio::time::Instant::now() >= at))
     }
 
     /// Reads the stored chain once. A chain started from another configured refresh
@@ -303,6 +311,7 @@ impl<E: Env> Shared<E> {
                     access,
                     expires_at,
                     refresh_at: expires_at - chrono_duration(self.config.skew),
+                    refresh_mono: None,
                 });
             }
             if let Some(sent) = row.refresh_sent_at {
@@ -450,10 +459,12 @@ impl<E: Env> Shared<E> {
         }
         // Without a rotation the store only caches the access token: losing that costs
         // one refresh after a restart, so the token is still used.
+        let left = (refresh_at - self.env.now()).to_std().unwrap_or_default();
         cache.access = Some(Held {
             access: granted.access.clone(),
             expires_at,
             refresh_at,
+            refresh_mono: Some(tokio::time::Instant::now() + left),
         });
         Ok(granted.access)
     }

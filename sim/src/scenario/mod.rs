@@ -83,6 +83,13 @@
 //! # before_durable_op = 37        # or: the 37th does not happen, the process dies first
 //! restart_after = "30s"
 //!
+//! [[faults]]
+//! kind = "clock_step"             # or "sleep" (the host sleeps `duration`)
+//! target = "runner"
+//! at = "4h"
+//! duration = "1h"
+//! backward = true                 # clock_step only: step back, not forward
+//!
 //! [invariants]
 //! max_lost_task_rate = 0.02
 //! recovery_bound = "2h"
@@ -276,10 +283,15 @@ pub enum FaultSpecKind {
     /// The API alone rejects every access token issued before the onset (401
     /// `invalid_token`) until the client refreshes; other APIs still accept them.
     ApiTokenRevoke,
+    /// The runner's host sleeps for `duration` (the world's wall clock jumps, the
+    /// host's monotonic time does not; see [`crate::sleep`]).
+    Sleep,
+    /// The runner host's wall clock steps by `duration` (back with `backward = true`).
+    ClockStep,
 }
 
 impl FaultSpecKind {
-    const ALL: [(&'static str, Self); 17] = [
+    const ALL: [(&'static str, Self); 19] = [
         ("token_revoke", Self::TokenRevoke),
         ("refresh_revoke", Self::RefreshRevoke),
         ("rate_limit_storm", Self::RateLimitStorm),
@@ -297,6 +309,8 @@ impl FaultSpecKind {
         ("bad_answer", Self::BadAnswer),
         ("quota_exhaust", Self::QuotaExhaust),
         ("api_token_revoke", Self::ApiTokenRevoke),
+        ("sleep", Self::Sleep),
+        ("clock_step", Self::ClockStep),
     ];
 
     /// The snake_case name.
@@ -309,7 +323,10 @@ impl FaultSpecKind {
     }
 
     fn targets_runner(self) -> bool {
-        matches!(self, Self::MemoryLeak | Self::DiskFull | Self::Crash)
+        matches!(
+            self,
+            Self::MemoryLeak | Self::DiskFull | Self::Crash | Self::Sleep | Self::ClockStep
+        )
     }
 
     fn targets_oauth(self) -> bool {
@@ -357,6 +374,9 @@ pub struct FaultSpec {
     /// `crash` only: die at a durable operation counted from `at`, not at `at` itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crash_point: Option<CrashPoint>,
+    /// A `clock_step` goes back by `duration` rather than forward.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub backward: bool,
 }
 
 /// Where a `crash` lands in the runner's durable operations (store commits and file
@@ -955,6 +975,7 @@ const FAULT_KEYS: &[&str] = &[
     "before_durable_op",
     "retry_after_date",
     "shape",
+    "backward",
 ];
 
 fn read_fault(t: &Table<'_>) -> Option<FaultSpec> {
@@ -1019,6 +1040,7 @@ fn read_fault(t: &Table<'_>) -> Option<FaultSpec> {
         .map_or(Duration::from_secs(60), |(d, _)| d);
     let leak = t.u64_to("leak_mb_per_hour", 1 << 20).unwrap_or(0) * 1024 * 1024;
     let crash_point = read_crash_point(t, kind);
+    let backward = t.boolean("backward").unwrap_or(false);
     if let Some((every, span)) = &every
         && *every <= duration
     {
@@ -1045,6 +1067,7 @@ fn read_fault(t: &Table<'_>) -> Option<FaultSpec> {
         crash_point,
         retry_after_date,
         shape,
+        backward,
     })
 }
 

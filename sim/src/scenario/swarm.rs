@@ -42,6 +42,9 @@ pub const SWARM_KINDS: [FaultSpecKind; 11] = [
 /// A drawn crash at a durable operation lands at most this many operations after its
 /// instant (a few runs' worth of commits).
 const MAX_DRAWN_OP: u64 = 200;
+/// Kinds drawn only when a `[swarm]` section lists them (`kinds = ["sleep",
+/// "clock_step"]`): the runner host's sleeps and wall-clock steps ([`crate::sleep`]).
+pub const OPT_IN_KINDS: [FaultSpecKind; 2] = [FaultSpecKind::Sleep, FaultSpecKind::ClockStep];
 
 /// `[swarm]`: what the seed may draw.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,7 +106,10 @@ pub fn draw(base: &Scenario, spec: &SwarmSpec, seed: u64) -> Vec<FaultSpec> {
     };
     let hour = |h: u64| Duration::from_secs(h * 3600);
     let mut faults = Vec::new();
-    for kind in SWARM_KINDS {
+    // Opt-in kinds come after the default ones and draw nothing unless listed, so the
+    // default spec's draws stay what they always were.
+    let opt_in = OPT_IN_KINDS.into_iter().filter(|k| spec.kinds.contains(k));
+    for kind in SWARM_KINDS.into_iter().chain(opt_in) {
         // Written so the default spec (0.5) draws exactly what `sim replay <seed>` has
         // always drawn: a kind is present when the draw lands in the top `presence`.
         let present = rng.unit() >= 1.0 - spec.presence;
@@ -112,7 +118,10 @@ pub fn draw(base: &Scenario, spec: &SwarmSpec, seed: u64) -> Vec<FaultSpec> {
         }
         let target = match kind {
             FaultSpecKind::TokenRevoke => pick(&oauth),
-            FaultSpecKind::Crash | FaultSpecKind::MemoryLeak => Some("runner".to_string()),
+            FaultSpecKind::Crash
+            | FaultSpecKind::MemoryLeak
+            | FaultSpecKind::Sleep
+            | FaultSpecKind::ClockStep => Some("runner".to_string()),
             _ => pick(&apis),
         };
         let Some(target) = target else { continue };
@@ -143,6 +152,7 @@ pub fn draw(base: &Scenario, spec: &SwarmSpec, seed: u64) -> Vec<FaultSpec> {
             crash_point,
             retry_after_date: false,
             shape: None,
+            backward: kind == FaultSpecKind::ClockStep && rng.unit() < 0.5,
         });
     }
     faults
@@ -207,6 +217,24 @@ mod tests {
         assert_eq!(a.faults, b.faults);
         let differs = (8..40).any(|s| swarm(&base, s).faults != a.faults);
         assert!(differs);
+    }
+
+    #[test]
+    fn sleeps_and_clock_steps_are_drawn_only_when_listed() {
+        let base = Scenario::default_scenario();
+        let listed = SwarmSpec {
+            kinds: OPT_IN_KINDS.to_vec(),
+            presence: 1.0,
+        };
+        let drawn = draw(&base, &listed, 3);
+        let kinds: Vec<_> = drawn.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, OPT_IN_KINDS);
+        assert!(drawn.iter().all(|f| f.target == "runner"));
+        let default = draw(&base, &SwarmSpec::default(), 3);
+        assert!(
+            default.iter().all(|f| !OPT_IN_KINDS.contains(&f.kind)),
+            "the default draws are unchanged"
+        );
     }
 }
 

@@ -146,6 +146,9 @@ pub fn fault_table(f: &FaultSpec) -> String {
         };
         let _ = writeln!(t, "{key} = {}", p.op);
     }
+    if f.backward {
+        let _ = writeln!(t, "backward = true");
+    }
     t
 }
 
@@ -199,6 +202,7 @@ impl FaultSpec {
             crash_point: None,
             retry_after_date: false,
             shape: (kind == FaultSpecKind::BadAnswer).then_some(super::BadShape::Empty),
+            backward: false,
         }
     }
 }
@@ -369,13 +373,16 @@ mod tests {
             crash_op in proptest::option::of((1u64..10_000, proptest::bool::ANY)),
             date in proptest::bool::ANY,
             shape in prop::sample::select(super::super::BadShape::ALL.iter().map(|(_, s)| *s).collect::<Vec<_>>()),
+            backward in proptest::bool::ANY,
         ) -> FaultSpec {
             let target = match kind {
                 FaultSpecKind::TokenRevoke | FaultSpecKind::RefreshRevoke => "google",
                 FaultSpecKind::MemoryLeak
                 | FaultSpecKind::DiskFull
                 | FaultSpecKind::Crash
-                | FaultSpecKind::SilentDeath => "runner",
+                | FaultSpecKind::SilentDeath
+                | FaultSpecKind::Sleep
+                | FaultSpecKind::ClockStep => "runner",
                 _ => "blog",
             };
             FaultSpec {
@@ -396,6 +403,7 @@ mod tests {
                     .map(|(op, after)| super::super::CrashPoint { op, after }),
                 retry_after_date: date,
                 shape: (kind == FaultSpecKind::BadAnswer).then_some(shape),
+                backward: backward && kind == FaultSpecKind::ClockStep,
             }
         }
     }

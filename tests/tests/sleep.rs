@@ -1,0 +1,213 @@
+//! Issue 13: the runner host sleeps (5 minutes, 2 hours, 3 days) or its wall clock
+//! steps (+1 h, -1 h), in the simulator, both ways on the same seed.
+//!
+//! Measured from what the world's services saw, never from the runner's events: the
+//! mail API's record of the one-minute poller's calls (world time), its side effects
+//! and token checks, plus the safety invariants of `sim::metrics`. Its
+//! `no_silent_loss` is left out here: today's judge counts every slot of the hours the
+//! host slept as lost, though no runner can run while its host sleeps (the self-healing
+//! one journals them missed, reason `asleep`); the world knows when its host slept, so
+//! the judge's rewrite can excuse them from the timeline.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use sim::driver::{SimRun, simulate};
+use sim::metrics::{Verdict, evaluate};
+use sim::scenario::{Profile, Scenario};
+
+fn scenario(name: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("scenarios")
+        .join(format!("{name}.toml"));
+    Scenario::load(&path).unwrap_or_else(|d| panic!("{name} does not parse:\n{d}"))
+}
+
+fn run(s: &Scenario, profile: &str) -> (SimRun, Verdict) {
+    let profile = Profile::named(profile).expect("known profile");
+    let run = simulate(s, s.world.seed, profile, &mut |_| {}).expect("simulation runs");
+    let verdict = evaluate(s, &run);
+    (run, verdict)
+}
+
+/// World times of the poller's calls that the mail API saw.
+fn polls(run: &SimRun) -> Vec<DateTime<Utc>> {
+    let mut at: Vec<_> = run.apis["mail"]
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/v1/inbox"))
+        .map(|r| r.at)
+        .collect();
+    at.sort();
+    at
+}
+
+/// The most polls in any one minute of world time (the poller is due once a minute).
+fn worst_minute(polls: &[DateTime<Utc>]) -> usize {
+    (0..polls.len())
+        .map(|i| {
+            polls[i..]
+                .iter()
+                .take_while(|t| **t < polls[i] + chrono::Duration::minutes(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Minutes of world time with no poll, outside `(quiet_from, quiet_until)`.
+fn silent_minutes(
+    polls: &[DateTime<Utc>],
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    quiet: (DateTime<Utc>, DateTime<Utc>),
+) -> Vec<DateTime<Utc>> {
+    let mut out = Vec::new();
+    let mut t = from;
+    while t + chrono::Duration::minutes(1) <= until {
+        let next = t + chrono::Duration::minutes(1);
+        let excused = next > quiet.0 && t < quiet.1;
+        if !excused && !polls.iter().any(|p| *p >= t && *p < next) {
+            out.push(t);
+        }
+        t = next;
+    }
+    out
+}
+
+struct Case {
+    name: &'static str,
+    /// When the fault lands, from the start.
+    at: chrono::Duration,
+    /// Connections the blog API reset on wake (a call in flight across the sleep).
+    blog_resets: u64,
+    /// World time the host is not expected to poll in, from the fault's onset.
+    quiet: chrono::Duration,
+    /// The naive runner's worst minute is at least this (its burst).
+    naive_burst: Option<usize>,
+}
+
+fn check(case: &Case) {
+    let s = scenario(case.name);
+    let (healing, verdict) = run(&s, "self-healing");
+    for i in verdict.invariants.iter().chain(verdict.liveness.iter()) {
+        if i.name == "no_silent_loss" {
+            continue;
+        }
+        assert!(
+            i.holds,
+            "{}: self-healing broke {}: {}",
+            case.name, i.name, i.detail
+        );
+    }
+    assert_eq!(verdict.metrics.duplicate_side_effects, 0, "{}", case.name);
+    assert_eq!(verdict.metrics.token_expired_errors, 0, "{}", case.name);
+    assert_eq!(verdict.metrics.rate_limit_violations, 0, "{}", case.name);
+    let resets = healing.world.net_stats().host("blog.sim").resets;
+    assert_eq!(resets, case.blog_resets, "{}: blog resets", case.name);
+    let p = polls(&healing);
+    // No burst: the slots slept through give one catch-up run, beside the slot due.
+    let worst = worst_minute(&p);
+    assert!(
+        worst <= 2,
+        "{}: self-healing polled {worst} times in a minute",
+        case.name
+    );
+    // Liveness as the API saw it: a poll every minute, except while asleep (or while
+    // a clock stepped back re-lives its hour) and the two minutes a wake may take.
+    let onset = healing.start + case.at;
+    let quiet = (onset, onset + case.quiet + chrono::Duration::minutes(3));
+    let last = *p.last().expect("polls");
+    let silent = silent_minutes(
+        &p,
+        healing.start + chrono::Duration::minutes(2),
+        last,
+        quiet,
+    );
+    assert!(
+        silent.is_empty(),
+        "{}: minutes with no poll: {silent:?}",
+        case.name
+    );
+
+    let (naive, naive_verdict) = run(&s, "naive");
+    assert_eq!(
+        naive_verdict.metrics.duplicate_side_effects, 0,
+        "{}: the journal keeps even the naive runner from a slot twice",
+        case.name
+    );
+    let naive_worst = worst_minute(&polls(&naive));
+    eprintln!(
+        "{}: worst minute self-healing {worst}, naive {naive_worst}; polls {} / {}",
+        case.name,
+        p.len(),
+        polls(&naive).len()
+    );
+    match case.naive_burst {
+        Some(least) => assert!(
+            naive_worst >= least,
+            "{}: the naive runner did not burst ({naive_worst} polls in its worst minute)",
+            case.name
+        ),
+        None => assert!(naive_worst <= 2, "{}: {naive_worst}", case.name),
+    }
+}
+
+#[test]
+fn a_five_minute_sleep() {
+    check(&Case {
+        name: "sleep-5m",
+        at: chrono::Duration::minutes(4 * 60 + 7),
+        blog_resets: 0,
+        quiet: chrono::Duration::minutes(5),
+        naive_burst: Some(4),
+    });
+}
+
+#[test]
+fn a_two_hour_sleep() {
+    check(&Case {
+        name: "sleep-2h",
+        at: chrono::Duration::minutes(4 * 60 + 1),
+        blog_resets: 1,
+        quiet: chrono::Duration::hours(2),
+        naive_burst: Some(30),
+    });
+}
+
+#[test]
+fn a_three_day_sleep() {
+    check(&Case {
+        name: "sleep-3d",
+        at: chrono::Duration::minutes(4 * 60 + 7),
+        blog_resets: 0,
+        quiet: chrono::Duration::days(3),
+        naive_burst: Some(30),
+    });
+}
+
+#[test]
+fn a_clock_step_forward() {
+    check(&Case {
+        name: "clock-step-forward",
+        at: chrono::Duration::minutes(4 * 60 + 7),
+        blog_resets: 0,
+        quiet: chrono::Duration::zero(),
+        naive_burst: Some(30),
+    });
+}
+
+/// A step back makes both runners wait out the hour they already ran (a slot is never
+/// run twice: the cursor never goes back and the journal refuses a settled slot); the
+/// naive runner does no worse here, and the test says so.
+#[test]
+fn a_clock_step_back() {
+    check(&Case {
+        name: "clock-step-back",
+        at: chrono::Duration::minutes(4 * 60 + 7),
+        blog_resets: 0,
+        quiet: chrono::Duration::hours(1),
+        naive_burst: None,
+    });
+}
