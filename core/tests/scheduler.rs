@@ -704,6 +704,8 @@ async fn a_crash_mid_command_leaves_a_journaled_group_the_next_start_stops_first
     );
     let swept = env.parts().fs.read(&progress).await;
     assert!(swept.is_err(), "the finished run's progress file is swept");
+}
+
 /// Issue 13: a Mac sleeps; the same process wakes with its wall clock hours ahead and
 /// its monotonic clock where it was.
 mod sleep_and_wake {

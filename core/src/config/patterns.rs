@@ -128,15 +128,11 @@ pub(crate) const KEYS: &[&str] = &[
     "checkpoints",
     "windows",
     "breakers",
-    match t.choice("clock", &["wall", "monotonic"]) {
-        Some("monotonic") => pat.clock = ClockMode::Monotonic,
-        Some(_) => pat.clock = ClockMode::Wall,
-        None => {}
-    }
     "contracts",
     "needs",
     "gates",
     "probes",
+    "clock",
 ];
 
 /// Reads `[patterns]` (absent: every pattern on).
@@ -159,13 +155,12 @@ pub(crate) fn read(t: Option<Table<'_>>) -> Patterns {
         Some(_) => pat.jitter = Jitter::Full,
         None => {}
     }
-    let switches: [(&'static str, &mut bool); 11] = [
     match t.choice("clock", &["wall", "monotonic"]) {
         Some("monotonic") => pat.clock = ClockMode::Monotonic,
         Some(_) => pat.clock = ClockMode::Wall,
         None => {}
     }
-    let switches: [(&'static str, &mut bool); 7] = [
+    let switches: [(&'static str, &mut bool); 11] = [
         ("retry_budget", &mut pat.retry_budget),
         ("proactive_refresh", &mut pat.proactive_refresh),
         ("heartbeat", &mut pat.heartbeat),
