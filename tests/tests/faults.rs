@@ -51,11 +51,19 @@ fn check_against(name: &str, calm: fn(&Scenario) -> Scenario) -> (Verdict, Verdi
         );
     }
     assert_eq!(healing.exit_code(), 0, "{name}");
-    let hurt = |v: &Verdict| (v.metrics.lost_runs, v.metrics.duplicate_side_effects);
+    // Lost slots, slots with only part of their work (a draft with no post), duplicates.
+    let hurt = |v: &Verdict| {
+        (
+            v.metrics.lost_runs,
+            v.metrics.degraded_runs,
+            v.metrics.duplicate_side_effects,
+        )
+    };
     assert!(
         naive.metrics.lost_runs > naive_calm.metrics.lost_runs
+            || naive.metrics.degraded_runs > naive_calm.metrics.degraded_runs
             || naive.metrics.duplicate_side_effects > naive_calm.metrics.duplicate_side_effects,
-        "{name}: the fault did not reach the naive runner (lost, duplicates: {:?} with it, {:?} without)",
+        "{name}: the fault did not reach the naive runner (lost, partial, duplicates: {:?} with it, {:?} without)",
         hurt(&naive),
         hurt(&naive_calm)
     );

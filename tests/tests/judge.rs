@@ -168,7 +168,11 @@ fn judge_catches_an_ignored_retry_after() {
     let (judge_ok, _) = intended(&s);
     assert!(judge_ok.rate_limit_violations > 0, "the storm answers 429s");
     assert_eq!(judge_ok.calls_inside_retry_after, 0, "judge: {judge_ok:?}");
-    let (judge, runner) = broken(&s, |c| c.patterns.retry = RetryMode::Immediate);
+    let (judge, runner) = broken(&s, |c| {
+        // Immediate retries, and no shared gate to hold them back.
+        c.patterns.retry = RetryMode::Immediate;
+        c.patterns.gates = false;
+    });
     assert_eq!(
         (
             runner.rate_limit_violations,

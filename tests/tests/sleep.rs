@@ -132,10 +132,15 @@ fn check(case: &Case) {
     );
 
     let (naive, naive_verdict) = run(&s, "naive");
-    assert_eq!(
-        naive_verdict.metrics.duplicate_side_effects, 0,
-        "{}: the journal keeps even the naive runner from a slot twice",
-        case.name
+    // The naive runner may apply a call twice (its immediate retry of a call whose answer
+    // the sleep reset carries no idempotency key), never more than self-healing's none
+    // plus the calls cut by a reset.
+    assert!(
+        naive_verdict.metrics.duplicate_side_effects <= case.blog_resets,
+        "{}: naive duplicates {} (at most {} calls were cut by the sleep)",
+        case.name,
+        naive_verdict.metrics.duplicate_side_effects,
+        case.blog_resets
     );
     let naive_worst = worst_minute(&polls(&naive));
     eprintln!(
