@@ -928,9 +928,12 @@ mod sleep_and_wake {
                 15,
                 vec![http_step("b", "GET", "http://bad.test/b", "bad")],
             );
+            // No service gate: with one, the broken job's runs are deferred behind the
+            // open breaker (excused) rather than failed; this test is about the wake.
             let mut cfg = config(
                 Patterns {
                     clock,
+                    gates: false,
                     ..Patterns::ALL
                 },
                 vec![healthy, broken],

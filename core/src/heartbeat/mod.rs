@@ -120,10 +120,12 @@ impl<E: Env> Heartbeats<E> {
     /// counted from its last good run or, for a job that never had one, from the first
     /// start that knew it (durable: a crash loop does not reset it), and the journal
     /// shows that something went wrong while the runner was up: a run that failed or
-    /// was interrupted, a slot missed for a reason other than downtime (or sleep) or the job's
-    /// window, or no slot at all. A job with a run in progress is not overdue, and
-    /// neither is one whose only misses since are downtime (the missed-slot policy
-    /// speaks for those), so a restart does not page for jobs that are fine.
+    /// was interrupted, a slot missed for a reason other than downtime (or sleep) or the
+    /// job's window, or no slot at all. A job with a run in progress is not overdue
+    /// (unless that run's slot is older than the threshold: resumed at every start of a
+    /// crash loop, it never ends), and neither is one whose only misses since are
+    /// downtime (the missed-slot policy speaks for those), so a restart does not page
+    /// for jobs that are fine.
     pub fn overdue(&self, now: DateTime<Utc>) -> Vec<Finding> {
         self.thresholds
             .iter()
@@ -142,7 +144,7 @@ impl<E: Env> Heartbeats<E> {
         };
         let reference = record.last_ok_at.unwrap_or(record.registered_at);
         let threshold = chrono::Duration::from_std(threshold).unwrap_or(chrono::Duration::MAX);
-        if now - reference <= threshold || self.status.is_running(job) {
+        if now - reference <= threshold {
             return false;
         }
         // The slots due after the last good run (not that run's own).
@@ -161,6 +163,22 @@ impl<E: Env> Heartbeats<E> {
             SlotState::Running => r.outcome == Some(Outcome::Deferred),
             SlotState::Done => r.outcome.is_some_and(Outcome::is_ok),
         };
+        // A run in progress excuses the job only when nothing else went wrong since its
+        // last good run and the run's slot is younger than the threshold: in a crash loop
+        // every start resumes a run, so the job is "running" at every look and would
+        // otherwise never be overdue.
+        let stuck = |r: &SlotRecord| {
+            r.state == SlotState::Running
+                && r.outcome != Some(Outcome::Deferred)
+                && now - r.due > threshold
+        };
+        let settled_ok = rows
+            .iter()
+            .filter(|r| r.state != SlotState::Running)
+            .all(|r| excused(r));
+        if self.status.is_running(job) && settled_ok && !rows.iter().any(stuck) {
+            return false;
+        }
         rows.is_empty() || !rows.iter().all(excused)
     }
 
