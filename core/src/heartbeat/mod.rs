@@ -175,7 +175,7 @@ impl<E: Env> Heartbeats<E> {
         let settled_ok = rows
             .iter()
             .filter(|r| r.state != SlotState::Running)
-            .all(|r| excused(r));
+            .all(&excused);
         if self.status.is_running(job) && settled_ok && !rows.iter().any(stuck) {
             return false;
         }
