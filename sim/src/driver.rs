@@ -636,31 +636,60 @@ impl Driver<'_> {
             recent_faults: recent,
         });
     }
+
+    /// Before a step: a supervisor's restart that is due, then a human's fix that is due
+    /// (a problem that already healed needs no fix: the alert was noise, and is not an
+    /// intervention).
+    fn restart_and_fix(&mut self, sim: &mut turmoil::Sim<'_>, now: DateTime<Utc>) {
+        if let Some(at) = self.restart_at
+            && at <= now
+        {
+            self.restart_at = None;
+            if !sim.is_host_running(RUNNER_HOST) {
+                sim.bounce(RUNNER_HOST);
+                self.log(now, "restart", "the runner started again".into());
+            }
+            self.was_running = true;
+        }
+        if let Some(reason) = self.operator.due_fix(now) {
+            match self.visible_problem(sim, now) {
+                Some(problem) => self.intervene(sim, now, format!("{reason}; {problem}")),
+                None => self.log(
+                    now,
+                    "alert_dismissed",
+                    format!("{reason}; already recovered"),
+                ),
+            }
+        }
+    }
+
+    /// After a step: the kernel's OOM kill past the memory limit, or a process that
+    /// ended on its own (a fatal stop, a memory restart request).
+    fn notice_death(&mut self, sim: &mut turmoil::Sim<'_>, now: DateTime<Utc>) {
+        let running = sim.is_host_running(RUNNER_HOST);
+        if running && self.world.faults().memory_at(now) > self.scenario.world.memory_limit_bytes {
+            self.world.crash(sim, RUNNER_HOST);
+            self.log(
+                now,
+                "oom_kill",
+                "the kernel killed the runner (out of memory)".into(),
+            );
+            self.was_running = false;
+            self.on_dead(now);
+        } else if !running && self.was_running {
+            self.was_running = false;
+            self.log(now, "exit", "the runner process exited".into());
+            self.on_dead(now);
+        }
+    }
 }
 
-/// Runs `scenario` with `seed` and `profile`. `progress` is called with the share done.
-pub fn simulate(
+/// The world's OAuth servers (knowing the refresh tokens `config` starts with) and APIs.
+fn add_services(
+    world: &World,
     scenario: &Scenario,
-    seed: u64,
-    profile: Profile,
-    progress: &mut dyn FnMut(f64),
-) -> Result<SimRun, SimError> {
-    let config = scenario.runner_config(&profile);
-    simulate_with_config(scenario, seed, profile, config, progress)
-}
-
-/// Runs `scenario` with the runner given `config` instead of the one the scenario and
-/// `profile` make (a deliberately broken runner: the judge still measures against the
-/// scenario's intended configuration).
-pub fn simulate_with_config(
-    scenario: &Scenario,
-    seed: u64,
-    profile: Profile,
-    config: Config,
-    progress: &mut dyn FnMut(f64),
-) -> Result<SimRun, SimError> {
-    let spec = &scenario.world;
-    let world = World::new(seed, spec.start).with_zone(spec.zone);
+    config: &Config,
+) -> (BTreeMap<String, OAuthServer>, BTreeMap<String, ApiService>) {
     let mut oauth = BTreeMap::new();
     for (name, o) in &scenario.oauth {
         let server = world.add_oauth(
@@ -688,6 +717,70 @@ pub fn simulate_with_config(
         cfg.auth = a.auth.as_ref().and_then(|n| oauth.get(n).cloned());
         apis.insert(name.clone(), world.add_api(cfg));
     }
+    (oauth, apis)
+}
+
+/// The runner's host: at every boot, the core with the current config, its alerts to
+/// the operator, and (for worlds with crashes inside ticks) a reaper beside it.
+fn add_runner_host(
+    sim: &mut turmoil::Sim<'_>,
+    world: &World,
+    shared_config: &Arc<Mutex<Config>>,
+    operator: &OperatorSink,
+    reaper: bool,
+) {
+    let world = world.clone();
+    let config = shared_config.clone();
+    let sink = operator.clone();
+    sim.host(RUNNER_HOST, move || {
+        let world = world.clone();
+        let config = config.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let sink = sink.clone();
+        async move {
+            if reaper {
+                tokio::spawn(world.clone().reaper());
+            }
+            let env = world.env();
+            match Runner::new(env, config, sink).await {
+                Ok(runner) => {
+                    let (_keep, rx) = tokio::sync::watch::channel(false);
+                    let _exit = runner.run(rx).await;
+                }
+                Err(e) => {
+                    // A config the runner refuses is the scenario's problem; the
+                    // process ends as the daemon would (exit 2).
+                    tracing::error!("runner failed to start: {e}");
+                }
+            }
+            Ok(())
+        }
+    });
+}
+
+/// Runs `scenario` with `seed` and `profile`. `progress` is called with the share done.
+pub fn simulate(
+    scenario: &Scenario,
+    seed: u64,
+    profile: Profile,
+    progress: &mut dyn FnMut(f64),
+) -> Result<SimRun, SimError> {
+    let config = scenario.runner_config(&profile);
+    simulate_with_config(scenario, seed, profile, config, progress)
+}
+
+/// Runs `scenario` with the runner given `config` instead of the one the scenario and
+/// `profile` make (a deliberately broken runner: the judge still measures against the
+/// scenario's intended configuration).
+pub fn simulate_with_config(
+    scenario: &Scenario,
+    seed: u64,
+    profile: Profile,
+    config: Config,
+    progress: &mut dyn FnMut(f64),
+) -> Result<SimRun, SimError> {
+    let spec = &scenario.world;
+    let world = World::new(seed, spec.start).with_zone(spec.zone);
+    let (oauth, apis) = add_services(&world, scenario, &config);
     world.faults().set_memory(MemoryModel {
         base_bytes: spec.memory_base_bytes,
         leak_bytes_per_hour: 0,
@@ -704,34 +797,7 @@ pub fn simulate_with_config(
     let reaper = timeline(scenario)
         .iter()
         .any(|t| matches!(t.action, Action::KillAt { .. } | Action::ArmCrash { .. }));
-    {
-        let world = world.clone();
-        let config = shared_config.clone();
-        let sink = operator.clone();
-        sim.host(RUNNER_HOST, move || {
-            let world = world.clone();
-            let config = config.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let sink = sink.clone();
-            async move {
-                if reaper {
-                    tokio::spawn(world.clone().reaper());
-                }
-                let env = world.env();
-                match Runner::new(env, config, sink).await {
-                    Ok(runner) => {
-                        let (_keep, rx) = tokio::sync::watch::channel(false);
-                        let _exit = runner.run(rx).await;
-                    }
-                    Err(e) => {
-                        // A config the runner refuses is the scenario's problem; the
-                        // process ends as the daemon would (exit 2).
-                        tracing::error!("runner failed to start: {e}");
-                    }
-                }
-                Ok(())
-            }
-        });
-    }
+    add_runner_host(&mut sim, &world, &shared_config, &operator, reaper);
     let mut driver = Driver {
         scenario,
         profile,
@@ -767,47 +833,11 @@ pub fn simulate_with_config(
             next += 1;
             driver.apply(&mut sim, now, t);
         }
-        if let Some(at) = driver.restart_at
-            && at <= now
-        {
-            driver.restart_at = None;
-            if !sim.is_host_running(RUNNER_HOST) {
-                sim.bounce(RUNNER_HOST);
-                driver.log(now, "restart", "the runner started again".into());
-            }
-            driver.was_running = true;
-        }
-        if let Some(reason) = driver.operator.due_fix(now) {
-            // The human reads the alert and looks: a problem that already healed needs
-            // no fix (the alert was noise, and is not an intervention).
-            match driver.visible_problem(&mut sim, now) {
-                Some(problem) => driver.intervene(&mut sim, now, format!("{reason}; {problem}")),
-                None => driver.log(
-                    now,
-                    "alert_dismissed",
-                    format!("{reason}; already recovered"),
-                ),
-            }
-        }
+        driver.restart_and_fix(&mut sim, now);
         sim.step().map_err(|e| SimError::Turmoil(e.to_string()))?;
         let now = after(spec.start, sim.elapsed());
         driver.reap(&mut sim, now);
-        let running = sim.is_host_running(RUNNER_HOST);
-        if running && world.faults().memory_at(now) > spec.memory_limit_bytes {
-            world.crash(&mut sim, RUNNER_HOST);
-            driver.log(
-                now,
-                "oom_kill",
-                "the kernel killed the runner (out of memory)".into(),
-            );
-            driver.was_running = false;
-            driver.on_dead(now);
-        } else if !running && driver.was_running {
-            // The process ended on its own (fatal stop, memory restart request).
-            driver.was_running = false;
-            driver.log(now, "exit", "the runner process exited".into());
-            driver.on_dead(now);
-        }
+        driver.notice_death(&mut sim, now);
         let done = (now - spec.start).num_seconds() as f64 / total;
         if done - last_report >= 0.01 {
             last_report = done;
