@@ -712,3 +712,21 @@ async fn case2_with_no_run_waiting_a_health_probe_goes_out_when_the_cooldown_end
         "{calls:?}"
     );
 }
+
+/// A fatal answer stops the job even when it also closes the service's gate past the
+/// deadline: a human is needed, not a later run.
+#[tokio::test(start_paused = true)]
+async fn a_fatal_answer_is_not_deferred_by_its_own_retry_after() {
+    let env = TestEnv::new(start(), 8);
+    let _seen = service(
+        &env,
+        "rl.test",
+        Box::new(|_, _, _| Reply {
+            status: 501,
+            headers: vec![("retry-after", "3600".into())],
+            body: String::new(),
+        }),
+    );
+    let r = runner(&env, config(TWO_JOBS, OURS)).await;
+    assert_eq!(outcome(&r.run_once("a").await), Outcome::Fatal);
+}

@@ -468,6 +468,10 @@ async fn run_step<E: Env>(
                 .class(err.class)
                 .detail(format!("{}: {}", err.kind.label(), err.detail)),
         );
+        if err.class == ErrorClass::Fatal {
+            // Needs a human, whatever the service's gate says.
+            return StepResult::Fail(err);
+        }
         if let Some(service) = service
             && let Some(hold) = svc.gates.closed(service, env.now())
         {
