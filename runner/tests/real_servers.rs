@@ -541,7 +541,9 @@ fn start_nginx(name: &str) -> (Server, u16) {
         .arg(dir.join("nginx.conf"))
         .arg("-p")
         .arg(&dir)
-        .args(["-g", "daemon off;"])
+        // One process: the guard's kill stops all of nginx (with a master, its worker
+        // outlived every test run as an orphan).
+        .args(["-g", "daemon off; master_process off;"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
