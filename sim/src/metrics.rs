@@ -263,6 +263,22 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
 
 /// The safety invariants over the measures, and the judge's own completeness.
 pub(crate) fn invariants(scenario: &Scenario, m: &Metrics, judged: &Judgement) -> Vec<Invariant> {
+    let mut all = safety_invariants(scenario, m);
+    all.push(Invariant {
+        name: "judge_complete".into(),
+        holds: judged.problems.is_empty(),
+        violations: judged.problems.len() as u64,
+        detail: if judged.problems.is_empty() {
+            "every request recorded, every job's work visible".into()
+        } else {
+            judged.problems.join("; ")
+        },
+    });
+    all
+}
+
+/// The scenario's safety invariants over `m`, whoever measured it.
+pub(crate) fn safety_invariants(scenario: &Scenario, m: &Metrics) -> Vec<Invariant> {
     let inv = &scenario.invariants;
     let le = |name: &str, value: u64, max: u64| Invariant {
         name: name.to_string(),
@@ -300,16 +316,6 @@ pub(crate) fn invariants(scenario: &Scenario, m: &Metrics, judged: &Judgement) -
             m.calls_to_open_breaker,
             inv.max_calls_to_open_breaker,
         ),
-        Invariant {
-            name: "judge_complete".into(),
-            holds: judged.problems.is_empty(),
-            violations: judged.problems.len() as u64,
-            detail: if judged.problems.is_empty() {
-                "every request recorded, every job's work visible".into()
-            } else {
-                judged.problems.join("; ")
-            },
-        },
     ]
 }
 

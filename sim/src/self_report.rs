@@ -166,44 +166,7 @@ fn evaluate_trace(scenario: &Scenario, run: &SimRun, trace: &[Event]) -> Verdict
     m.window_violations = window_violations(trace, config);
     m.calls_to_open_breaker = calls_to_open_breaker(trace, run);
 
-    let inv = &scenario.invariants;
-    let le = |name: &str, value: u64, max: u64| Invariant {
-        name: name.to_string(),
-        holds: value <= max,
-        violations: value.saturating_sub(max),
-        detail: format!("{value} (at most {max})"),
-    };
-    let invariants = vec![
-        Invariant {
-            name: "no_silent_loss".into(),
-            holds: m.lost_task_rate <= inv.max_lost_task_rate,
-            violations: m.lost_runs,
-            detail: format!(
-                "lost-task rate {:.4} (at most {:.4})",
-                m.lost_task_rate, inv.max_lost_task_rate
-            ),
-        },
-        le(
-            "no_duplicate_side_effect",
-            m.duplicate_side_effects,
-            inv.max_duplicate_side_effects,
-        ),
-        le(
-            "no_action_outside_window",
-            m.window_violations,
-            inv.max_window_violations,
-        ),
-        le(
-            "no_call_with_expired_token",
-            m.token_expired_errors,
-            inv.max_token_expired_errors,
-        ),
-        le(
-            "no_call_to_open_breaker",
-            m.calls_to_open_breaker,
-            inv.max_calls_to_open_breaker,
-        ),
-    ];
+    let invariants = crate::metrics::safety_invariants(scenario, &m);
     let liveness = liveness(scenario, trace, config, run);
     Verdict {
         metrics: m,
