@@ -7,9 +7,10 @@
 //! first failed step ends the run, no degraded steps; a fatal error stops the runner),
 //! no checkpoints, no windows, no breakers, no call timeouts and no supervisor to
 //! restart a dead process.
-//! `no-<pattern>` is self-healing with one pattern off, for ablation.
+//! `no-<pattern>` is self-healing with one pattern off, for ablation (`no-wall-clock`:
+//! the schedule waits on the monotonic clock, as the naive runner does).
 
-use steadfast_core::config::{Jitter, Patterns, RetryMode};
+use steadfast_core::config::{ClockMode, Jitter, Patterns, RetryMode};
 
 /// A named set of pattern switches plus the process-level habits that go with them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -49,7 +50,7 @@ const ON: Patterns = Patterns::ALL;
 pub const NAIVE_ATTEMPTS: u32 = 3;
 
 /// Every profile `--profile` accepts, in the order reports list them: the one list.
-pub const ALL: [Profile; 11] = [
+pub const ALL: [Profile; 16] = [
     Profile::healing("self-healing", ON),
     Profile {
         name: "naive",
@@ -118,6 +119,41 @@ pub const ALL: [Profile; 11] = [
         "no-budget",
         Patterns {
             retry_budget: false,
+            ..ON
+        },
+    ),
+    Profile::healing(
+        "no-contracts",
+        Patterns {
+            contracts: false,
+            ..ON
+        },
+    ),
+    Profile::healing(
+        "no-needs",
+        Patterns {
+            needs: false,
+            ..ON
+        },
+    ),
+    Profile::healing(
+        "no-gates",
+        Patterns {
+            gates: false,
+            ..ON
+        },
+    ),
+    Profile::healing(
+        "no-probes",
+        Patterns {
+            probes: false,
+            ..ON
+        },
+    ),
+    Profile::healing(
+        "no-wall-clock",
+        Patterns {
+            clock: ClockMode::Monotonic,
             ..ON
         },
     ),
