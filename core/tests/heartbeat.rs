@@ -127,6 +127,7 @@ async fn a_job_silent_for_twice_its_interval_is_flagged_and_a_healthy_one_is_not
         [Finding::Overdue {
             job: "youtube-engine".to_string(),
             last_success: Some(start()),
+            known_since: start(),
             threshold: HOUR,
         }]
     );
@@ -148,6 +149,7 @@ async fn a_job_that_never_succeeded_is_measured_from_its_registration_across_res
         [Finding::Overdue {
             job: "email-monitor".to_string(),
             last_success: None,
+            known_since: start(),
             threshold: 30 * MINUTE,
         }]
     );

@@ -76,6 +76,10 @@ pub enum MissReason {
     /// forward) over it, and the catch-up policy did not run it: downtime of a runner
     /// that was never restarted.
     Asleep,
+    /// An earlier run of the job was waiting for a service's gate (a Retry-After, a
+    /// spent quota, an open breaker) and was resumed in its place; the gate held this
+    /// slot's work as well.
+    Gate,
 }
 
 impl MissReason {
@@ -87,6 +91,7 @@ impl MissReason {
             Self::Overlap => "overlap",
             Self::Stopped => "stopped",
             Self::Asleep => "asleep",
+            Self::Gate => "gate",
         }
     }
 
@@ -97,6 +102,7 @@ impl MissReason {
             "overlap" => Self::Overlap,
             "stopped" => Self::Stopped,
             "asleep" => Self::Asleep,
+            "gate" => Self::Gate,
             _ => return None,
         })
     }
@@ -138,6 +144,35 @@ impl CatchUp {
     }
 }
 
+/// What a deferred run waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hold {
+    /// A step's time window, closed until after the run's deadline: by design, so the
+    /// job counts as alive.
+    Window,
+    /// A service's gate (a Retry-After, a spent quota, an open breaker): the job does
+    /// nothing until it opens, which is not a heartbeat.
+    Gate,
+}
+
+impl Hold {
+    /// The snake_case name (kept in the journal's `reason` column of a deferred run).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Window => "window",
+            Self::Gate => "gate",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "window" => Self::Window,
+            "gate" => Self::Gate,
+            _ => return None,
+        })
+    }
+}
+
 /// One row of the journal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlotRecord {
@@ -159,6 +194,8 @@ pub struct SlotRecord {
     pub missed: Option<MissReason>,
     /// A failed run's reason, in a human's words (never a secret).
     pub detail: Option<String>,
+    /// What a deferred run waits for.
+    pub hold: Option<Hold>,
     /// When the run first started.
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished, when the slots were recorded missed, or (an open run) when
@@ -228,6 +265,11 @@ fn slot_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SlotRecord> {
         SlotState::Missed => reason.as_deref().and_then(MissReason::parse),
         _ => None,
     };
+    let outcome = outcome.as_deref().and_then(parse_outcome);
+    let hold = match outcome {
+        Some(Outcome::Deferred) => reason.as_deref().and_then(Hold::parse),
+        _ => None,
+    };
     let detail = match state {
         SlotState::Missed => None,
         _ => reason,
@@ -239,9 +281,10 @@ fn slot_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SlotRecord> {
         slot_count: row.get::<_, i64>(3)?.max(0) as u64,
         state,
         attempt: row.get::<_, i64>(5)?.clamp(0, i64::from(u32::MAX)) as u32,
-        outcome: outcome.as_deref().and_then(parse_outcome),
+        outcome,
         missed,
         detail,
+        hold,
         started_at: row.get::<_, Option<i64>>(8)?.map(from_ms),
         finished_at: row.get::<_, Option<i64>>(9)?.map(from_ms),
     })
@@ -501,10 +544,39 @@ impl<E: Env> Db<E> {
         Ok(streak.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32)
     }
 
-    /// Records an attempt of `run` that leaves it open (failed and resumable, or
-    /// deferred to its window): the slot stays running for the next attempt. A failed
-    /// attempt adds to the job's streak; a deferred one counts as a heartbeat. Returns
-    /// the streak.
+    /// Records a deferred attempt of `run`: the slot stays running, waiting for `hold`.
+    /// A wait for a window is the job behaving as configured and counts as a
+    /// heartbeat; a wait at a service's gate produced nothing and does not (a job held
+    /// for longer than its threshold is overdue). The streak is left as it is.
+    pub async fn note_deferral(
+        &self,
+        run: &RunId,
+        hold: Hold,
+        now: DateTime<Utc>,
+    ) -> Result<u32, DbError> {
+        let job = run.job().to_string();
+        let due = to_ms(run.due());
+        let at = to_ms(now);
+        let streak = self
+            .write("note a deferral", move |tx| {
+                tx.prepare_cached("UPDATE slots SET outcome = 'deferred', reason = ?3, finished_at = ?4 WHERE job = ?1 AND due = ?2 AND state = 'running'")?.execute(params![job, due, hold.as_str(), at],
+                )?;
+                if hold == Hold::Window {
+                    tx.prepare_cached("UPDATE jobs SET last_ok_at = ?2 WHERE job = ?1")?.execute(params![job, at],
+                    )?;
+                }
+                tx.prepare_cached("SELECT failure_streak FROM jobs WHERE job = ?1")?.query_row([&job],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()
+            })
+            .await?;
+        Ok(streak.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32)
+    }
+
+    /// Records a failed attempt of `run` that leaves it open (resumable): the slot
+    /// stays running for the next attempt and the job's streak grows. Returns the
+    /// streak.
     pub async fn note_attempt(
         &self,
         run: &RunId,

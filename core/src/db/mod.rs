@@ -38,7 +38,7 @@ use crate::env::{Database, Env};
 use crate::taxonomy::FailureKind;
 
 pub use alerts::Episode;
-pub use journal::{CatchUp, MissReason, SlotRecord, SlotState, StepRecord};
+pub use journal::{CatchUp, Hold, MissReason, SlotRecord, SlotState, StepRecord};
 pub use processes::ProcessRecord;
 pub use tokens::{StoredToken, TokenRow};
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{Db, MissReason, SlotRecord, SlotState};
+use crate::db::{Db, Hold, MissReason, SlotRecord, SlotState};
 use crate::env::Env;
 use crate::event::Outcome;
 use crate::job_status::StatusBoard;
@@ -38,6 +38,9 @@ pub enum Finding {
         job: String,
         /// Its last success, if any.
         last_success: Option<DateTime<Utc>>,
+        /// The first start that knew the job (a job that never succeeded is measured
+        /// from it).
+        known_since: DateTime<Utc>,
         /// Its threshold.
         threshold: Duration,
     },
@@ -130,10 +133,14 @@ impl<E: Env> Heartbeats<E> {
         self.thresholds
             .iter()
             .filter(|(job, threshold)| self.is_overdue(job, **threshold, now))
-            .map(|(job, threshold)| Finding::Overdue {
-                job: job.clone(),
-                last_success: self.last_success(job),
-                threshold: *threshold,
+            .map(|(job, threshold)| {
+                let record = self.db.job(job).ok().flatten();
+                Finding::Overdue {
+                    job: job.clone(),
+                    last_success: record.as_ref().and_then(|r| r.last_ok_at),
+                    known_since: record.map_or(now, |r| r.registered_at),
+                    threshold: *threshold,
+                }
             })
             .collect()
     }
@@ -160,7 +167,12 @@ impl<E: Env> Heartbeats<E> {
                     Some(MissReason::Downtime | MissReason::Asleep | MissReason::Window)
                 )
             }
-            SlotState::Running => r.outcome == Some(Outcome::Deferred),
+            // Waiting for a window is by design; waiting at a service's gate excuses
+            // the job only as long as its threshold.
+            SlotState::Running => {
+                r.outcome == Some(Outcome::Deferred)
+                    && (r.hold == Some(Hold::Window) || now - r.due <= threshold)
+            }
             SlotState::Done => r.outcome.is_some_and(Outcome::is_ok),
         };
         // A run in progress excuses the job only when nothing else went wrong since its
@@ -168,9 +180,7 @@ impl<E: Env> Heartbeats<E> {
         // every start resumes a run, so the job is "running" at every look and would
         // otherwise never be overdue.
         let stuck = |r: &SlotRecord| {
-            r.state == SlotState::Running
-                && r.outcome != Some(Outcome::Deferred)
-                && now - r.due > threshold
+            r.state == SlotState::Running && r.hold != Some(Hold::Window) && now - r.due > threshold
         };
         let settled_ok = rows
             .iter()

@@ -438,6 +438,7 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             Finding::Overdue {
                 job,
                 last_success,
+                known_since,
                 threshold,
             } => {
                 let message = match last_success {
@@ -447,8 +448,8 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
                         threshold.as_secs()
                     ),
                     None => format!(
-                        "job has not succeeded since the runner started at {} (threshold {}s)",
-                        self.since.to_rfc3339_opts(SecondsFormat::Secs, true),
+                        "job has never succeeded since it was first scheduled at {} (threshold {}s)",
+                        known_since.to_rfc3339_opts(SecondsFormat::Secs, true),
                         threshold.as_secs()
                     ),
                 };

@@ -78,6 +78,8 @@ pub struct Services<E: Env> {
     pub clock: crate::wake::ClockMode,
 }
 
+pub use crate::db::Hold;
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {
@@ -94,10 +96,12 @@ pub enum RunOutcome {
     /// A step's window closed and opens only after the run's deadline; progress is
     /// kept and the next run resumes it.
     Deferred {
-        /// The step waiting for its window.
+        /// The step waiting.
         step: String,
-        /// When the window opens.
+        /// When it may run.
         until: DateTime<Utc>,
+        /// What it waits for.
+        hold: Hold,
     },
     /// The run failed; its progress is kept for the next run.
     Failed(StepError),
@@ -125,7 +129,7 @@ impl RunOutcome {
 enum StepResult {
     Done(BTreeMap<String, String>),
     Skip(StepError),
-    Defer(DateTime<Utc>),
+    Defer(DateTime<Utc>, Hold),
     Fail(StepError),
     /// The runner shut down while the step waited (for its window or gate).
     Halted,
@@ -199,7 +203,7 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
     let mut blocked: Option<StepError> = None;
     // Steps deferred to a later run (a window or gate that opens after the deadline),
     // with when, in order.
-    let mut deferred: Vec<(String, DateTime<Utc>)> = Vec::new();
+    let mut deferred: Vec<(String, DateTime<Utc>, Hold)> = Vec::new();
     let mut completed = done_before.len();
     for (index, step) in job.steps.iter().enumerate() {
         if done_before.iter().any(|d| d.name == step.name) {
@@ -217,7 +221,7 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
             return RunOutcome::Interrupted;
         }
         if let Some(b) = svc.needs.blocked(&job.steps, index, &not_done) {
-            if let Some((_, until)) = deferred.iter().find(|(d, _)| *d == b.prerequisite) {
+            if let Some((_, until, hold)) = deferred.iter().find(|(d, ..)| *d == b.prerequisite) {
                 // Waits with its prerequisite: the resumed run does both.
                 env.emit(
                     Event::new(EventKind::StepSkipped)
@@ -230,8 +234,8 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
                             until.to_rfc3339()
                         )),
                 );
-                let until = *until;
-                deferred.push((step.name.clone(), until));
+                let (until, hold) = (*until, *hold);
+                deferred.push((step.name.clone(), until, hold));
                 not_done.insert(
                     step.name.clone(),
                     format!("deferred with `{}`", b.prerequisite),
@@ -303,11 +307,12 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
                 not_done.insert(step.name.clone(), err.detail.clone());
                 last_skip = Some(err);
             }
-            StepResult::Defer(until) => {
+            StepResult::Defer(until, hold) => {
                 if !svc.needs.deferral_continues() {
                     return RunOutcome::Deferred {
                         step: step.name.clone(),
                         until,
+                        hold,
                     };
                 }
                 // The steps that do not need this one go on; it and its dependents
@@ -316,7 +321,7 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
                     step.name.clone(),
                     format!("deferred to {}", until.to_rfc3339()),
                 );
-                deferred.push((step.name.clone(), until));
+                deferred.push((step.name.clone(), until, hold));
             }
             StepResult::Halted => return RunOutcome::Interrupted,
             StepResult::Fail(err) => {
@@ -332,10 +337,10 @@ pub async fn execute<E: Env>(svc: &Services<E>, ctx: &RunContext<'_>) -> RunOutc
         // A step the run exists for did not run: no output, so not a success of any kind.
         return RunOutcome::Failed(err);
     }
-    if let Some((step, until)) = deferred.into_iter().next() {
+    if let Some((step, until, hold)) = deferred.into_iter().next() {
         // The first deferred step names the run's deferral; the resumed run repeats
         // none of the steps done here.
-        return RunOutcome::Deferred { step, until };
+        return RunOutcome::Deferred { step, until, hold };
     }
     if completed == 0
         && let Some(err) = last_skip
@@ -417,7 +422,7 @@ async fn run_step<E: Env>(
                 let event = event(EventKind::WindowWait).delay(wait);
                 if open > ctx.deadline.at(env.now()) {
                     env.emit(event.detail("window opens after the run's deadline; deferred"));
-                    return StepResult::Defer(open);
+                    return StepResult::Defer(open, Hold::Window);
                 }
                 env.emit(event.detail("waiting for the window to open"));
                 if !wait_unless_halted(env, open, &ctx.halt).await {
@@ -436,7 +441,7 @@ async fn run_step<E: Env>(
                         hold.reason,
                         hold.not_before.to_rfc3339()
                     )));
-                    return StepResult::Defer(hold.not_before);
+                    return StepResult::Defer(hold.not_before, Hold::Gate);
                 }
                 env.emit(event.detail(format!("{}: waiting for the service's gate", hold.reason)));
                 if !wait_unless_halted(env, hold.not_before, &ctx.halt).await {
@@ -488,7 +493,7 @@ async fn run_step<E: Env>(
                             hold.not_before.to_rfc3339()
                         )),
                 );
-                return StepResult::Defer(hold.not_before);
+                return StepResult::Defer(hold.not_before, Hold::Gate);
             }
             if err.kind == FailureKind::BreakerOpen {
                 // Rejected without a call: the wait at the gate is the cooldown, and
@@ -564,6 +569,7 @@ async fn run_step<E: Env>(
                     return StepResult::Defer(
                         svc.windows
                             .next_open(action, window_close.unwrap_or_else(|| env.now())),
+                        Hold::Window,
                     );
                 }
                 // Retries are spent on a transient error: the service is down for this

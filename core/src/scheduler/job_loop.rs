@@ -37,7 +37,7 @@ use crate::db::{DbError, MissReason, SlotRecord};
 use crate::env::{Env, MemoryProbe, Rng};
 use crate::event::{Event, EventKind, Outcome, SkipReason};
 use crate::job::attempt::sweep_progress;
-use crate::job::{RunId, RunOutcome, Services, sleep_until_wall};
+use crate::job::{Hold, RunId, RunOutcome, Services, sleep_until_wall};
 use crate::job_status::{JobStatus, StatusBoard};
 use crate::schedule::Schedule;
 use crate::state_machine::{Idle, Task, TaskState};
@@ -166,7 +166,7 @@ impl<E: Env> JobLoop<E> {
         }
         // Runs a crash, kill or shutdown cut off: resume them first, in order.
         for open in db.unfinished(&name).unwrap_or_default() {
-            task = self.open_run(task, &open).await?;
+            task = self.open_run(task, &open).await?.0;
         }
         let after = db
             .last_slot(&name)
@@ -278,28 +278,41 @@ impl<E: Env> JobLoop<E> {
         let open = self.svc.db.unfinished(&name).unwrap_or_default();
         // Only a run whose last attempt ended before this slot was due: one just tried
         // (at start, say) is not tried again at once for a slot that is already past.
-        if let Some(open) = open
-            .iter()
+        let Some(open) = open
+            .into_iter()
             .find(|o| o.finished_at.is_none_or(|tried| tried < due))
-        {
-            // The job's previous run is still open (failed, or waiting for a window):
-            // this slot goes to finishing it. Waiting for a window is by design.
-            let (skip, miss) = if open.outcome == Some(Outcome::Deferred) {
-                (SkipReason::Window, MissReason::Window)
-            } else {
-                (SkipReason::Overlap, MissReason::Overlap)
-            };
-            env.emit(
-                Event::new(EventKind::RunSkipped)
-                    .job(&name)
-                    .run_id(&RunId::new(&name, due))
-                    .reason(skip)
-                    .detail(format!("run {} is still open; resuming it", open.run_id())),
-            );
-            self.record_missed(&[single(due)], miss).await;
-            return self.open_run(task, open).await;
-        }
-        self.execute(task, RunId::new(&name, due)).await
+        else {
+            return Ok(self.execute(task, RunId::new(&name, due)).await?.0);
+        };
+        // The job's previous run is still open (failed, or deferred to a window or a
+        // service's gate): it is resumed first, then this slot runs its own run. When
+        // the old run is still open after its turn, whatever held it holds this slot's
+        // work too: the slot is recorded missed with that reason, and the next slot
+        // tries the old run again.
+        let (task, left) = self.open_run(task, &open).await?;
+        let Left::Open(reason) = left else {
+            if *self.halt.borrow() {
+                // Shutting down: the slot is left to the next start's catch-up.
+                return Err(Ended);
+            }
+            return Ok(self.execute(task, RunId::new(&name, due)).await?.0);
+        };
+        let skip = match reason {
+            MissReason::Window => SkipReason::Window,
+            _ => SkipReason::Overlap,
+        };
+        env.emit(
+            Event::new(EventKind::RunSkipped)
+                .job(&name)
+                .run_id(&RunId::new(&name, due))
+                .reason(skip)
+                .detail(format!(
+                    "run {} is still open ({reason}); the slot goes to it",
+                    open.run_id()
+                )),
+        );
+        self.record_missed(&[single(due)], reason).await;
+        Ok(task)
     }
 
     /// An open run found in the journal: resumed if it can still finish, else settled.
@@ -307,7 +320,7 @@ impl<E: Env> JobLoop<E> {
         &mut self,
         task: Task<E, Idle>,
         open: &SlotRecord,
-    ) -> Result<Task<E, Idle>, Ended> {
+    ) -> Result<(Task<E, Idle>, Left), Ended> {
         let env = self.svc.env.clone();
         let run = open.run_id();
         let too_old = env.now() - open.due
@@ -326,16 +339,23 @@ impl<E: Env> JobLoop<E> {
             );
             match self.svc.db.close_run(&run, &why, env.now()).await {
                 Ok(()) => sweep_progress(&self.svc, &self.job, &run).await,
-                Err(e) => self.finding(&e),
+                Err(e) => {
+                    self.finding(&e);
+                    return Ok((task, Left::Open(MissReason::Overlap)));
+                }
             }
-            return Ok(task);
+            return Ok((task, Left::Closed));
         }
         self.execute(task, run).await
     }
 
     /// Starts (or resumes) `run`, runs it through the state machine and journals how
-    /// it ended.
-    async fn execute(&mut self, task: Task<E, Idle>, run: RunId) -> Result<Task<E, Idle>, Ended> {
+    /// it ended; says whether it is still open.
+    async fn execute(
+        &mut self,
+        task: Task<E, Idle>,
+        run: RunId,
+    ) -> Result<(Task<E, Idle>, Left), Ended> {
         let env = self.svc.env.clone();
         let db = self.svc.db.clone();
         let name = self.job.name.clone();
@@ -349,7 +369,7 @@ impl<E: Env> JobLoop<E> {
                         .run_id(&run)
                         .detail(e.to_string()),
                 );
-                return Ok(task);
+                return Ok((task, Left::Closed));
             }
             Err(StartError::Db(e)) => {
                 return Err(self.store_broken(&e, "cannot start a run").await);
@@ -379,10 +399,7 @@ impl<E: Env> JobLoop<E> {
         let resumable = self.svc.resume == Resume::FromLastStep && attempt < MAX_ATTEMPTS;
         let journaled = match &outcome {
             RunOutcome::Interrupted => Ok(None),
-            RunOutcome::Deferred { .. } => db
-                .note_attempt(&run, Outcome::Deferred, None, now)
-                .await
-                .map(Some),
+            RunOutcome::Deferred { hold, .. } => db.note_deferral(&run, *hold, now).await.map(Some),
             RunOutcome::Failed(e) if resumable => db
                 .note_attempt(&run, Outcome::Failed, Some(&e.detail), now)
                 .await
@@ -396,11 +413,16 @@ impl<E: Env> JobLoop<E> {
                 .await
                 .map(Some),
         };
-        let finished = match &outcome {
-            RunOutcome::Interrupted | RunOutcome::Deferred { .. } => false,
-            RunOutcome::Failed(_) => !resumable,
-            _ => true,
+        let left = match &outcome {
+            RunOutcome::Interrupted => Left::Open(MissReason::Overlap),
+            RunOutcome::Deferred { hold, .. } => Left::Open(match hold {
+                Hold::Window => MissReason::Window,
+                Hold::Gate => MissReason::Gate,
+            }),
+            RunOutcome::Failed(_) if resumable => Left::Open(MissReason::Overlap),
+            _ => Left::Closed,
         };
+        let finished = left == Left::Closed;
         if finished && journaled.is_ok() {
             // The run will never be resumed: its steps' progress files go with it.
             sweep_progress(&self.svc, &self.job, &run).await;
@@ -419,7 +441,7 @@ impl<E: Env> JobLoop<E> {
                     }
                     _ => {
                         self.finding(&e);
-                        Ok(failed.cool_down().rest())
+                        Ok((failed.cool_down().rest(), Left::Open(MissReason::Overlap)))
                     }
                 };
             }
@@ -429,7 +451,7 @@ impl<E: Env> JobLoop<E> {
             if let Some(n) = streak {
                 s.consecutive_failures = n;
             }
-            if outcome.kind().is_ok() {
+            if outcome.kind().is_ok() && left != Left::Open(MissReason::Gate) {
                 s.last_success = Some(now);
             }
         });
@@ -448,7 +470,7 @@ impl<E: Env> JobLoop<E> {
                 return Err(Ended);
             }
         };
-        Ok(cooldown.rest())
+        Ok((cooldown.rest(), left))
     }
 
     /// Slots that passed (until `now`) while the run of `due` was in progress: recorded missed
@@ -564,6 +586,16 @@ impl<E: Env> JobLoop<E> {
     fn update(&self, f: impl FnOnce(&mut JobStatus)) {
         self.status.update(&self.job.name, f);
     }
+}
+
+/// Whether a run is still open after its turn, and what a slot it held is missed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// Finished, failed for good, or settled: the journal will not start it again.
+    Closed,
+    /// Still open (failed and resumable, deferred, interrupted, or its end not
+    /// journaled); a slot that went to it is missed for this reason.
+    Open(MissReason),
 }
 
 /// A range of one slot.
