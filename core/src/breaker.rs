@@ -18,12 +18,14 @@
 //! # Time and persistence
 //!
 //! Open periods are wall-clock instants from `env.now()`, because tokio instants do not
-//! survive a restart. Every state change is written to `state_dir/breakers.json`
-//! (atomically and durably) by [`Breakers::record`]; the open -> half-open move made by
+//! survive a restart. Every state change is written to the store's `breakers` table (one
+//! transaction) by [`Breakers::record`]; the open -> half-open move made by
 //! [`Breakers::try_acquire`] is persisted with the probe's outcome. What is saved is the
 //! state, the open-until instant and the trip count; the closed-state failure counters
 //! are not, so a restart forgives a partial run of failures. A half-open breaker is
 //! restored as open with its (elapsed) until, so the first call after the restart probes.
+//! (Runners before the store kept this in `state_dir/breakers.json`; the daemon imports
+//! that file once.)
 //!
 //! # Unknown services
 //!
@@ -33,19 +35,21 @@
 //! was never configured.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::config::{BreakerConfig, ServiceConfig};
+use crate::db::{BreakerRow, Db, DbError};
 use crate::env::{Env, Rng};
 use crate::event::{Event, EventKind};
-use crate::store::{self, StoreError};
 
-/// The state file's name under `state_dir`.
-pub const STATE_FILE: &str = "breakers.json";
+/// The state file of runners before the store, under `state_dir` (imported once).
+pub const LEGACY_STATE_FILE: &str = "breakers.json";
+
+/// At most this many breaker rows are read back (one per configured service).
+const MAX_ROWS: usize = 10_000;
 
 /// The state of one breaker, as reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -67,6 +71,16 @@ impl BreakerState {
             Self::Open => "open",
             Self::HalfOpen => "half_open",
         }
+    }
+
+    /// The state named `s` ([`Self::as_str`]'s inverse).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "closed" => Self::Closed,
+            "open" => Self::Open,
+            "half_open" => Self::HalfOpen,
+            _ => return None,
+        })
     }
 }
 
@@ -200,30 +214,13 @@ impl BreakerCore {
     }
 }
 
-/// The persisted form of all breakers.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct SavedBreakers {
-    services: BTreeMap<String, SavedBreaker>,
-}
-
-/// The persisted form of one breaker.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct SavedBreaker {
-    state: BreakerState,
-    until: DateTime<Utc>,
-    trips: u32,
-    /// Absent in files written before it existed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    opened_at: Option<DateTime<Utc>>,
-}
-
 /// The breakers of all services.
 #[derive(Debug)]
 pub struct Breakers<E: Env> {
-    /// Clock, randomness (cooldown jitter), disk and events.
+    /// Clock, randomness (cooldown jitter) and events.
     env: E,
-    /// `state_dir/breakers.json`.
-    path: PathBuf,
+    /// The store, where every state change is written.
+    db: Arc<Db<E>>,
     /// Settings of every guarded service (none when the pattern is off: every call
     /// is then allowed and nothing recorded).
     configs: BTreeMap<String, BreakerConfig>,
@@ -237,21 +234,21 @@ pub struct Breakers<E: Env> {
 }
 
 impl<E: Env> Breakers<E> {
-    /// One breaker per service; persisted under `state_dir`.
-    pub fn new(env: E, state_dir: &Path, services: &BTreeMap<String, ServiceConfig>) -> Self {
+    /// One breaker per service; persisted in the store.
+    pub fn new(env: E, db: Arc<Db<E>>, services: &BTreeMap<String, ServiceConfig>) -> Self {
         let configs = services
             .iter()
             .map(|(name, svc)| (name.clone(), svc.breaker))
             .collect();
-        Self::guarding(env, state_dir, configs)
+        Self::guarding(env, db, configs)
     }
 
     /// No breakers: every call is allowed and nothing recorded (the pattern switched off).
-    pub fn none(env: E, state_dir: &Path) -> Self {
-        Self::guarding(env, state_dir, BTreeMap::new())
+    pub fn none(env: E, db: Arc<Db<E>>) -> Self {
+        Self::guarding(env, db, BTreeMap::new())
     }
 
-    fn guarding(env: E, state_dir: &Path, configs: BTreeMap<String, BreakerConfig>) -> Self {
+    fn guarding(env: E, db: Arc<Db<E>>, configs: BTreeMap<String, BreakerConfig>) -> Self {
         let now = env.now();
         let cores = configs
             .keys()
@@ -259,7 +256,7 @@ impl<E: Env> Breakers<E> {
             .collect();
         Self {
             env,
-            path: state_dir.join(STATE_FILE),
+            db,
             configs,
             cores: Arc::new(Mutex::new(cores)),
             persist: tokio::sync::Mutex::new(()),
@@ -267,22 +264,22 @@ impl<E: Env> Breakers<E> {
         }
     }
 
-    /// Restores persisted state (a corrupt file is reported and the breakers start closed).
+    /// Restores the stored state (rows that cannot be read are reported and the
+    /// breakers start closed).
     ///
-    /// A missing file is a first start: `Ok`. Services no longer configured are dropped;
-    /// an open-until further ahead than the service's longest open period (a clock that
-    /// jumped, a hand-edited file) is pulled back to it, so no file can lock a service
-    /// out for longer than its configuration allows.
-    pub async fn restore(&self) -> Result<(), StoreError> {
+    /// No rows is a first start: `Ok`. Services no longer configured are dropped; an
+    /// open-until further ahead than the service's longest open period (a clock that
+    /// jumped, a hand-edited row) is pulled back to it, so no stored state can lock a
+    /// service out for longer than its configuration allows.
+    pub fn restore(&self) -> Result<(), DbError> {
         if self.configs.is_empty() {
             return Ok(());
         }
-        let saved = store::read_json::<_, SavedBreakers>(self.env.fs(), &self.path).await;
+        let saved = self.db.breakers(MAX_ROWS);
         let now = self.env.now();
         let mut cores = lock(&self.cores);
         let saved = match saved {
-            Ok(None) => return Ok(()),
-            Ok(Some(saved)) => saved,
+            Ok(saved) => saved,
             Err(e) => {
                 for core in cores.values_mut() {
                     *core = BreakerCore::closed(now);
@@ -290,7 +287,8 @@ impl<E: Env> Breakers<E> {
                 return Err(e);
             }
         };
-        for (name, entry) in saved.services {
+        for entry in saved {
+            let name = entry.service;
             let (Some(core), Some(cfg)) = (cores.get_mut(&name), self.configs.get(&name)) else {
                 continue;
             };
@@ -310,7 +308,7 @@ impl<E: Env> Breakers<E> {
                     .service(&name)
                     .transition(BreakerState::Closed, BreakerState::Open)
                     .delay(remaining)
-                    .detail("restored from the state file"),
+                    .detail("restored from the store"),
             );
         }
         Ok(())
@@ -536,27 +534,20 @@ impl<E: Env> Breakers<E> {
     }
 
     /// Writes the current state of every breaker. A failed write leaves the state in
-    /// memory (the next change rewrites the whole file) and is logged.
+    /// memory (the next change rewrites every row) and is logged.
     async fn save(&self) {
         let _writer = self.persist.lock().await;
-        let snapshot = {
-            let cores = lock(&self.cores);
-            SavedBreakers {
-                services: cores
-                    .iter()
-                    .map(|(name, core)| {
-                        let saved = SavedBreaker {
-                            state: core.state,
-                            until: core.until,
-                            trips: core.trips,
-                            opened_at: core.opened_at,
-                        };
-                        (name.clone(), saved)
-                    })
-                    .collect(),
-            }
-        };
-        if let Err(e) = store::write_json(self.env.fs(), &self.path, &snapshot).await {
+        let rows = lock(&self.cores)
+            .iter()
+            .map(|(name, core)| BreakerRow {
+                service: name.clone(),
+                state: core.state,
+                until: core.until,
+                trips: core.trips,
+                opened_at: core.opened_at,
+            })
+            .collect();
+        if let Err(e) = self.db.save_breakers(rows).await {
             tracing::warn!(
                 target: "steadfast",
                 error = %e,

@@ -8,9 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use steadfast_core::breaker::*;
 use steadfast_core::config::{BreakerConfig, ServiceConfig};
+use steadfast_core::db::{BreakerRow, Db};
 use steadfast_core::env::Env;
 use steadfast_core::event::{EventKind, StateName};
-use steadfast_core::store::StoreError;
 use steadfast_testkit::TestEnv;
 
 const MIN: Duration = Duration::from_secs(60);
@@ -38,12 +38,18 @@ fn services(cfg: BreakerConfig) -> BTreeMap<String, ServiceConfig> {
         .collect()
 }
 
-fn setup(cfg: BreakerConfig, enabled: bool) -> (TestEnv, Breakers<TestEnv>) {
+/// The store, as a (re)started runner opens it.
+async fn store(env: &TestEnv) -> Arc<Db<TestEnv>> {
+    Arc::new(Db::open(env.clone(), &dir()).await.unwrap())
+}
+
+async fn setup(cfg: BreakerConfig, enabled: bool) -> (TestEnv, Breakers<TestEnv>) {
     let env = TestEnv::new(t0(), 17);
+    let db = store(&env).await;
     let breakers = if enabled {
-        Breakers::new(env.clone(), &dir(), &services(cfg))
+        Breakers::new(env.clone(), db, &services(cfg))
     } else {
-        Breakers::none(env.clone(), &dir())
+        Breakers::none(env.clone(), db)
     };
     (env, breakers)
 }
@@ -82,7 +88,7 @@ fn state(b: &Breakers<TestEnv>, service: &str) -> BreakerState {
 
 #[tokio::test(start_paused = true)]
 async fn opens_after_three_consecutive_failures() {
-    let (env, b) = setup(BreakerConfig::default(), true);
+    let (env, b) = setup(BreakerConfig::default(), true).await;
     for _ in 0..2 {
         call(&b, "youtube", false).await.unwrap();
     }
@@ -106,7 +112,7 @@ async fn opens_after_three_consecutive_failures() {
 
 #[tokio::test(start_paused = true)]
 async fn open_since_spans_failed_probes_and_ends_when_a_probe_succeeds() {
-    let (env, b) = setup(BreakerConfig::default(), true);
+    let (env, b) = setup(BreakerConfig::default(), true).await;
     assert!(b.open_since().is_empty());
     for _ in 0..3 {
         call(&b, "youtube", false).await.unwrap();
@@ -122,8 +128,12 @@ async fn open_since_spans_failed_probes_and_ends_when_a_probe_succeeds() {
     assert_eq!(state(&b, "youtube"), BreakerState::Open);
     assert_eq!(b.open_since()["youtube"], opened);
     // A restart keeps the episode's start.
-    let restored = Breakers::new(env.clone(), &dir(), &services(BreakerConfig::default()));
-    restored.restore().await.unwrap();
+    let restored = Breakers::new(
+        env.clone(),
+        store(&env).await,
+        &services(BreakerConfig::default()),
+    );
+    restored.restore().unwrap();
     assert_eq!(restored.open_since()["youtube"], opened);
     tokio::time::advance(Duration::from_secs(7200)).await;
     assert!(call(&b, "youtube", true).await.unwrap(), "the probe");
@@ -132,7 +142,7 @@ async fn open_since_spans_failed_probes_and_ends_when_a_probe_succeeds() {
 
 #[tokio::test(start_paused = true)]
 async fn a_success_resets_the_consecutive_count() {
-    let (_env, b) = setup(BreakerConfig::default(), true);
+    let (_env, b) = setup(BreakerConfig::default(), true).await;
     for ok in [false, false, true, false, false, true, false, false] {
         call(&b, "youtube", ok).await.unwrap();
     }
@@ -148,13 +158,13 @@ async fn a_failure_rate_over_a_full_window_opens() {
         ..BreakerConfig::default()
     };
     // 4 failures in 10: under the rate, stays closed however long it goes on.
-    let (_env, b) = setup(cfg, true);
+    let (_env, b) = setup(cfg, true).await;
     for i in 0..50 {
         call(&b, "youtube", i % 5 >= 2).await.unwrap();
     }
     assert_eq!(state(&b, "youtube"), BreakerState::Closed);
     // Alternating: the 10th call fills the window at 5 of 10.
-    let (env, b) = setup(cfg, true);
+    let (env, b) = setup(cfg, true).await;
     for i in 0..9 {
         call(&b, "youtube", i % 2 == 0).await.unwrap();
         assert_eq!(state(&b, "youtube"), BreakerState::Closed, "call {i}");
@@ -182,7 +192,7 @@ async fn fail_probes(env: &TestEnv, b: &Breakers<TestEnv>, n: usize) {
 
 #[tokio::test(start_paused = true)]
 async fn cooldown_grows_on_repeated_trips_and_is_capped() {
-    let (env, b) = setup(BreakerConfig::default(), true);
+    let (env, b) = setup(BreakerConfig::default(), true).await;
     fail_probes(&env, &b, 6).await;
     let periods = open_periods(&env, "youtube");
     let expected = [5, 10, 20, 40, 60, 60, 60].map(|m| m * MIN);
@@ -199,7 +209,7 @@ async fn cooldown_grows_on_repeated_trips_and_is_capped() {
 
 #[tokio::test(start_paused = true)]
 async fn a_successful_probe_closes_and_resets_the_cooldown() {
-    let (env, b) = setup(BreakerConfig::default(), true);
+    let (env, b) = setup(BreakerConfig::default(), true).await;
     fail_probes(&env, &b, 2).await;
     let until = b.try_acquire("youtube").unwrap_err().until;
     tokio::time::advance((until - env.now()).to_std().unwrap()).await;
@@ -221,7 +231,7 @@ async fn a_successful_probe_closes_and_resets_the_cooldown() {
 
 #[tokio::test(start_paused = true)]
 async fn exactly_one_half_open_probe_under_concurrency() {
-    let (env, b) = setup(BreakerConfig::default(), true);
+    let (env, b) = setup(BreakerConfig::default(), true).await;
     fail_probes(&env, &b, 0).await;
     tokio::time::advance(Duration::from_secs(3600)).await;
     let b = Arc::new(b);
@@ -249,7 +259,7 @@ async fn exactly_one_half_open_probe_under_concurrency() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_probe_permit_frees_the_slot() {
-    let (env, b) = setup(BreakerConfig::default(), true);
+    let (env, b) = setup(BreakerConfig::default(), true).await;
     fail_probes(&env, &b, 0).await;
     tokio::time::advance(Duration::from_secs(3600)).await;
     let probe = b.try_acquire("youtube").unwrap();
@@ -266,7 +276,7 @@ async fn a_dropped_probe_permit_frees_the_slot() {
 
 #[tokio::test(start_paused = true)]
 async fn late_outcomes_from_before_a_trip_are_ignored() {
-    let (env, b) = setup(BreakerConfig::default(), true);
+    let (env, b) = setup(BreakerConfig::default(), true).await;
     let mut in_flight: Vec<Permit> = (0..7).map(|_| b.try_acquire("youtube").unwrap()).collect();
     for permit in in_flight.drain(..3) {
         b.record(permit, false).await;
@@ -295,15 +305,19 @@ async fn late_outcomes_from_before_a_trip_are_ignored() {
 
 #[tokio::test(start_paused = true)]
 async fn state_survives_a_restart() {
-    let (env, b) = setup(BreakerConfig::default(), true);
+    let (env, b) = setup(BreakerConfig::default(), true).await;
     fail_probes(&env, &b, 1).await;
     let until = b.try_acquire("youtube").unwrap_err().until;
     drop(b);
     env.parts().fs.crash();
 
-    let restarted = Breakers::new(env.clone(), &dir(), &services(BreakerConfig::default()));
+    let restarted = Breakers::new(
+        env.clone(),
+        store(&env).await,
+        &services(BreakerConfig::default()),
+    );
     assert_eq!(state(&restarted, "youtube"), BreakerState::Closed);
-    restarted.restore().await.unwrap();
+    restarted.restore().unwrap();
     assert_eq!(state(&restarted, "youtube"), BreakerState::Open);
     assert_eq!(state(&restarted, "blog"), BreakerState::Closed);
     assert_eq!(restarted.try_acquire("youtube").unwrap_err().until, until);
@@ -316,7 +330,7 @@ async fn state_survives_a_restart() {
 
 #[tokio::test(start_paused = true)]
 async fn a_half_open_breaker_restarts_open_and_probes_again() {
-    let (env, b) = setup(BreakerConfig::default(), true);
+    let (env, b) = setup(BreakerConfig::default(), true).await;
     fail_probes(&env, &b, 1).await;
     tokio::time::advance(Duration::from_secs(3600)).await;
     let probe = b.try_acquire("youtube").unwrap();
@@ -326,25 +340,29 @@ async fn a_half_open_breaker_restarts_open_and_probes_again() {
     }
     std::mem::forget(probe); // the process dies with the probe in flight
     env.parts().fs.crash();
-    let restarted = Breakers::new(env.clone(), &dir(), &services(BreakerConfig::default()));
-    restarted.restore().await.unwrap();
+    let restarted = Breakers::new(
+        env.clone(),
+        store(&env).await,
+        &services(BreakerConfig::default()),
+    );
+    restarted.restore().unwrap();
     assert_eq!(state(&restarted, "youtube"), BreakerState::Open);
     assert!(restarted.try_acquire("youtube").unwrap().is_probe());
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_far_future_until_is_pulled_back_on_restore() {
-    let (env, b) = setup(BreakerConfig::default(), true);
-    // The state file as an earlier process wrote it, with an "open until" a year away.
-    let saved = serde_json::json!({"services": {"youtube": {
-        "state": "open",
-        "until": t0() + chrono::Duration::days(365),
-        "trips": 3,
-    }}});
-    steadfast_core::store::write_json(env.fs(), &dir().join(STATE_FILE), &saved)
-        .await
-        .unwrap();
-    b.restore().await.unwrap();
+    let (env, b) = setup(BreakerConfig::default(), true).await;
+    // The row as an earlier process (or a hand edit) left it: "open until" a year away.
+    let saved = BreakerRow {
+        service: "youtube".to_string(),
+        state: BreakerState::Open,
+        until: t0() + chrono::Duration::days(365),
+        trips: 3,
+        opened_at: None,
+    };
+    store(&env).await.save_breakers(vec![saved]).await.unwrap();
+    b.restore().unwrap();
     let until = b.try_acquire("youtube").unwrap_err().until;
     assert!(
         until <= env.now() + chrono::Duration::minutes(66),
@@ -353,30 +371,37 @@ async fn a_far_future_until_is_pulled_back_on_restore() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_corrupt_state_file_resets_to_closed() {
-    let (env, b) = setup(BreakerConfig::default(), true);
+async fn an_unreadable_row_is_an_error_and_the_breakers_start_closed() {
+    let (env, b) = setup(BreakerConfig::default(), true).await;
     fail_probes(&env, &b, 0).await;
     assert_eq!(state(&b, "youtube"), BreakerState::Open);
-    let path = dir().join(STATE_FILE);
-    steadfast_core::env::FileSystem::write(env.fs(), &path, b"{\"services\": [tor")
+    store(&env)
+        .await
+        .write("damage a row", |c| {
+            c.execute(
+                "UPDATE breakers SET state = 'ajar' WHERE service = 'youtube'",
+                [],
+            )
+            .map(|_| ())
+        })
         .await
         .unwrap();
-    let err = b.restore().await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    let err = b.restore().unwrap_err();
+    assert!(err.to_string().contains("ajar"), "{err}");
     assert_eq!(state(&b, "youtube"), BreakerState::Closed);
     assert!(b.try_acquire("youtube").is_ok());
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_missing_state_file_is_a_first_start() {
-    let (_env, b) = setup(BreakerConfig::default(), true);
-    b.restore().await.unwrap();
+async fn an_empty_store_is_a_first_start() {
+    let (_env, b) = setup(BreakerConfig::default(), true).await;
+    b.restore().unwrap();
     assert!(b.states().values().all(|s| *s == BreakerState::Closed));
 }
 
 #[tokio::test(start_paused = true)]
 async fn without_breakers_everything_is_allowed_and_nothing_recorded() {
-    let (env, b) = setup(BreakerConfig::default(), false);
+    let (env, b) = setup(BreakerConfig::default(), false).await;
     for _ in 0..20 {
         assert!(!call(&b, "youtube", false).await.unwrap());
     }
@@ -387,7 +412,7 @@ async fn without_breakers_everything_is_allowed_and_nothing_recorded() {
 
 #[tokio::test(start_paused = true)]
 async fn unknown_services_are_unmanaged() {
-    let (env, b) = setup(BreakerConfig::default(), true);
+    let (env, b) = setup(BreakerConfig::default(), true).await;
     for _ in 0..20 {
         call(&b, "not-configured", false).await.unwrap();
     }
@@ -397,7 +422,7 @@ async fn unknown_services_are_unmanaged() {
 
 #[tokio::test(start_paused = true)]
 async fn permits_do_not_leak_secrets_or_internals_in_debug() {
-    let (_env, b) = setup(BreakerConfig::default(), true);
+    let (_env, b) = setup(BreakerConfig::default(), true).await;
     let permit = b.try_acquire("youtube").unwrap();
     let text = format!("{permit:?}");
     assert!(
@@ -409,7 +434,7 @@ async fn permits_do_not_leak_secrets_or_internals_in_debug() {
 /// Calls a dead service from 3 jobs every 15 minutes for 2 hours; returns how many
 /// calls reached it and how many of those were probes.
 async fn dead_service(enabled: bool) -> (u32, u32, Vec<u32>) {
-    let (_env, b) = setup(BreakerConfig::default(), enabled);
+    let (_env, b) = setup(BreakerConfig::default(), enabled).await;
     let (mut hits, mut probes, mut per_tick) = (0, 0, Vec::new());
     for tick in 0..=8 {
         if tick > 0 {
@@ -449,7 +474,7 @@ async fn a_dead_service_is_left_alone_except_for_probes() {
 /// the service gets its probe when the cooldown is over, not three days later.
 #[tokio::test(start_paused = true)]
 async fn a_backward_clock_step_does_not_keep_a_breaker_open_for_days() {
-    let (env, b) = setup(BreakerConfig::default(), true);
+    let (env, b) = setup(BreakerConfig::default(), true).await;
     for _ in 0..3 {
         call(&b, "youtube", false).await.unwrap();
     }

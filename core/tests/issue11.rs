@@ -335,7 +335,7 @@ fn open_periods(events: &[Event]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     events
         .iter()
         .filter(|e| e.event == EventKind::BreakerTransition)
-        .filter(|e| e.detail.as_deref() != Some("restored from the state file"))
+        .filter(|e| e.detail.as_deref() != Some("restored from the store"))
         .filter(|e| e.to_breaker() == Some(BreakerState::Open))
         .map(|e| {
             let period = e.delay_ms.unwrap_or(0);

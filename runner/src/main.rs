@@ -99,8 +99,8 @@ What happens to runs and slots (every slot of every job is journaled in
   restart         slots that passed while the runner was down are run or recorded
                   missed by the job's catch_up (latest | all | none) and
                   catch_up_window; `runner status` and /metrics count them by reason.
-  first start     an older runner's state files (tokens, heartbeats, checkpoints) are
-                  imported into the store and renamed *.migrated.
+  first start     an older runner's state files (tokens, heartbeats, checkpoints,
+                  breakers) are imported into the store and renamed *.migrated.
 A corrupt or unreadable state.db is kept untouched: the runner logs an error, sends an
 alert and exits 4 without running anything.
 Logs: JSON lines on stdout and in <state_dir>/runner.log (rotated).

@@ -854,7 +854,8 @@ fn a_corrupt_state_db_is_kept_reported_and_refused_with_exit_4() {
 
 /// Issue 10: an installed runner keeps its tokens across the move to the store. An
 /// older runner left `tokens/api.json` (a rotated refresh token; the configured one is
-/// spent), `heartbeat-state.json` and `checkpoints/report.json` (an interrupted run).
+/// spent), `heartbeat-state.json`, `checkpoints/report.json` (an interrupted run) and
+/// `breakers.json`.
 /// The first start imports them, renames them `*.migrated`, uses the file's token (the
 /// token endpoint, which would revoke a spent token, is never called), keeps the
 /// heartbeat and resumes the interrupted run after its finished step.
@@ -921,6 +922,13 @@ async fn an_installed_runner_keeps_its_tokens_heartbeats_and_interrupted_runs() 
         ),
     )
     .unwrap();
+    std::fs::write(
+        state.join("breakers.json"),
+        format!(
+            "{{\"services\":{{\"api\":{{\"state\":\"closed\",\"until\":\"{expires}\",\"trips\":2}},\"gone\":{{\"state\":\"open\",\"until\":\"{expires}\",\"trips\":1}}}}}}"
+        ),
+    )
+    .unwrap();
     let due = chrono::DateTime::from_timestamp(now.timestamp() - 120, 0).unwrap();
     let run = steadfast_core::job::RunId::new("report", due);
     let key_a = steadfast_core::checkpoint::idempotency_key(&run, "a");
@@ -964,6 +972,7 @@ async fn an_installed_runner_keeps_its_tokens_heartbeats_and_interrupted_runs() 
         "tokens/api.json",
         "heartbeat-state.json",
         "checkpoints/report.json",
+        "breakers.json",
     ] {
         assert!(!state.join(old).exists(), "{old} was not renamed");
         assert!(
@@ -980,6 +989,15 @@ async fn an_installed_runner_keeps_its_tokens_heartbeats_and_interrupted_runs() 
         )
         .unwrap();
     assert_eq!(refresh, "r-rotated-from-the-file");
+    // The breakers moved to the store, for the services still configured only.
+    let breakers: Vec<(String, i64)> = store
+        .prepare("SELECT service, trips FROM breakers ORDER BY service")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(breakers, [("api".to_string(), 2)]);
     // The interrupted run resumed after `a`: only `b` ran, under the run's own key.
     let lines = std::fs::read_to_string(&ledger).unwrap_or_default();
     let key_b = steadfast_core::checkpoint::idempotency_key(&run, "b");

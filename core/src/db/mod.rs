@@ -19,11 +19,13 @@
 //! - [`journal`]: every slot of every job: started, each step done, finished or missed.
 //! - [`processes`]: process groups of running command steps, stopped at start if a
 //!   killed runner left them.
+//! - [`breakers`]: each service's circuit breaker (state, open-until, trips).
 //! - [`tokens`]: each credential's token chain (rotated refresh tokens, access tokens).
 //! - [`alerts`]: alert deduplication (the monitor's open episodes, alerts sent).
 //! - [`time`]: instants as `BIGINT` milliseconds.
 
 pub mod alerts;
+pub mod breakers;
 pub mod journal;
 pub mod processes;
 pub mod schema;
@@ -38,6 +40,7 @@ use crate::env::{Database, Env};
 use crate::taxonomy::FailureKind;
 
 pub use alerts::Episode;
+pub use breakers::BreakerRow;
 pub use journal::{CatchUp, Hold, MissReason, SlotRecord, SlotState, StepRecord};
 pub use processes::ProcessRecord;
 pub use tokens::{StoredToken, TokenRow};

@@ -136,7 +136,6 @@ pub struct Runner<E: Env> {
 /// `config.patterns`.
 fn build_services<E: Env>(env: E, config: Config, db: Arc<Db<E>>) -> Services<E> {
     let patterns = config.patterns;
-    let state_dir = &config.runner.state_dir;
     let budgets = patterns.retry_budget.then(|| {
         RetryBudgets::new(
             config.retry.budget_ratio,
@@ -172,9 +171,9 @@ fn build_services<E: Env>(env: E, config: Config, db: Arc<Db<E>>) -> Services<E>
         Windows::anytime(config.runner.time_zone)
     };
     let breakers = if patterns.breakers {
-        Breakers::new(env.clone(), state_dir, &config.services)
+        Breakers::new(env.clone(), db.clone(), &config.services)
     } else {
-        Breakers::none(env.clone(), state_dir)
+        Breakers::none(env.clone(), db.clone())
     };
     let contracts = if patterns.contracts {
         Contracts::Checked
@@ -247,7 +246,7 @@ impl<E: Env> Runner<E> {
         // Before any step runs again: what a killed runner left running is stopped.
         reaper::reap(&env, &db, config.runner.shutdown_grace).await;
         let svc = build_services(env.clone(), config, db.clone());
-        if let Err(e) = svc.breakers.restore().await {
+        if let Err(e) = svc.breakers.restore() {
             env.emit(Event::new(EventKind::HeartbeatFinding).detail(e.to_string()));
         }
         if let Err(e) = svc.gates.restore() {

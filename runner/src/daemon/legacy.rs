@@ -2,17 +2,18 @@
 //!
 //! Older releases kept their state as JSON files in the state directory:
 //! `tokens/<credential>.json` (access and rotated refresh tokens),
-//! `heartbeat-state.json` (each job's last success, the field report's shape) and
-//! `checkpoints/<job>.json` (an interrupted run's finished steps). At the first start of
+//! `heartbeat-state.json` (each job's last success, the field report's shape),
+//! `checkpoints/<job>.json` (an interrupted run's finished steps) and `breakers.json`
+//! (each service's breaker). At the first start of
 //! this runner each one is imported into the store and renamed `<file>.migrated`, so an
 //! installed runner keeps its tokens (a spent configured refresh token would otherwise
 //! be presented, and a provider that detects reuse revokes the whole chain), its
-//! heartbeats and its interrupted runs (resumed with the same idempotency keys).
+//! heartbeats, its interrupted runs (resumed with the same idempotency keys) and its
+//! open breakers (a service that was down is not hammered again after the upgrade).
 //!
 //! The store always wins: what it already has is newer than any file. A file that does
 //! not parse is left where it is and reported without a word of its content (token
-//! files hold secrets). `breakers.json` is still the breakers' live file and is not
-//! touched here.
+//! files hold secrets).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,8 +22,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::params;
 use serde::Deserialize;
 
+use steadfast_core::breaker::{BreakerState, LEGACY_STATE_FILE};
 use steadfast_core::config::Config;
-use steadfast_core::db::{Db, DbError, StepRecord};
+use steadfast_core::db::{BreakerRow, Db, DbError, StepRecord};
 use steadfast_core::env::Env;
 use steadfast_core::event::{Event, EventKind};
 use steadfast_core::job::RunId;
@@ -45,6 +47,8 @@ pub struct Migrated {
     pub heartbeats: Vec<String>,
     /// Interrupted runs imported from checkpoint files (resumed at this start).
     pub runs: Vec<String>,
+    /// Services whose breaker came from the older breakers file.
+    pub breakers: Vec<String>,
     /// Files left in place: why (never their content).
     pub problems: Vec<String>,
 }
@@ -54,6 +58,22 @@ pub struct Migrated {
 struct HeartbeatFile {
     #[serde(rename = "lastChecks", default)]
     last_checks: BTreeMap<String, i64>,
+}
+
+/// The older breakers file: each service's breaker.
+#[derive(Deserialize)]
+struct BreakersFile {
+    services: BTreeMap<String, SavedBreaker>,
+}
+
+/// One breaker of the older file.
+#[derive(Deserialize)]
+struct SavedBreaker {
+    state: BreakerState,
+    until: DateTime<Utc>,
+    trips: u32,
+    #[serde(default)]
+    opened_at: Option<DateTime<Utc>>,
 }
 
 /// One finished step of an older checkpoint file.
@@ -83,6 +103,7 @@ pub async fn migrate<E: Env>(env: &E, config: &Config, db: &Db<E>) -> Migrated {
     tokens(env, config, db, dir, &mut out).await;
     heartbeats(env, config, db, dir, &mut out).await;
     checkpoints(env, config, db, dir, &mut out).await;
+    breakers(config, db, dir, &mut out).await;
     for p in &out.problems {
         env.emit(Event::new(EventKind::HeartbeatFinding).detail(p.clone()));
     }
@@ -90,6 +111,7 @@ pub async fn migrate<E: Env>(env: &E, config: &Config, db: &Db<E>) -> Migrated {
         (out.tokens.len(), "token file(s)"),
         (out.heartbeats.len(), "heartbeat(s)"),
         (out.runs.len(), "interrupted run(s)"),
+        (out.breakers.len(), "breaker(s)"),
     ];
     if what.iter().any(|(n, _)| *n > 0) {
         let said: Vec<String> = what
@@ -179,6 +201,50 @@ async fn heartbeats<E: Env>(env: &E, config: &Config, db: &Db<E>, dir: &Path, ou
                 return;
             }
         }
+    }
+    rename_migrated(&path, out);
+}
+
+/// The older breakers file, for the services still configured, when the store has no
+/// breakers yet (the store's rows are newer than any file).
+async fn breakers<E: Env>(config: &Config, db: &Db<E>, dir: &Path, out: &mut Migrated) {
+    let path = dir.join(LEGACY_STATE_FILE);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return;
+    };
+    let Ok(file) = serde_json::from_slice::<BreakersFile>(&bytes) else {
+        out.problems.push(format!(
+            "{}: an older breakers file that does not parse; left in place (the breakers start closed)",
+            path.display()
+        ));
+        return;
+    };
+    let stored = match db.breakers(1) {
+        Ok(rows) => !rows.is_empty(),
+        Err(e) => {
+            out.problems.push(format!("{}: {e}", path.display()));
+            return;
+        }
+    };
+    if !stored {
+        let rows: Vec<BreakerRow> = file
+            .services
+            .into_iter()
+            .filter(|(service, _)| config.services.contains_key(service))
+            .map(|(service, b)| BreakerRow {
+                service,
+                state: b.state,
+                until: b.until,
+                trips: b.trips,
+                opened_at: b.opened_at,
+            })
+            .collect();
+        let names = rows.iter().map(|r| r.service.clone()).collect::<Vec<_>>();
+        if let Err(e) = db.save_breakers(rows).await {
+            out.problems.push(format!("{}: {e}", path.display()));
+            return;
+        }
+        out.breakers = names;
     }
     rename_migrated(&path, out);
 }

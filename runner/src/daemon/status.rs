@@ -172,11 +172,6 @@ pub struct BreakerInfo {
     pub until: Option<DateTime<Utc>>,
 }
 
-#[derive(Deserialize)]
-struct BreakersFile {
-    services: BTreeMap<String, BreakerInfo>,
-}
-
 /// Only the expiry of a token file: the other fields (the secrets) are skipped unread.
 #[derive(Deserialize)]
 struct TokenExpiry {
@@ -231,12 +226,6 @@ impl StateFiles {
             s.problems
                 .push(format!("{}: {e}", state_dir.join(DB_FILE).display()));
         }
-        if let Some(b) = read::<BreakersFile>(
-            &state_dir.join(steadfast_core::breaker::STATE_FILE),
-            &mut s.problems,
-        ) {
-            s.breakers = b.services;
-        }
         for (stem, path) in json_files(&state_dir.join("tokens")) {
             if let Some(t) = read::<TokenExpiry>(&path, &mut s.problems) {
                 // The store's chain is newer than an older runner's file.
@@ -277,6 +266,24 @@ impl StateFiles {
             }
         }
         drop(gates);
+        let mut breakers = conn.prepare(
+            "SELECT service, state, until_at FROM breakers WHERE state <> 'closed' ORDER BY service",
+        )?;
+        let rows = breakers.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (service, state, ms) = row?;
+            if let Some(state) = BreakerState::parse(&state) {
+                let until = DateTime::from_timestamp_millis(ms);
+                self.breakers.insert(service, BreakerInfo { state, until });
+            }
+        }
+        drop(breakers);
         let mut jobs =
             conn.prepare("SELECT job, last_ok_at FROM jobs WHERE last_ok_at IS NOT NULL")?;
         for row in jobs.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
@@ -646,12 +653,15 @@ mod tests {
                     .await
                     .unwrap();
             }
+            let open = steadfast_core::db::BreakerRow {
+                service: "api".to_string(),
+                state: BreakerState::Open,
+                until: Utc.with_ymd_and_hms(2026, 3, 2, 10, 5, 0).unwrap(),
+                trips: 1,
+                opened_at: Some(now),
+            };
+            db.save_breakers(vec![open]).await.unwrap();
         });
-        std::fs::write(
-            dir.join("breakers.json"),
-            "{\"services\":{\"api\":{\"state\":\"open\",\"until\":\"2026-03-02T10:05:00Z\",\"trips\":1}}}",
-        )
-        .unwrap();
         std::fs::write(
             dir.join("tokens/google.json"),
             "{\"access_token\":\"SECRET-ACCESS\",\"expires_at\":\"2026-03-02T11:00:00Z\",\"refresh_token\":\"SECRET-REFRESH\"}",
