@@ -974,3 +974,63 @@ mod sleep_and_wake {
         );
     }
 }
+
+/// Issue 10/11: a job held behind a service's gate for hours. Each slot resumes the
+/// deferred run (no call inside the Retry-After), and the slot it took is journaled
+/// missed `gate`, never silently absorbed; a gate wait is not a heartbeat, so the job
+/// is overdue once its threshold passes (a wait for a window would be by design).
+#[tokio::test(start_paused = true)]
+async fn a_job_held_at_a_gate_journals_its_slots_and_becomes_overdue() {
+    let env = TestEnv::new(start(), 21);
+    let calls = Arc::new(Mutex::new(0u32));
+    let seen = calls.clone();
+    env.parts().net.route(
+        "held.test",
+        Arc::new(move |stream| {
+            let seen = seen.clone();
+            serve(
+                stream,
+                service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        *seen.lock().unwrap() += 1;
+                        let resp = hyper::Response::builder()
+                            .status(429)
+                            .header("retry-after", "10800")
+                            .body(Full::new(Bytes::new()))
+                            .unwrap();
+                        Ok::<_, Infallible>(resp)
+                    }
+                }),
+            );
+        }),
+    );
+    let steps = vec![http_step("push", "POST", "http://held.test/push", "held")];
+    let cfg = config(Patterns::ALL, vec![job("push", 15, steps)], &["held"]);
+    let (_, alerts) = run_for(&env, cfg, Duration::from_secs(2 * 3600 + 60)).await;
+    assert_eq!(*calls.lock().unwrap(), 1, "a call inside the Retry-After");
+    let db = steadfast_core::db::Db::open(env.clone(), std::path::Path::new("/state"))
+        .await
+        .unwrap();
+    let missed = db
+        .missed_counts("push", start() - chrono::Duration::days(1))
+        .unwrap();
+    // The first slot is 10:15; 10:30 to 12:00, seven slots, each go to the 10:15 run,
+    // which is still held.
+    assert_eq!(
+        missed.get(&steadfast_core::db::MissReason::Gate),
+        Some(&7),
+        "{missed:?}"
+    );
+    let overdue: Vec<_> = alerts
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|a| a.kind == AlertKind::Overdue)
+        .map(|a| (a.at, a.message.clone()))
+        .collect();
+    assert_eq!(overdue.len(), 1, "{overdue:?}");
+    assert!(overdue[0].1.contains("never succeeded"), "{overdue:?}");
+}
