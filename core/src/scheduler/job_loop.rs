@@ -7,8 +7,9 @@
 //!
 //! At each slot: a closed window on the first step records the slot missed (by design);
 //! an open run of the job (a failed or deferred one that can still finish) is resumed
-//! instead and the slot is recorded missed as an overlap; otherwise the slot's own run
-//! starts. How a run ended is journaled in one transaction with the job's heartbeat and
+//! first, then the slot's own run starts; only if the old run is still open after its
+//! turn is the slot recorded missed, for what held it (`overlap`, `window`, `gate`), as
+//! the same cause would hold the slot's own work. How a run ended is journaled in one transaction with the job's heartbeat and
 //! streak. Slots that passed while a run was in progress go through the overlap policy.
 //!
 //! A sleep is a restart that kept its process: a task that wakes late past its slot,
