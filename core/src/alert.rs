@@ -21,6 +21,9 @@ pub enum AlertKind {
     /// The state database cannot be opened or read (corrupt, unreadable, newer): the
     /// runner refuses to start rather than start over and lose runs and tokens.
     StateUnreadable,
+    /// Slots passed while the runner was down, asleep or stopped and its catch-up
+    /// policy did not run them: they are journaled missed, and said so (`alert_missed`).
+    SlotsMissed,
 }
 
 impl AlertKind {
@@ -33,6 +36,7 @@ impl AlertKind {
             Self::ServiceUnhealthy => "service_unhealthy",
             Self::BreakerStuck => "breaker_stuck",
             Self::StateUnreadable => "state_unreadable",
+            Self::SlotsMissed => "slots_missed",
         }
     }
 }

@@ -110,6 +110,7 @@ fn job(name: &str, every_min: u64, steps: Vec<StepConfig>) -> JobConfig {
         overlap: Overlap::Skip,
         catch_up: CatchUp::Latest,
         catch_up_window: Duration::from_secs(6 * 3600),
+        alert_missed: true,
         deadline: Duration::from_secs(600),
         heartbeat_threshold: Duration::from_secs(every_min * 120),
         retry: None,

@@ -862,6 +862,7 @@ fn runner_config(deadline: Duration) -> steadfast_core::config::Config {
         overlap: Overlap::Skip,
         catch_up: CatchUp::Latest,
         catch_up_window: Duration::from_secs(6 * 3600),
+        alert_missed: true,
         deadline,
         heartbeat_threshold: Duration::from_secs(3600),
         retry: None,

@@ -98,7 +98,9 @@ What happens to runs and slots (every slot of every job is journaled in
                   (SIGTERM, SIGKILL after shutdown_grace) before a step runs again.
   restart         slots that passed while the runner was down are run or recorded
                   missed by the job's catch_up (latest | all | none) and
-                  catch_up_window; `runner status` and /metrics count them by reason.
+                  catch_up_window; `runner status` and /metrics count them by reason;
+                  a slots_missed alert per job says how many (alert_missed = false
+                  turns it off).
   first start     an older runner's state files (tokens, heartbeats, checkpoints,
                   breakers) are imported into the store and renamed *.migrated.
 A corrupt or unreadable state.db is kept untouched: the runner logs an error, sends an

@@ -28,6 +28,9 @@ pub struct JobConfig {
     pub catch_up: CatchUp,
     /// Missed slots older than this are recorded missed, never run (default 6 h).
     pub catch_up_window: Duration,
+    /// Whether slots the catch-up policy did not run (downtime, sleep, a stop) raise a
+    /// `slots_missed` alert, one per job per restart or wake (default true).
+    pub alert_missed: bool,
     /// A run is abandoned after this long (default: the interval, at most 1 h).
     pub deadline: Duration,
     /// Overdue after this long without success (default 2x interval).
@@ -65,6 +68,7 @@ pub(crate) const KEYS: &[&str] = &[
     "overlap",
     "catch_up",
     "catch_up_window",
+    "alert_missed",
     "deadline",
     "heartbeat_threshold",
     "retry",
@@ -147,6 +151,7 @@ fn job<'r>(t: &Table<'r>, refs: &Refs, seen: &mut BTreeMap<&'r str, usize>) -> O
     let catch_up_window = t
         .positive_duration("catch_up_window")
         .map_or(DEFAULT_CATCH_UP_WINDOW, |(d, _)| d);
+    let alert_missed = t.boolean("alert_missed").unwrap_or(true);
     let deadline = t.positive_duration("deadline");
     let heartbeat = heartbeat_threshold(t, interval);
     let retry = t
@@ -167,6 +172,7 @@ fn job<'r>(t: &Table<'r>, refs: &Refs, seen: &mut BTreeMap<&'r str, usize>) -> O
         overlap,
         catch_up,
         catch_up_window,
+        alert_missed,
         deadline: deadline.map_or(default_deadline, |(d, _)| d),
         heartbeat_threshold: heartbeat.unwrap_or(schedule.interval.saturating_mul(2)),
         schedule: schedule.schedule,

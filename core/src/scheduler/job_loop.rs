@@ -188,6 +188,7 @@ impl<E: Env> JobLoop<E> {
             MissReason::Downtime
         };
         self.record_missed(&plan.missed, reason).await;
+        self.tell_missed(&plan.missed, reason, plan.run.len()).await;
         if !plan.run.is_empty() {
             env.emit(Event::new(EventKind::RunSkipped).job(&name).detail(format!(
                 "{} slot(s) passed while the runner was down; catching up {} ({})",
@@ -234,6 +235,8 @@ impl<E: Env> JobLoop<E> {
                 )),
         );
         self.record_missed(&plan.missed, MissReason::Asleep).await;
+        self.tell_missed(&plan.missed, MissReason::Asleep, plan.run.len())
+            .await;
         for due in &plan.run {
             task = self.slot(task, *due).await?;
         }
@@ -522,6 +525,34 @@ impl<E: Env> JobLoop<E> {
                 self.finding(&e);
             }
         }
+    }
+
+    /// Says that the catch-up policy left slots unrun (`alert_missed`): one alert per
+    /// job per restart or wake, so a slot is never missed in silence.
+    async fn tell_missed(&self, missed: &[MissedRange], reason: MissReason, ran: usize) {
+        let count: u64 = missed.iter().map(|r| r.count).sum();
+        let (Some(first), Some(last)) = (
+            missed.iter().map(|r| r.first).min(),
+            missed.iter().map(|r| r.last).max(),
+        ) else {
+            return;
+        };
+        if count == 0 || !self.job.alert_missed {
+            return;
+        }
+        let why = match reason {
+            MissReason::Asleep => "while the machine slept or the process was stopped",
+            MissReason::Stopped => "while the job was stopped by a fatal error",
+            _ => "while the runner was down",
+        };
+        let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let message = format!(
+            "{count} slot(s) from {} to {} missed {why}; catch_up = {} ran {ran}; journaled missed `{reason}`",
+            at(first),
+            at(last),
+            self.job.catch_up.as_str()
+        );
+        self.alert(AlertKind::SlotsMissed, &message).await;
     }
 
     fn first_step_closed(&self, at: DateTime<Utc>) -> bool {

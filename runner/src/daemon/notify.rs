@@ -219,6 +219,7 @@ fn kind_name(kind: AlertKind) -> &'static str {
         AlertKind::ServiceUnhealthy => "service_unhealthy",
         AlertKind::BreakerStuck => "breaker_stuck",
         AlertKind::StateUnreadable => "state_unreadable",
+        AlertKind::SlotsMissed => "slots_missed",
     }
 }
 
