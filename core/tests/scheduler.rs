@@ -1034,4 +1034,17 @@ async fn a_job_held_at_a_gate_journals_its_slots_and_becomes_overdue() {
         .collect();
     assert_eq!(overdue.len(), 1, "{overdue:?}");
     assert!(overdue[0].1.contains("never succeeded"), "{overdue:?}");
+    // The state machine says what held the run, not "its time window".
+    let said: Vec<String> = env
+        .events_so_far()
+        .iter()
+        .filter(|e| e.event == EventKind::Transition && e.job.as_deref() == Some("push"))
+        .filter_map(|e| e.detail.clone())
+        .filter(|d| d.contains("deferred"))
+        .collect();
+    assert!(!said.is_empty());
+    assert!(
+        said.iter().all(|d| d.contains("takes no calls before")),
+        "{said:?}"
+    );
 }

@@ -462,7 +462,18 @@ impl<E: Env> JobLoop<E> {
         let cooldown = match outcome {
             RunOutcome::Succeeded => running.succeed(false).cool_down(),
             RunOutcome::Degraded { .. } => running.succeed(true).cool_down(),
-            RunOutcome::Deferred { .. } => running.defer().cool_down(),
+            RunOutcome::Deferred {
+                hold: Hold::Window, ..
+            } => running.defer().cool_down(),
+            // Held at a service's gate: nothing was produced, whatever was done before.
+            RunOutcome::Deferred {
+                ref step, until, ..
+            } => running
+                .fail(&format!(
+                    "step `{step}` deferred: its service takes no calls before {}",
+                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ))
+                .cool_down(),
             RunOutcome::Failed(ref e) => running.fail(&e.detail).cool_down(),
             RunOutcome::Interrupted => {
                 running.fail("interrupted by shutdown; resumed at the next start");
