@@ -16,7 +16,7 @@ use crate::env::Env;
 use crate::event::Outcome;
 use crate::job_status::StatusBoard;
 
-pub use monitor::{HealthProbe, Monitor, OpenBreakers};
+pub use monitor::{ClosedGates, HealthProbe, Monitor, OpenBreakers};
 
 /// The state file: unix seconds, exactly the field report's shape.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

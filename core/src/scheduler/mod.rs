@@ -436,12 +436,15 @@ impl<E: Env> Runner<E> {
                 AlertForward(self.alerts.clone()),
                 self.started,
             );
-            let svc = self.svc.clone();
+            let (svc, gated) = (self.svc.clone(), self.svc.clone());
             let monitor = monitor
                 .watch_breakers(
                     Box::new(move || svc.breakers.open_since()),
                     self.svc.config.runner.breaker_alert_after,
                 )
+                .watch_gates(Box::new(move |service, now| {
+                    gated.gates.closed(service, now).map(|h| h.not_before)
+                }))
                 .wake_grace(self.svc.clock == crate::wake::ClockMode::Wall);
             tasks.spawn(monitor.run(self.svc.config.runner.monitor_interval, halt_rx.clone()));
         }
