@@ -5,7 +5,12 @@
 //! `health_url` every interval regardless: calls inside the window the service had
 //! advertised, each one a 429 that could extend it. Now a held service is not checked
 //! until its gate opens, and its unhealthy episode neither grows nor clears meanwhile.
+//!
+//! And a job deferred behind a gate for longer than its threshold is reported (an
+//! overdue alert naming the service and until when), where before a deferred run
+//! excused the job from being overdue however long it waited.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -16,7 +21,7 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
-use steadfast_core::alert::{AlertKind, CollectAlerts};
+use steadfast_core::alert::{Alert, AlertKind, CollectAlerts};
 use steadfast_core::config::{NoSecretSources, Url, parse_config};
 use steadfast_core::db::Db;
 use steadfast_core::env::Env;
@@ -96,16 +101,16 @@ fn service(
     seen
 }
 
-/// The runner, for real: a job whose first call is answered `Retry-After: 30 min`, and
-/// a heartbeat monitor that looks every minute at the same service's `health_url`.
-#[tokio::test(start_paused = true)]
-async fn the_monitor_does_not_health_check_inside_an_advertised_retry_after() {
+/// The runner, for real, for `minutes`: a job every 15 minutes whose first call is
+/// answered `Retry-After: retry_after_s`, and a heartbeat monitor that looks every
+/// minute at the same service's `health_url`. What the service saw, and the alerts.
+async fn world(retry_after_s: i64, minutes: u32) -> (Seen, Vec<Alert>) {
     let env = TestEnv::new(start(), 11);
     let seen = service(
         &env,
         "rl.test",
         "/push",
-        1800,
+        retry_after_s,
         Arc::new(AtomicU16::new(200)),
     );
     let text = r#"
@@ -133,15 +138,21 @@ service = "rl"
         &NoSecretSources,
     )
     .unwrap_or_else(|d| panic!("{d}"));
-    let r = Runner::new(env.clone(), cfg, Arc::new(CollectAlerts::default()))
-        .await
-        .unwrap();
+    let sink = Arc::new(CollectAlerts::default());
+    let r = Runner::new(env.clone(), cfg, sink.clone()).await.unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(r.run(rx));
-    tokio::time::sleep(45 * MINUTE).await;
+    tokio::time::sleep(u32::from(minutes) * MINUTE).await;
     let _ = tx.send(true);
     let _ = handle.await;
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let alerts = sink.0.lock().unwrap().clone();
+    (seen, alerts)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_monitor_does_not_health_check_inside_an_advertised_retry_after() {
+    let (seen, _) = world(1800, 45).await;
     assert!(
         !seen.advertised.is_empty(),
         "the service never advertised a wait: {:?}",
@@ -156,6 +167,35 @@ service = "rl"
             .any(|(t, p)| p == "/health" && *t >= until),
         "no health check after the window: {:?}",
         seen.calls
+    );
+}
+
+/// A job deferred behind a two-hour `Retry-After` is not overdue (its run waits), yet
+/// nothing comes out: once it has waited longer than its threshold (30 min, twice its
+/// interval) a human hears why, once.
+#[tokio::test(start_paused = true)]
+async fn a_job_deferred_behind_a_gate_past_its_threshold_is_reported_once() {
+    let (seen, alerts) = world(7200, 90).await;
+    assert_eq!(seen.inside(), Vec::new(), "calls inside the Retry-After");
+    let overdue: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::Overdue)
+        .collect();
+    assert_eq!(overdue.len(), 1, "{alerts:?}");
+    let alert = overdue[0];
+    assert_eq!(alert.job.as_deref(), Some("push"));
+    assert_eq!(alert.service.as_deref(), Some("rl"));
+    assert!(
+        alert.message.contains("takes no calls before"),
+        "{}",
+        alert.message
+    );
+    // The 10:15 run was deferred; its wait passed the threshold at 10:45.
+    let due = start() + chrono::Duration::minutes(15);
+    assert!(
+        alert.at > due + chrono::Duration::minutes(30)
+            && alert.at <= due + chrono::Duration::minutes(32),
+        "{alert:?}"
     );
 }
 
@@ -188,9 +228,12 @@ async fn looks(gated: bool) -> (usize, Vec<DateTime<Utc>>, Vec<usize>) {
     let hold: Arc<Mutex<Option<DateTime<Utc>>>> = Arc::default();
     if gated {
         let reader = hold.clone();
-        mon = mon.watch_gates(Box::new(move |service, now| {
-            (*reader.lock().unwrap()).filter(|until| service == "rl" && now < *until)
-        }));
+        mon = mon.watch_gates(
+            Box::new(move |service, now| {
+                (*reader.lock().unwrap()).filter(|until| service == "rl" && now < *until)
+            }),
+            BTreeMap::new(),
+        );
     }
     let mut unhealthy = Vec::new();
     for look in 0..4 {

@@ -135,8 +135,11 @@ pub struct Monitor<E: Env, A: AlertSink> {
     stored: Mutex<BTreeMap<EpisodeKey, Episode>>,
     /// Breakers to watch, and how long one may stay open before it is a finding.
     breakers: Option<(OpenBreakers, Duration)>,
-    /// The services' gates: a service held by its gate is not health-checked.
+    /// The services' gates: a service held by its gate is not health-checked, and a
+    /// job deferred behind one for longer than its threshold is a finding.
     gates: Option<ClosedGates>,
+    /// Job -> the services its steps call (in step order, without repeats).
+    job_services: BTreeMap<String, Vec<String>>,
     /// After a wake or clock step, overdue jobs and stuck breakers are not judged
     /// until this monotonic instant: the job tasks first account for the slots that
     /// passed (catch-up runs, missed slots journaled), and a breaker gets its probe.
@@ -198,6 +201,7 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             stored: Mutex::new(stored),
             breakers: None,
             gates: None,
+            job_services: BTreeMap::new(),
             quiet_until: Mutex::new(None),
             wake_grace: false,
         }
@@ -212,10 +216,52 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
 
     /// Does not health-check a service while `gates` says it is held: the service asked
     /// everyone to wait (a `Retry-After`, a quota reset), or its breaker is open and the
-    /// prober's probe is the one call allowed.
-    pub fn watch_gates(mut self, gates: ClosedGates) -> Self {
+    /// prober's probe is the one call allowed. Also reports a job (of `job_services`:
+    /// job -> the services its steps call) whose run has been deferred for longer than
+    /// its threshold while one of its services is held: such a job is not overdue (a
+    /// deferred run is waiting, not dead), yet it produces nothing, and nobody would
+    /// hear of it until the gate opens (a spent daily quota: until midnight).
+    pub fn watch_gates(
+        mut self,
+        gates: ClosedGates,
+        job_services: BTreeMap<String, Vec<String>>,
+    ) -> Self {
         self.gates = Some(gates);
+        self.job_services = job_services;
         self
+    }
+
+    /// Jobs deferred for longer than their threshold behind a service's gate, except
+    /// those already in `findings` as overdue.
+    fn deferred_behind_gates(&self, now: DateTime<Utc>, findings: &[Finding]) -> Vec<Finding> {
+        let Some(gates) = &self.gates else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (job, services) in &self.job_services {
+            let overdue = findings
+                .iter()
+                .any(|f| matches!(f, Finding::Overdue { job: j, .. } if j == job));
+            if overdue {
+                continue;
+            }
+            let Some(since) = self.heartbeats.deferred_too_long(job, now) else {
+                continue;
+            };
+            let held = services
+                .iter()
+                .find_map(|s| gates(s, now).map(|until| (s, until)));
+            if let Some((service, not_before)) = held {
+                out.push(Finding::DeferredBehindGate {
+                    job: job.clone(),
+                    since,
+                    threshold: self.heartbeats.threshold(job).unwrap_or_default(),
+                    service: service.clone(),
+                    not_before,
+                });
+            }
+        }
+        out
     }
 
     /// The probed services whose gate is closed at `now`.
@@ -261,6 +307,10 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
         } else {
             self.heartbeats.overdue(now)
         };
+        if !quiet {
+            let deferred = self.deferred_behind_gates(now, &findings);
+            findings.extend(deferred);
+        }
         let bytes = self.env.memory().resident_bytes();
         if bytes > self.memory_warn_bytes {
             findings.push(Finding::MemoryHigh {
@@ -509,6 +559,24 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
                     message,
                 )
             }
+            Finding::DeferredBehindGate {
+                job,
+                since,
+                threshold,
+                service,
+                not_before,
+            } => (
+                EpisodeKey::Overdue(job.clone()),
+                AlertKind::Overdue,
+                Some(job.clone()),
+                Some(service.clone()),
+                format!(
+                    "job's run due {} has waited longer than its threshold ({}s): service `{service}` takes no calls before {}",
+                    since.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    threshold.as_secs(),
+                    not_before.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
+            ),
             Finding::MemoryHigh { bytes, limit } => (
                 EpisodeKey::Memory,
                 AlertKind::Memory,
