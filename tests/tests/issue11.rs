@@ -4,7 +4,9 @@
 //! never the runner's events).
 //!
 //! - case 2 (`dns-flap-in-phase`): DNS fails 2 of every 5 minutes, in step with a
-//!   15-minute schedule; probes on their own clock should get most slots through.
+//!   15-minute schedule; probes on their own clock should get most slots through
+//!   (not yet: that test is ignored, with the figures), and every slot lost to the
+//!   flap is reported.
 //! - case 4 (`needs-upload-outage`): a publish that `needs` its upload; the upload's
 //!   service answers 503 for an hour twice a day.
 //! - case 5 (`dst-fall-back-new-york`, `dst-fall-back-berlin`): a 01:30-02:30 window on
@@ -74,15 +76,29 @@ fn applied_between(run: &SimRun, from: &str, until: &str) -> usize {
     })
 }
 
-/// Case 2. Not yet true of the runner: see the `ignore` reason.
+/// Case 2, the part that holds today: every slot the flap costs is reported (the
+/// runs wait deferred behind the breaker's gate, and the monitor says so once a run
+/// has waited longer than the job's threshold), none lost; naive loses them all.
+#[test]
+fn case2_every_slot_the_flap_costs_is_reported() {
+    let s = common::load("dns-flap-in-phase");
+    let (healing, _, _) = run(&s, "self-healing");
+    let (naive, _, _) = run(&s, "naive");
+    holds_except("self-healing", &healing, &[]);
+    assert_eq!(healing.metrics.lost_runs, 0);
+    assert!(naive.metrics.lost_runs > healing.metrics.lost_runs);
+    assert_ne!(naive.exit_code(), 0);
+}
+
+/// Case 2, the output. Not yet true of the runner: see the `ignore` reason.
 ///
-/// Measured on this world (seed 1, 95 slots): self-healing 12 succeeded, 65 failed,
-/// 18 lost; no-probes 13 succeeded, 60 failed, 22 lost. The breaker trips a few
+/// Measured on this world (seed 1, 95 slots): self-healing 12 succeeded, 83 failed
+/// (told), 0 lost; no-probes 13 succeeded, 80 failed, 2 lost. The breaker trips a few
 /// seconds into a failing phase, and each cooldown (5 min, then 10, 20, 40, with at
 /// most 10% jitter) is a multiple of the 5-minute flap, so the probe at its end lands
 /// in a failing phase again; the next cooldown then ends after the run's deadline and
-/// the run is deferred. Probing on the prober's clock does not help while that clock
-/// keeps the flap's phase.
+/// the run is deferred, and the next slot resumes that run instead of running its own.
+/// Probing on the prober's clock does not help while that clock keeps the flap's phase.
 #[test]
 #[ignore = "issue 11 case 2 is not fixed: probes keep the flap's phase (breaker cooldowns are multiples of 5 min with at most 10% jitter); see the doc comment"]
 fn case2_probes_on_their_own_clock_outlast_a_flap_in_phase() {
