@@ -142,7 +142,7 @@ service = "rl"
     let r = Runner::new(env.clone(), cfg, sink.clone()).await.unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(r.run(rx));
-    tokio::time::sleep(u32::from(minutes) * MINUTE).await;
+    tokio::time::sleep(minutes * MINUTE).await;
     let _ = tx.send(true);
     let _ = handle.await;
     let seen = std::mem::take(&mut *seen.lock().unwrap());
