@@ -245,13 +245,14 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             if overdue {
                 continue;
             }
-            let Some(since) = self.heartbeats.deferred_too_long(job, now) else {
+            // The gates first: they are in memory, the journal is not.
+            let Some((service, not_before)) = services
+                .iter()
+                .find_map(|s| gates(s, now).map(|until| (s, until)))
+            else {
                 continue;
             };
-            let held = services
-                .iter()
-                .find_map(|s| gates(s, now).map(|until| (s, until)));
-            if let Some((service, not_before)) = held {
+            if let Some(since) = self.heartbeats.deferred_too_long(job, now) {
                 out.push(Finding::DeferredBehindGate {
                     job: job.clone(),
                     since,
