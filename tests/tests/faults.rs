@@ -184,6 +184,7 @@ fn every_fault_scenario_has_a_test() {
         include_str!("faults.rs"),
         include_str!("crash_instant.rs"),
         include_str!("slots.rs"),
+        include_str!("issue11.rs"),
     ]
     .concat();
     let mut checked = 0;

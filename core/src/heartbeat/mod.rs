@@ -16,7 +16,7 @@ use crate::env::Env;
 use crate::event::Outcome;
 use crate::job_status::StatusBoard;
 
-pub use monitor::{HealthProbe, Monitor, OpenBreakers};
+pub use monitor::{ClosedGates, HealthProbe, Monitor, OpenBreakers};
 
 /// The state file: unix seconds, exactly the field report's shape.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +57,22 @@ pub enum Finding {
         service: String,
         /// What failed.
         detail: String,
+    },
+    /// A job's run has waited, deferred, for longer than the job's threshold while a
+    /// service the job calls is held by its gate (a `Retry-After`, a quota reset, an
+    /// open breaker): not a silent death, but nothing comes out, and a human should
+    /// know why. The same episode as [`Finding::Overdue`] for the job.
+    DeferredBehindGate {
+        /// The job.
+        job: String,
+        /// The due time of its run that waits.
+        since: DateTime<Utc>,
+        /// Its threshold.
+        threshold: Duration,
+        /// The service whose gate holds.
+        service: String,
+        /// No call to it before this.
+        not_before: DateTime<Utc>,
     },
     /// A service's circuit breaker has not closed for longer than the limit: the
     /// runner keeps probing, but an outage this long wants a human to look.
@@ -105,6 +121,11 @@ impl<E: Env> Heartbeats<E> {
     /// The store the heartbeats are read from (the monitor keeps its episodes there).
     pub fn db(&self) -> &Arc<Db<E>> {
         &self.db
+    }
+
+    /// `job`'s threshold, if it is watched.
+    pub fn threshold(&self, job: &str) -> Option<Duration> {
+        self.thresholds.get(job).copied()
     }
 
     /// Whether `job` has a run in progress in this process.
@@ -190,6 +211,25 @@ impl<E: Env> Heartbeats<E> {
             return false;
         }
         rows.is_empty() || !rows.iter().all(excused)
+    }
+
+    /// The due time of `job`'s oldest open run that was deferred and is older than its
+    /// threshold at `now`, if any.
+    ///
+    /// [`Heartbeats::overdue`] does not see these: a deferral counts as a good end of
+    /// an attempt (it moves the job's last success), since a run waiting for its window
+    /// is not dead. Whether a long wait is worth a human's look depends on what it
+    /// waits for, which the monitor decides (see [`Finding::DeferredBehindGate`]).
+    pub fn deferred_too_long(&self, job: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let threshold = chrono::Duration::from_std(*self.thresholds.get(job)?).ok()?;
+        self.db
+            .unfinished(job)
+            .ok()?
+            .into_iter()
+            .filter(|r| r.outcome == Some(Outcome::Deferred))
+            .map(|r| r.due)
+            .filter(|due| now - *due > threshold)
+            .min()
     }
 
     /// The field report's `heartbeat-state.json` shape, for `runner status`.

@@ -2,12 +2,17 @@
 //! memory over its warning threshold and services failing their health probe, and
 //! alerts a human once per episode.
 //!
+//! A service whose gate is closed (it advertised a `Retry-After` or a quota reset, or
+//! its breaker opened) is not health-checked until the gate opens: the service asked
+//! every caller to stay away until then, the monitor included, and the breaker's one
+//! probe is the prober's. Its episode neither grows nor clears while it is held.
+//!
 //! Episodes are kept in the store (`alerts`), so a restart neither alerts again for an
 //! episode a human already heard of nor forgets one that was building up (a service
 //! that failed two probes before the restart alerts on the third after it). They are
 //! written only when they change, not on every look.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,6 +113,10 @@ impl EpisodeKey {
 /// Where the monitor reads breakers that have not closed, and since when.
 pub type OpenBreakers = Box<dyn Fn() -> BTreeMap<String, DateTime<Utc>> + Send + Sync>;
 
+/// Where the monitor reads a service's gate: `(service, now)` -> the instant before
+/// which the service takes no calls, when its gate is closed at `now`.
+pub type ClosedGates = Box<dyn Fn(&str, DateTime<Utc>) -> Option<DateTime<Utc>> + Send + Sync>;
+
 /// The heartbeat monitor (pattern 3).
 pub struct Monitor<E: Env, A: AlertSink> {
     env: E,
@@ -126,6 +135,11 @@ pub struct Monitor<E: Env, A: AlertSink> {
     stored: Mutex<BTreeMap<EpisodeKey, Episode>>,
     /// Breakers to watch, and how long one may stay open before it is a finding.
     breakers: Option<(OpenBreakers, Duration)>,
+    /// The services' gates: a service held by its gate is not health-checked, and a
+    /// job deferred behind one for longer than its threshold is a finding.
+    gates: Option<ClosedGates>,
+    /// Job -> the services its steps call (in step order, without repeats).
+    job_services: BTreeMap<String, Vec<String>>,
     /// After a wake or clock step, overdue jobs and stuck breakers are not judged
     /// until this monotonic instant: the job tasks first account for the slots that
     /// passed (catch-up runs, missed slots journaled), and a breaker gets its probe.
@@ -186,6 +200,8 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             open_episodes: Mutex::new(open),
             stored: Mutex::new(stored),
             breakers: None,
+            gates: None,
+            job_services: BTreeMap::new(),
             quiet_until: Mutex::new(None),
             wake_grace: false,
         }
@@ -196,6 +212,69 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
     pub fn watch_breakers(mut self, open: OpenBreakers, limit: Duration) -> Self {
         self.breakers = Some((open, limit));
         self
+    }
+
+    /// Does not health-check a service while `gates` says it is held: the service asked
+    /// everyone to wait (a `Retry-After`, a quota reset), or its breaker is open and the
+    /// prober's probe is the one call allowed. Also reports a job (of `job_services`:
+    /// job -> the services its steps call) whose run has been deferred for longer than
+    /// its threshold while one of its services is held: such a job is not overdue (a
+    /// deferred run is waiting, not dead), yet it produces nothing, and nobody would
+    /// hear of it until the gate opens (a spent daily quota: until midnight).
+    pub fn watch_gates(
+        mut self,
+        gates: ClosedGates,
+        job_services: BTreeMap<String, Vec<String>>,
+    ) -> Self {
+        self.gates = Some(gates);
+        self.job_services = job_services;
+        self
+    }
+
+    /// Jobs deferred for longer than their threshold behind a service's gate, except
+    /// those already in `findings` as overdue.
+    fn deferred_behind_gates(&self, now: DateTime<Utc>, findings: &[Finding]) -> Vec<Finding> {
+        let Some(gates) = &self.gates else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (job, services) in &self.job_services {
+            let overdue = findings
+                .iter()
+                .any(|f| matches!(f, Finding::Overdue { job: j, .. } if j == job));
+            if overdue {
+                continue;
+            }
+            // The gates first: they are in memory, the journal is not.
+            let Some((service, not_before)) = services
+                .iter()
+                .find_map(|s| gates(s, now).map(|until| (s, until)))
+            else {
+                continue;
+            };
+            if let Some(since) = self.heartbeats.deferred_too_long(job, now) {
+                out.push(Finding::DeferredBehindGate {
+                    job: job.clone(),
+                    since,
+                    threshold: self.heartbeats.threshold(job).unwrap_or_default(),
+                    service: service.clone(),
+                    not_before,
+                });
+            }
+        }
+        out
+    }
+
+    /// The probed services whose gate is closed at `now`.
+    fn held(&self, now: DateTime<Utc>) -> BTreeSet<String> {
+        let Some(gates) = &self.gates else {
+            return BTreeSet::new();
+        };
+        self.probes
+            .iter()
+            .filter(|p| gates(&p.service, now).is_some())
+            .map(|p| p.service.clone())
+            .collect()
     }
 
     /// After a wake (told by [`Monitor::run`]'s readings of both clocks), leave overdue
@@ -229,6 +308,10 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
         } else {
             self.heartbeats.overdue(now)
         };
+        if !quiet {
+            let deferred = self.deferred_behind_gates(now, &findings);
+            findings.extend(deferred);
+        }
         let bytes = self.env.memory().resident_bytes();
         if bytes > self.memory_warn_bytes {
             findings.push(Finding::MemoryHigh {
@@ -236,7 +319,8 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
                 limit: self.memory_warn_bytes,
             });
         }
-        findings.extend(self.probe_all().await);
+        let held = self.held(now);
+        findings.extend(self.probe_all(&held).await);
         if let Some((open, limit)) = self.breakers.as_ref().filter(|_| !quiet) {
             let limit_c = chrono::Duration::from_std(*limit).unwrap_or(chrono::Duration::MAX);
             for (service, since) in open() {
@@ -249,7 +333,7 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
                 }
             }
         }
-        self.report(&findings).await;
+        self.report(&findings, &held).await;
         findings
     }
 
@@ -297,16 +381,21 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
         }
     }
 
-    /// Probes every service concurrently, so one hanging service does not delay the
-    /// others; results come back in probe order.
-    async fn probe_all(&self) -> Vec<Finding> {
+    /// Probes every service but the `held` ones concurrently, so one hanging service
+    /// does not delay the others; results come back in probe order.
+    async fn probe_all(&self, held: &BTreeSet<String>) -> Vec<Finding> {
         let mut set = tokio::task::JoinSet::new();
+        // Held services: no call, no finding (`Some(None)`).
+        let mut outcomes: Vec<Option<Option<String>>> = vec![None; self.probes.len()];
         for (index, probe) in self.probes.iter().enumerate() {
+            if held.contains(&probe.service) {
+                outcomes[index] = Some(None);
+                continue;
+            }
             let (env, probe) = (self.env.clone(), probe.clone());
             set.spawn(async move { (index, probe_one(&env, &probe).await) });
         }
         // `None`: the probe task did not finish (it panicked), which counts as unhealthy.
-        let mut outcomes: Vec<Option<Option<String>>> = vec![None; self.probes.len()];
         while let Some(joined) = set.join_next().await {
             if let Ok((index, outcome)) = joined {
                 outcomes[index] = Some(outcome);
@@ -331,8 +420,8 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
 
     /// Emits each new episode's finding, raises an alert for each episode that has
     /// lasted its number of looks, and keeps the episodes that changed in the store.
-    async fn report(&self, findings: &[Finding]) {
-        let (changed, closed) = self.look(findings);
+    async fn report(&self, findings: &[Finding], held: &BTreeSet<String>) {
+        let (changed, closed) = self.look(findings, held);
         if let Err(e) = self.heartbeats.db().save_episodes(changed, closed).await {
             // The alerts went out; only their memory across a restart is lost.
             self.env.emit(
@@ -344,8 +433,13 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
     }
 
     /// One look's bookkeeping: events and alerts, then the episodes the store must
-    /// change (by stored key) and the ones it must forget.
-    fn look(&self, findings: &[Finding]) -> (Vec<(String, Episode)>, Vec<String>) {
+    /// change (by stored key) and the ones it must forget. The episodes of `held`
+    /// services (not checked this look) stay as they were.
+    fn look(
+        &self,
+        findings: &[Finding],
+        held: &BTreeSet<String>,
+    ) -> (Vec<(String, Episode)>, Vec<String>) {
         let now = self.env.now();
         let mut open = self.open_episodes.lock().unwrap_or_else(|p| p.into_inner());
         let mut current: BTreeMap<EpisodeKey, u32> = BTreeMap::new();
@@ -389,6 +483,12 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             if let EpisodeKey::Overdue(job) = key
                 && !current.contains_key(key)
                 && self.heartbeats.is_running(job)
+            {
+                current.insert(key.clone(), *looks);
+            }
+            // A service its gate holds was not checked: its episode is unchanged.
+            if let EpisodeKey::Service(service) = key
+                && held.contains(service)
             {
                 current.insert(key.clone(), *looks);
             }
@@ -461,6 +561,24 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
                     message,
                 )
             }
+            Finding::DeferredBehindGate {
+                job,
+                since,
+                threshold,
+                service,
+                not_before,
+            } => (
+                EpisodeKey::Overdue(job.clone()),
+                AlertKind::Overdue,
+                Some(job.clone()),
+                Some(service.clone()),
+                format!(
+                    "job's run due {} has waited longer than its threshold ({}s): service `{service}` takes no calls before {}",
+                    since.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    threshold.as_secs(),
+                    not_before.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
+            ),
             Finding::MemoryHigh { bytes, limit } => (
                 EpisodeKey::Memory,
                 AlertKind::Memory,

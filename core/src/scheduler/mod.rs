@@ -211,6 +211,23 @@ fn build_services<E: Env>(env: E, config: Config, db: Arc<Db<E>>) -> Services<E>
     }
 }
 
+/// Job -> the services its http steps call, in step order, each once.
+fn job_services(jobs: &[JobConfig]) -> BTreeMap<String, Vec<String>> {
+    jobs.iter()
+        .map(|job| {
+            let mut services: Vec<String> = Vec::new();
+            for step in &job.steps {
+                if let crate::config::StepKind::Http(http) = &step.kind
+                    && !services.iter().any(|s| s == http.service.as_str())
+                {
+                    services.push(http.service.as_str().to_string());
+                }
+            }
+            (job.name.clone(), services)
+        })
+        .collect()
+}
+
 /// Object-safe alias so the runner can hold any sink.
 trait AlertSinkDyn: Send + Sync + std::fmt::Debug {
     fn send(&self, alert: Alert);
@@ -435,11 +452,17 @@ impl<E: Env> Runner<E> {
                 AlertForward(self.alerts.clone()),
                 self.started,
             );
-            let svc = self.svc.clone();
+            let (svc, gated) = (self.svc.clone(), self.svc.clone());
             let monitor = monitor
                 .watch_breakers(
                     Box::new(move || svc.breakers.open_since()),
                     self.svc.config.runner.breaker_alert_after,
+                )
+                .watch_gates(
+                    Box::new(move |service, now| {
+                        gated.gates.closed(service, now).map(|h| h.not_before)
+                    }),
+                    job_services(&self.svc.config.jobs),
                 )
                 .wake_grace(self.svc.clock == crate::wake::ClockMode::Wall);
             tasks.spawn(monitor.run(self.svc.config.runner.monitor_interval, halt_rx.clone()));

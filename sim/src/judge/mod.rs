@@ -15,9 +15,11 @@
 //! - [`work`]: which request belongs to which job and step, and what counts as done.
 //! - [`outputs`]: outputs per slot; lost (silent) and failed (alerted) slots.
 //! - [`duplicates`], [`window_violations`], [`tokens`], [`rate_limits`], [`uptime`].
+//! - [`prerequisites`]: a step's work done for a run whose prerequisites were not.
 
 pub mod duplicates;
 pub mod outputs;
+pub mod prerequisites;
 pub mod rate_limits;
 pub mod slots;
 pub mod tokens;
@@ -89,6 +91,9 @@ pub struct Judgement {
     pub calls_inside_retry_after: u64,
     /// Requests the services received (health probes aside).
     pub calls: u64,
+    /// Work a step did for a run before the services saw its prerequisites (its
+    /// `needs`) done for that run: a publish whose upload never arrived.
+    pub unmet_prerequisites: u64,
     /// Per job, by name.
     pub jobs: BTreeMap<String, JobView>,
     /// Why the figures cannot be trusted, if they cannot: a full ledger, a schedule
@@ -210,6 +215,7 @@ pub fn judge(case: &Case<'_>) -> Judgement {
     j.uptime_ratio = uptime::ratio(&alive, case.start, case.end);
     j.duplicate_side_effects = duplicates::count(case.ledger);
     j.window_violations = window_violations::count(config, case.zone, &map, case.ledger);
+    j.unmet_prerequisites = prerequisites::unmet(config, &map, case.ledger);
     j.expired_token_calls = tokens::expired_calls(case.ledger);
     j.too_many_requests = rate_limits::too_many_requests(case.ledger);
     j.calls_inside_retry_after = rate_limits::calls_inside_retry_after(case.ledger);

@@ -365,3 +365,37 @@ fn a_run_that_waited_for_its_window_counts_for_the_slot_it_finished_in() {
     let j = judged(&config, &without_run, &[]);
     assert_eq!((j.slots.succeeded, j.slots.degraded), (0, 1));
 }
+
+#[test]
+fn a_dependent_write_without_its_prerequisite_is_counted() {
+    // `log` needs every step before it: `draft` (a GET naming no run, which the world
+    // cannot tie to a run, so it is not judged) and `publish`.
+    let config = read(CONFIG);
+    let (mut ledger, alerts) = world();
+    assert_eq!(judged(&config, &ledger, &alerts).unmet_prerequisites, 0);
+    // The 10:30 run's publish was refused (nothing applied), then it logged anyway.
+    ledger.push(LedgerEntry {
+        effect: Effect::None,
+        status: 503,
+        answered_by: AnsweredBy::Fault(FaultKind::ServerError),
+        ..publish("10:31", "10:30")
+    });
+    ledger.push(write("10:32", "/v1/log", "10:30"));
+    assert_eq!(judged(&config, &ledger, &alerts).unmet_prerequisites, 1);
+    // A publish applied after the log does not make the log's order right.
+    ledger.push(publish("10:40", "10:30"));
+    assert_eq!(judged(&config, &ledger, &alerts).unmet_prerequisites, 1);
+    // Another run's publish is not this run's: the 10:00 run published, the 10:45
+    // one did not.
+    ledger.push(write("10:46", "/v1/log", "10:45"));
+    assert_eq!(judged(&config, &ledger, &alerts).unmet_prerequisites, 2);
+    // A log without a run id cannot be tied to a run: not judged.
+    ledger.push(LedgerEntry {
+        run: None,
+        ..write("10:50", "/v1/log", "10:50")
+    });
+    assert_eq!(judged(&config, &ledger, &alerts).unmet_prerequisites, 2);
+    // Declared without prerequisites, the same log needs nothing.
+    let free = read(&CONFIG.replace("name = \"log\"\n", "name = \"log\"\nneeds = []\n"));
+    assert_eq!(judged(&free, &ledger, &alerts).unmet_prerequisites, 0);
+}
