@@ -96,8 +96,16 @@ fn a_crash_loop_raises_the_overdue_alert_of_a_job_that_never_succeeded() {
         .operator
         .alerts()
         .into_iter()
-        .find(|a| a.kind == AlertKind::Overdue && a.job.as_deref() == Some("report"))
-        .map(|a| a.at);
+        .find(|a| a.kind == AlertKind::Overdue && a.job.as_deref() == Some("report"));
+    // It says the job never succeeded, counted from when it was first known.
+    if let Some(a) = &first {
+        assert!(
+            a.message.contains("never succeeded since it was first scheduled at 2026-"),
+            "{}",
+            a.message
+        );
+    }
+    let first = first.map(|a| a.at);
     // Registered at 06:00, threshold 1h, first slot 06:30: its run is stuck from 07:30;
     // an episode alerts after the monitor's looks confirm it, across the loop's restarts,
     // so by 08:30 (the slot plus two thresholds). Before the fix: no alert in six hours.

@@ -213,22 +213,17 @@ impl<E: Env> Heartbeats<E> {
         rows.is_empty() || !rows.iter().all(excused)
     }
 
-    /// The due time of `job`'s oldest open run that was deferred and is older than its
-    /// threshold at `now`, if any.
-    ///
-    /// [`Heartbeats::overdue`] does not see these: a deferral counts as a good end of
-    /// an attempt (it moves the job's last success), since a run waiting for its window
-    /// is not dead. Whether a long wait is worth a human's look depends on what it
-    /// waits for, which the monitor decides (see [`Finding::DeferredBehindGate`]).
-    pub fn deferred_too_long(&self, job: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let threshold = chrono::Duration::from_std(*self.thresholds.get(job)?).ok()?;
+    /// The due time of `job`'s oldest open run deferred behind a service's gate, if
+    /// any. A job held longer than its threshold is overdue (a gate wait is not a
+    /// heartbeat); the monitor then says which service holds it and until when (see
+    /// [`Finding::DeferredBehindGate`]). A wait for a window is by design and not here.
+    pub fn held_since(&self, job: &str) -> Option<DateTime<Utc>> {
         self.db
             .unfinished(job)
             .ok()?
             .into_iter()
-            .filter(|r| r.outcome == Some(Outcome::Deferred))
+            .filter(|r| r.outcome == Some(Outcome::Deferred) && r.hold != Some(Hold::Window))
             .map(|r| r.due)
-            .filter(|due| now - *due > threshold)
             .min()
     }
 

@@ -231,38 +231,38 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
         self
     }
 
-    /// Jobs deferred for longer than their threshold behind a service's gate, except
-    /// those already in `findings` as overdue.
-    fn deferred_behind_gates(&self, now: DateTime<Utc>, findings: &[Finding]) -> Vec<Finding> {
+    /// Jobs overdue while a run of theirs waits behind a service's gate: reported as
+    /// such (naming the service and when it takes calls again), in place of a plain
+    /// "overdue" (one episode either way).
+    fn deferred_behind_gates(&self, now: DateTime<Utc>, findings: &mut Vec<Finding>) {
         let Some(gates) = &self.gates else {
-            return Vec::new();
+            return;
         };
-        let mut out = Vec::new();
         for (job, services) in &self.job_services {
             let overdue = findings
                 .iter()
                 .any(|f| matches!(f, Finding::Overdue { job: j, .. } if j == job));
-            if overdue {
+            if !overdue {
                 continue;
             }
-            // The gates first: they are in memory, the journal is not.
             let Some((service, not_before)) = services
                 .iter()
                 .find_map(|s| gates(s, now).map(|until| (s, until)))
             else {
                 continue;
             };
-            if let Some(since) = self.heartbeats.deferred_too_long(job, now) {
-                out.push(Finding::DeferredBehindGate {
-                    job: job.clone(),
-                    since,
-                    threshold: self.heartbeats.threshold(job).unwrap_or_default(),
-                    service: service.clone(),
-                    not_before,
-                });
-            }
+            let Some(since) = self.heartbeats.held_since(job) else {
+                continue;
+            };
+            findings.retain(|f| !matches!(f, Finding::Overdue { job: j, .. } if j == job));
+            findings.push(Finding::DeferredBehindGate {
+                job: job.clone(),
+                since,
+                threshold: self.heartbeats.threshold(job).unwrap_or_default(),
+                service: service.clone(),
+                not_before,
+            });
         }
-        out
     }
 
     /// The probed services whose gate is closed at `now`.
@@ -309,8 +309,7 @@ impl<E: Env, A: AlertSink> Monitor<E, A> {
             self.heartbeats.overdue(now)
         };
         if !quiet {
-            let deferred = self.deferred_behind_gates(now, &findings);
-            findings.extend(deferred);
+            self.deferred_behind_gates(now, &mut findings);
         }
         let bytes = self.env.memory().resident_bytes();
         if bytes > self.memory_warn_bytes {
