@@ -557,8 +557,14 @@ impl<E: Env> Breakers<E> {
     }
 }
 
-/// `min(max_cooldown, cooldown * 2^(trips-1))` plus up to 10% jitter, so breakers that
-/// tripped together (one outage, many services) do not all probe in the same instant.
+/// "Equal jitter" (AWS, "Exponential Backoff And Jitter"): half of
+/// `min(max_cooldown, cooldown * 2^(trips-1))` plus a random share of the other half.
+/// Breakers that tripped together (one outage, many services) do not all probe in the
+/// same instant, and, more to the point, probes do not keep landing in the same phase
+/// of a periodic fault: with a few percent of jitter every cooldown of a 5-minute
+/// cooldown breaker is a multiple of 5 minutes, and against DNS failing 2 minutes of
+/// every 5 every probe failed, doubling the cooldown each time (issue 11, case 2).
+/// The period never exceeds the configured cap.
 fn open_period(cfg: &BreakerConfig, trips: u32, rng: &impl Rng) -> Duration {
     let base = millis(cfg.cooldown);
     let max = millis(cfg.max_cooldown);
@@ -569,14 +575,13 @@ fn open_period(cfg: &BreakerConfig, trips: u32, rng: &impl Rng) -> Duration {
         base.saturating_mul(1u64 << shift)
     };
     let period = step.min(max);
-    let jitter = rng.between(0, period / 10);
-    Duration::from_millis(period.saturating_add(jitter))
+    let half = period / 2;
+    Duration::from_millis(half.saturating_add(rng.between(0, period - half)))
 }
 
-/// The longest open period `cfg` can produce (cap plus full jitter).
+/// The longest open period `cfg` can produce.
 fn longest_open(cfg: &BreakerConfig) -> Duration {
-    let max = millis(cfg.max_cooldown).max(millis(cfg.cooldown));
-    Duration::from_millis(max.saturating_add(max / 10))
+    Duration::from_millis(millis(cfg.max_cooldown).max(millis(cfg.cooldown)))
 }
 
 fn millis(d: Duration) -> u64 {

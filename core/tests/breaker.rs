@@ -104,7 +104,8 @@ async fn opens_after_three_consecutive_failures() {
     let rejected = b.try_acquire("youtube").unwrap_err();
     assert_eq!(rejected.service, "youtube");
     let period = (rejected.until - env.now()).to_std().unwrap();
-    assert!((5 * MIN..=5 * MIN + 30 * Duration::from_secs(1)).contains(&period));
+    // Equal jitter: half the 5-minute cooldown plus a random share of the other half.
+    assert!((5 * MIN / 2..=5 * MIN).contains(&period), "{period:?}");
     assert_eq!(open_periods(&env, "youtube"), vec![period]);
     assert_eq!(transitions(&env), vec![("closed", "open")]);
     assert!(b.try_acquire("blog").is_ok());
@@ -198,10 +199,7 @@ async fn cooldown_grows_on_repeated_trips_and_is_capped() {
     let expected = [5, 10, 20, 40, 60, 60, 60].map(|m| m * MIN);
     assert_eq!(periods.len(), expected.len());
     for (got, want) in periods.iter().zip(expected) {
-        assert!(
-            *got >= want && *got <= want + want / 10,
-            "{got:?} vs {want:?}"
-        );
+        assert!(*got >= want / 2 && *got <= want, "{got:?} vs {want:?}");
     }
     // Jitter: repeated capped periods differ.
     assert_ne!(periods[4], periods[5]);
@@ -325,7 +323,7 @@ async fn state_survives_a_restart() {
     tokio::time::advance((until - env.now()).to_std().unwrap()).await;
     assert!(call(&restarted, "youtube", false).await.unwrap());
     let last = *open_periods(&env, "youtube").last().unwrap();
-    assert!(last >= 20 * MIN && last <= 22 * MIN, "{last:?}");
+    assert!(last >= 10 * MIN && last <= 20 * MIN, "{last:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -1033,7 +1033,10 @@ async fn a_job_held_at_a_gate_journals_its_slots_and_becomes_overdue() {
         .map(|a| (a.at, a.message.clone()))
         .collect();
     assert_eq!(overdue.len(), 1, "{overdue:?}");
-    assert!(overdue[0].1.contains("takes no calls before"), "{overdue:?}");
+    assert!(
+        overdue[0].1.contains("takes no calls before"),
+        "{overdue:?}"
+    );
     // The state machine says what held the run, not "its time window".
     let said: Vec<String> = env
         .events_so_far()

@@ -100,7 +100,8 @@ fn a_crash_loop_raises_the_overdue_alert_of_a_job_that_never_succeeded() {
     // It says the job never succeeded, counted from when it was first known.
     if let Some(a) = &first {
         assert!(
-            a.message.contains("never succeeded since it was first scheduled at 2026-"),
+            a.message
+                .contains("never succeeded since it was first scheduled at 2026-"),
             "{}",
             a.message
         );

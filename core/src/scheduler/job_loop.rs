@@ -497,11 +497,31 @@ impl<E: Env> JobLoop<E> {
         due: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(Task<E, Idle>, DateTime<Utc>), Ended> {
-        let policy = match self.job.overlap {
-            Overlap::Skip => CatchUp::None,
-            Overlap::Queue => CatchUp::Latest,
+        let window = self.job.catch_up_window;
+        let mut plan = match self.job.overlap {
+            Overlap::Queue => catch_up::plan(&self.schedule, due, now, CatchUp::Latest, window),
+            Overlap::Skip => {
+                // A slot the run ended less than `LATE` after is late, not overlapped
+                // (a resumed run and the slot's own one ran back to back, say): it is
+                // started now, as Kubernetes starts a skipped schedule that is still
+                // inside its starting deadline. Older ones are skipped.
+                let skipped = catch_up::plan(
+                    &self.schedule,
+                    due,
+                    now - to_chrono(LATE),
+                    CatchUp::None,
+                    window,
+                );
+                let from = skipped.through.unwrap_or(due).max(due);
+                let late = catch_up::plan(&self.schedule, from, now, CatchUp::Latest, window);
+                catch_up::Plan {
+                    run: late.run,
+                    missed: skipped.missed.into_iter().chain(late.missed).collect(),
+                    through: late.through.or(skipped.through),
+                }
+            }
         };
-        let plan = catch_up::plan(&self.schedule, due, now, policy, self.job.catch_up_window);
+        plan.missed.retain(|r| r.count > 0);
         if plan.through.is_none() {
             return Ok((task, due));
         }
