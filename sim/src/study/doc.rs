@@ -196,7 +196,9 @@ pub fn pattern_of(profile: &str) -> Option<&'static str> {
         "no-breakers" => "circuit breakers (pattern 7)",
         "no-contracts" => "output contracts: a 2xx that breaks `expect` is a failure (pattern 4)",
         "no-needs" => "step dependencies (`needs`) (pattern 4)",
-        "no-gates" => "per-service gates: one Retry-After, quota or open breaker holds every job (pattern 1)",
+        "no-gates" => {
+            "per-service gates: one Retry-After, quota or open breaker holds every job (pattern 1)"
+        }
         "no-probes" => "breaker probes on their own clock (pattern 7)",
         "no-wall-clock" => "wall-clock schedule with wake detection (pattern 3)",
         _ => return None,
