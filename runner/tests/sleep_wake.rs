@@ -354,10 +354,10 @@ async fn a_stopped_and_continued_daemon_accounts_for_every_slot_without_a_burst(
     drop(s);
     // `/metrics` (scraped before the stop) and `runner status` (after) count the
     // slots missed asleep from the same journal.
-    let line = format!("steadfast_slots_missed{{job=\"ledger\",reason=\"asleep\"}} ");
+    let line = "steadfast_slots_missed{job=\"ledger\",reason=\"asleep\"} ";
     let scraped: i64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix(line.as_str()))
+        .find_map(|l| l.strip_prefix(line))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no asleep count in /metrics:\n{metrics}"));
     assert!(scraped >= 5 && scraped <= asleep, "{scraped} vs {asleep}");
