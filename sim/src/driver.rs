@@ -82,7 +82,7 @@ pub struct SimRun {
     pub supervisor_restarts: Vec<DateTime<Utc>>,
     /// When the world started and ended.
     pub start: DateTime<Utc>,
-    /// The end.
+    /// The end, in world time (past the turmoil steps by every sleep of the host).
     pub end: DateTime<Utc>,
     /// Simulated seconds run.
     pub simulated_seconds: f64,
@@ -346,6 +346,12 @@ impl Driver<'_> {
         }
     }
 
+    /// The world's wall-clock time at the driver's `now` (turmoil's time): later than
+    /// it by every sleep so far.
+    fn world_time(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + self.world.time().jumped()
+    }
+
     fn clients_of(&self, oauth: &str) -> Vec<String> {
         let host = host(oauth);
         let config = self.config.lock().unwrap_or_else(|p| p.into_inner());
@@ -419,7 +425,7 @@ impl Driver<'_> {
                 );
             }
             Action::Clock(fault) => {
-                fault.apply(&self.world);
+                fault.apply(&self.world, self.world_time(now));
                 self.log(now, "fault_start", fault.describe());
             }
             Action::Crash { restart_after } => {
@@ -429,6 +435,7 @@ impl Driver<'_> {
                 self.was_running = false;
                 match restart_after {
                     Some(d) => {
+                        self.world.host_away().down(self.world_time(now));
                         self.restart_at = Some(after(now, d));
                         self.log(now, "crash", format!("restart in {}s", d.as_secs()));
                     }
@@ -451,6 +458,7 @@ impl Driver<'_> {
                 } else {
                     // Already down: the crash only pushes the restart back, as on a
                     // tick boundary.
+                    self.world.host_away().down(self.world_time(at));
                     self.was_running = false;
                     self.restart_at = Some(after(at, restart_after));
                     self.log(
@@ -516,7 +524,12 @@ impl Driver<'_> {
         let Some(hit) = points.hit() else {
             return;
         };
-        let died = self.world.take_death().unwrap_or(now);
+        let seen = self.world.take_death();
+        let died = seen.unwrap_or(now);
+        // Every crash reaped here was scheduled by the world with its restart. The
+        // reaper dates a death in world time.
+        let world_died = seen.unwrap_or_else(|| self.world_time(now));
+        self.world.host_away().down(world_died);
         if sim.is_host_running(RUNNER_HOST) {
             self.world.crash(sim, RUNNER_HOST);
         } else {
@@ -623,6 +636,7 @@ impl Driver<'_> {
             self.world.crash(sim, RUNNER_HOST);
         }
         sim.bounce(RUNNER_HOST);
+        self.world.host_away().up(self.world_time(now));
         self.was_running = true;
         self.restart_at = None;
         self.operator.clear_pending();
@@ -647,6 +661,7 @@ impl Driver<'_> {
             self.restart_at = None;
             if !sim.is_host_running(RUNNER_HOST) {
                 sim.bounce(RUNNER_HOST);
+                self.world.host_away().up(self.world_time(now));
                 self.log(now, "restart", "the runner started again".into());
             }
             self.was_running = true;
@@ -845,6 +860,8 @@ pub fn simulate_with_config(
         }
     }
     progress(1.0);
+    // In world time: a sleep moved the world's clock on without the turmoil steps.
+    let world_end = end + world.time().jumped();
     Ok(SimRun {
         seed,
         profile,
@@ -858,7 +875,7 @@ pub fn simulate_with_config(
         silent_deaths: driver.silent_deaths,
         supervisor_restarts: driver.supervisor_restarts,
         start: spec.start,
-        end,
+        end: world_end,
         simulated_seconds: spec.duration.as_secs_f64(),
     })
 }

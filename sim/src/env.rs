@@ -54,6 +54,14 @@ impl TurmoilTime {
         self.sleeps.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// How far the world's wall clock has jumped ahead of turmoil's time (the sleeps so
+    /// far, added up).
+    pub fn jumped(&self) -> chrono::Duration {
+        chrono::Duration::nanoseconds(
+            i64::try_from(self.jumped_nanos.load(Ordering::SeqCst)).unwrap_or(i64::MAX),
+        )
+    }
+
     /// How many sleeps the world has seen.
     pub fn sleeps(&self) -> u64 {
         self.sleeps.load(Ordering::SeqCst)

@@ -403,13 +403,14 @@ fn run(base: &Scenario, seed: Option<u64>, common: &Common, twice: bool) -> u8 {
 fn summary(r: &Report) {
     let m = &r.metrics;
     say!(
-        "result: {} runs: {} ok, {} degraded, {} failed, {} lost ({:.2}% lost); uptime {:.2}%; {} intervention(s)",
+        "result: {} runs: {} ok, {} degraded, {} failed, {} lost ({:.2}% lost), {} missed while the host was away; uptime {:.2}%; {} intervention(s)",
         m.scheduled_runs,
         m.succeeded_runs,
         m.degraded_runs,
         m.failed_runs,
         m.lost_runs,
         m.lost_task_rate * 100.0,
+        m.host_away_runs,
         m.uptime_ratio * 100.0,
         m.manual_interventions
     );

@@ -10,9 +10,14 @@
 //! - A slot *produced output* when the services applied the side effects of its job's
 //!   writing steps for it (a read-only job: its last read answered), matched by the
 //!   run id in the request body; *degraded* when only some were.
-//! - A slot that produced nothing is *failed* when an alert about the job (or the whole
-//!   runner) reached the operator after the job last worked and before one heartbeat
-//!   threshold after the slot ended; otherwise it is *lost*: due, no output, nobody told.
+//! - A slot that produced nothing while the runner's host was away (asleep, or crashed
+//!   by the world until the restart it scheduled) is *missed while away* unless the
+//!   job's catch-up policy owed a run for it on the host's return (`latest`: the last
+//!   due time at or before the return; `all`: every slot in the catch-up window).
+//! - Any other slot that produced nothing is *failed* when an alert about the job (or
+//!   the whole runner) reached the operator after the job last worked and before one
+//!   heartbeat threshold after the slot ended; otherwise it is *lost*: due, no output,
+//!   nobody told.
 //! - *Uptime* is the share of minutes in which every job is within its heartbeat
 //!   threshold of its last output at the services (or of a slot its window skipped).
 //! - Rate-limit violations are every 429 the world answered; calls inside a
@@ -50,6 +55,10 @@ pub struct Metrics {
     pub failed_runs: u64,
     /// Slots without output that nobody was told about.
     pub lost_runs: u64,
+    /// Slots without output due while the runner's host was away (asleep, or crashed by
+    /// the world until its restart) that the job's catch-up policy did not owe: missed
+    /// with the host, neither lost nor failed.
+    pub host_away_runs: u64,
     /// `lost_runs / scheduled_runs`.
     pub lost_task_rate: f64,
     /// Share of time every job was within its heartbeat threshold.
@@ -193,6 +202,9 @@ fn judge_run(scenario: &Scenario, run: &SimRun, alerts: &[Alert]) -> Judgement {
     let ledger = run.world.ledger();
     // Read before `with_entries` takes the ledger's lock.
     let ledger_dropped = ledger.dropped();
+    let away = run.world.host_away().spans(run.end);
+    let away_dropped = run.world.host_away().dropped();
+    let boots = run.world.host_away().boots();
     ledger.with_entries(|entries| {
         judge::judge(&Case {
             config: &scenario.config,
@@ -202,6 +214,9 @@ fn judge_run(scenario: &Scenario, run: &SimRun, alerts: &[Alert]) -> Judgement {
             ledger: entries,
             ledger_dropped,
             alerts,
+            away: &away,
+            boots: &boots,
+            away_dropped,
         })
     })
 }
@@ -221,6 +236,7 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
         degraded_runs: judged.slots.degraded,
         failed_runs: judged.slots.failed,
         lost_runs: judged.slots.lost,
+        host_away_runs: judged.slots.away,
         uptime_ratio: judged.uptime_ratio,
         rate_limit_violations: judged.too_many_requests,
         calls_inside_retry_after: judged.calls_inside_retry_after,

@@ -63,6 +63,8 @@ pub struct World {
     kill_at: Arc<tokio::sync::watch::Sender<Option<DateTime<Utc>>>>,
     /// When the runner died at a crash point or a kill, as its reaper saw it.
     died_at: Arc<Mutex<Option<DateTime<Utc>>>>,
+    /// When the runner host was asleep or crashed by the world (the judge's excuse).
+    away: crate::sleep::HostAway,
 }
 
 impl World {
@@ -98,6 +100,7 @@ impl World {
             services_added: Arc::default(),
             kill_at: Arc::new(tokio::sync::watch::Sender::new(None)),
             died_at: Arc::default(),
+            away: crate::sleep::HostAway::default(),
         }
     }
 
@@ -179,6 +182,7 @@ impl World {
     /// predecessor's choices) and starts with no leaked memory.
     pub fn env(&self) -> SimEnv {
         let boot = self.boots.fetch_add(1, Ordering::SeqCst);
+        self.away.booted(self.time.now());
         self.faults.restart_memory(self.time.now());
         SimEnv::from_parts(TestParts {
             clock: self.clock.clone(),
@@ -249,6 +253,12 @@ impl World {
             }
         }
         *self.died_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.time.now());
+    }
+
+    /// When the runner host was away by the world's doing (asleep, crashed until a
+    /// scheduled restart), in world time.
+    pub fn host_away(&self) -> &crate::sleep::HostAway {
+        &self.away
     }
 
     /// The seed everything derives from.

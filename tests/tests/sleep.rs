@@ -3,11 +3,15 @@
 //!
 //! Measured from what the world's services saw, never from the runner's events: the
 //! mail API's record of the one-minute poller's calls (world time), its side effects
-//! and token checks, plus the safety invariants of `sim::metrics`. Its
-//! `no_silent_loss` is left out here: today's judge counts every slot of the hours the
-//! host slept as lost, though no runner can run while its host sleeps (the self-healing
-//! one journals them missed, reason `asleep`); the world knows when its host slept, so
-//! the judge's rewrite can excuse them from the timeline.
+//! and token checks, plus the safety invariants of `sim::metrics`, `no_silent_loss`
+//! included: the judge counts a slot the host slept through and the catch-up policy did
+//! not owe as missed while the host was away (`host_away_runs`), not lost, and judges
+//! the one catch-up `latest` owes like any slot.
+//!
+//! A clock stepped back is not an absence: the host was awake. Both profiles leave the
+//! world's next hour without a poll (they wait out the hour their clock re-lives rather
+//! than run a slot twice), and the judge counts those slots lost; the step-back test
+//! asserts exactly that, not the scenario's 2% bound.
 
 use std::path::Path;
 
@@ -78,6 +82,11 @@ fn silent_minutes(
 
 struct Case {
     name: &'static str,
+    /// Slots the host slept through that the policy did not owe (the judge's count).
+    away: u64,
+    /// At most this many lost slots for self-healing, and the scenario's lost-task
+    /// bound holds (`None`: after a step back, asserted by its test).
+    max_lost: Option<u64>,
     /// When the fault lands, from the start.
     at: chrono::Duration,
     /// Connections the blog API reset on wake (a call in flight across the sleep).
@@ -88,11 +97,12 @@ struct Case {
     naive_burst: Option<usize>,
 }
 
-fn check(case: &Case) {
+/// Checks both profiles; returns their verdicts (self-healing, naive).
+fn check(case: &Case) -> (Verdict, Verdict) {
     let s = scenario(case.name);
     let (healing, verdict) = run(&s, "self-healing");
     for i in verdict.invariants.iter().chain(verdict.liveness.iter()) {
-        if i.name == "no_silent_loss" {
+        if i.name == "no_silent_loss" && case.max_lost.is_none() {
             continue;
         }
         assert!(
@@ -102,6 +112,19 @@ fn check(case: &Case) {
         );
     }
     assert_eq!(verdict.metrics.duplicate_side_effects, 0, "{}", case.name);
+    assert_eq!(
+        verdict.metrics.host_away_runs, case.away,
+        "{}: slots missed while asleep",
+        case.name
+    );
+    if let Some(max) = case.max_lost {
+        assert!(
+            verdict.metrics.lost_runs <= max,
+            "{}: lost {:?}",
+            case.name,
+            verdict.lost_slots
+        );
+    }
     assert_eq!(verdict.metrics.token_expired_errors, 0, "{}", case.name);
     assert_eq!(verdict.metrics.rate_limit_violations, 0, "{}", case.name);
     let resets = healing.world.net_stats().host("blog.sim").resets;
@@ -157,12 +180,15 @@ fn check(case: &Case) {
         ),
         None => assert!(naive_worst <= 2, "{}: {naive_worst}", case.name),
     }
+    (verdict, naive_verdict)
 }
 
 #[test]
 fn a_five_minute_sleep() {
     check(&Case {
         name: "sleep-5m",
+        away: 5,
+        max_lost: Some(0),
         at: chrono::Duration::minutes(4 * 60 + 7),
         blog_resets: 0,
         quiet: chrono::Duration::minutes(5),
@@ -174,6 +200,8 @@ fn a_five_minute_sleep() {
 fn a_two_hour_sleep() {
     check(&Case {
         name: "sleep-2h",
+        away: 127,
+        max_lost: Some(0),
         at: chrono::Duration::minutes(4 * 60 + 1),
         blog_resets: 1,
         quiet: chrono::Duration::hours(2),
@@ -185,6 +213,8 @@ fn a_two_hour_sleep() {
 fn a_three_day_sleep() {
     check(&Case {
         name: "sleep-3d",
+        away: 4607,
+        max_lost: Some(0),
         at: chrono::Duration::minutes(4 * 60 + 7),
         blog_resets: 0,
         quiet: chrono::Duration::days(3),
@@ -196,6 +226,8 @@ fn a_three_day_sleep() {
 fn a_clock_step_forward() {
     check(&Case {
         name: "clock-step-forward",
+        away: 0,
+        max_lost: Some(3),
         at: chrono::Duration::minutes(4 * 60 + 7),
         blog_resets: 0,
         quiet: chrono::Duration::zero(),
@@ -204,15 +236,65 @@ fn a_clock_step_forward() {
 }
 
 /// A step back makes both runners wait out the hour they already ran (a slot is never
-/// run twice: the cursor never goes back and the journal refuses a settled slot); the
-/// naive runner does no worse here, and the test says so.
+/// run twice: the cursor never goes back and the journal refuses a settled slot). The
+/// naive runner does no worse here: it reads the time to its next slot from the stepped
+/// wall clock and waits that hour on the monotonic clock, so it neither bursts nor
+/// repeats. What the world sees from both: no poll for the hour after the step, slots
+/// the judge counts lost (the host was awake); the test asserts exactly that.
 #[test]
 fn a_clock_step_back() {
-    check(&Case {
+    let (healing, naive) = check(&Case {
         name: "clock-step-back",
+        away: 0,
+        max_lost: None,
         at: chrono::Duration::minutes(4 * 60 + 7),
         blog_resets: 0,
         quiet: chrono::Duration::hours(1),
         naive_burst: None,
     });
+    let t = |h: u32, m: u32| {
+        chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 3, 2, h, m, 0)
+            .single()
+            .expect("time")
+    };
+    let slot_of = |lost: &String, job: &str| {
+        lost.strip_prefix(job)
+            .and_then(|at| at.strip_prefix('@'))
+            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+            .map(|at| at.with_timezone(&Utc))
+    };
+    // The poller's slots of the hour after the step (no run id: counted by arrival).
+    let in_the_hour =
+        |lost: &String| slot_of(lost, "poller").is_some_and(|at| at >= t(10, 7) && at < t(11, 10));
+    // The publisher's slots of the world's last hour: its runs name their slot, and on
+    // a clock an hour behind they would come after the world ends.
+    let at_the_end = |lost: &String| slot_of(lost, "publisher").is_some_and(|at| at >= t(15, 0));
+    let ends = |v: &Verdict| v.lost_slots.iter().filter(|s| at_the_end(s)).count();
+    // Self-healing: nothing else, and every poll of that hour.
+    assert!(
+        healing
+            .lost_slots
+            .iter()
+            .all(|s| in_the_hour(s) || at_the_end(s)),
+        "{:?}",
+        healing.lost_slots
+    );
+    let hour = healing.lost_slots.len() - ends(&healing);
+    assert!(hour >= 60, "{:?}", healing.lost_slots);
+    // Naive: the same hour (give or take the minute its jitter shifts) and the same
+    // end, plus the hourly slots it drops as usual
+    // (a token refresh delays a poll into the next minute, before and after the step).
+    let naive_hour = naive.lost_slots.iter().filter(|s| in_the_hour(s)).count();
+    assert!(naive_hour.abs_diff(hour) <= 2, "{:?}", naive.lost_slots);
+    assert_eq!(ends(&naive), ends(&healing), "{:?}", naive.lost_slots);
+    // Neither runs a slot twice.
+    assert_eq!(healing.metrics.duplicate_side_effects, 0);
+    assert_eq!(naive.metrics.duplicate_side_effects, 0);
+    eprintln!(
+        "clock-step-back: lost self-healing {} (hour {hour}, end {}), naive {} (hour {naive_hour}, end {})",
+        healing.metrics.lost_runs,
+        ends(&healing),
+        naive.metrics.lost_runs,
+        ends(&naive)
+    );
 }

@@ -2,8 +2,10 @@
 //! scenario asked for.
 //!
 //! It reads only the world's [`Ledger`](crate::services::Ledger) (every request the
-//! services received), the operator's inbox, and the scenario's intended configuration
-//! (config types only). It never reads the runner's events and never calls the
+//! services received), the operator's inbox, the world's record of when the runner's
+//! host was away ([`HostAway`](crate::sleep::HostAway): asleep, or crashed by the world
+//! until a restart it scheduled), and the scenario's intended configuration (config
+//! types only). It never reads the runner's events and never calls the
 //! runner's code: due times come from its own reference ([`slots`]: arithmetic for
 //! `every`, croner for cron), windows from its own ([`window`]: chrono-tz), so a runner
 //! bug (a window off by an hour, a dropped slot, an ignored `Retry-After`) is not
@@ -13,7 +15,11 @@
 //! # Layout (one file per measure)
 //! - [`slots`]: due slots per job; [`window`]: is a window open.
 //! - [`work`]: which request belongs to which job and step, and what counts as done.
-//! - [`outputs`]: outputs per slot; lost (silent) and failed (alerted) slots.
+//! - [`outputs`]: outputs per slot; lost (silent) and failed (alerted) slots, and
+//!   slots missed while the host was away (down or asleep) that the job's catch-up
+//!   policy did not owe: no runner can run while its host cannot, so those are neither
+//!   lost nor failed; the one catch-up run `catch_up = "latest"` owes (and every slot
+//!   `all` owes) is judged like any slot, so a runner that skips it silently is seen.
 //! - [`duplicates`], [`window_violations`], [`tokens`], [`rate_limits`], [`uptime`].
 //! - [`prerequisites`]: a step's work done for a run whose prerequisites were not.
 
@@ -37,11 +43,13 @@ use steadfast_core::config::Config;
 use steadfast_core::job::RunId;
 
 use crate::services::ledger::LedgerEntry;
+use crate::sleep::AwaySpan;
 use outputs::{JobWork, SlotCounts};
 use slots::JobSlots;
 
-/// A work step done: when, and its position among the job's work steps.
-type Done = (DateTime<Utc>, usize);
+/// A work step done: when, its position among the job's work steps, and whether its
+/// answer reached the runner process that asked.
+type Done = (DateTime<Utc>, usize, bool);
 
 /// What the judge reads.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +69,13 @@ pub struct Case<'a> {
     pub ledger_dropped: u64,
     /// The alerts that reached the operator's inbox.
     pub alerts: &'a [Alert],
+    /// When the runner's host was away by the world's doing (asleep, or crashed until a
+    /// restart the world scheduled): sorted, disjoint `[from, until)` spans.
+    pub away: &'a [AwaySpan],
+    /// When the runner process started (every boot, in order).
+    pub boots: &'a [DateTime<Utc>],
+    /// Away spans and boots the world could not record (its record was full).
+    pub away_dropped: u64,
 }
 
 /// One job as the judge saw it.
@@ -114,6 +129,13 @@ pub fn judge(case: &Case<'_>) -> Judgement {
             crate::services::ledger::MAX_ENTRIES
         ));
     }
+    if case.away_dropped > 0 {
+        j.problems.push(format!(
+            "the host's away record was full: {} spans or boots not recorded (at most {})",
+            case.away_dropped,
+            crate::sleep::MAX_AWAY_SPANS
+        ));
+    }
     // Each job's slots, and the work its requests did for them.
     let mut views: Vec<(JobSlots, JobWork)> = Vec::with_capacity(config.jobs.len());
     for job in &config.jobs {
@@ -157,17 +179,18 @@ pub fn judge(case: &Case<'_>) -> Judgement {
         if !work::done(e, p.writes) {
             continue;
         }
+        let heard = outputs::heard(e.at, e.answered_at, case.boots, case.away);
         let job = &config.jobs[p.job];
         let (slots, work) = &mut views[p.job];
         match e.run.as_ref().filter(|r| r.job() == job.name) {
             Some(run) => match slots.slot_holding(run.due()) {
-                Some(slot) => work.record(Some(slot), e.at, position),
+                Some(slot) => work.record(Some(slot), e.at, position, heard),
                 None => deferred
                     .entry((p.job, run.clone()))
                     .or_default()
-                    .push((e.at, position)),
+                    .push((e.at, position, heard)),
             },
-            None => work.record(slots.slot_holding(e.at), e.at, position),
+            None => work.record(slots.slot_holding(e.at), e.at, position, heard),
         }
     }
     // Runs due outside every slot count for the slot they finished in.
@@ -175,16 +198,17 @@ pub fn judge(case: &Case<'_>) -> Judgement {
         let (slots, work) = &mut views[job];
         let slot = done
             .iter()
-            .map(|(at, _)| *at)
+            .map(|(at, _, _)| *at)
             .max()
             .and_then(|last| slots.slot_holding(last));
-        for (at, position) in done {
-            work.record(slot, at, position);
+        for (at, position, heard) in done {
+            work.record(slot, at, position, heard);
         }
     }
     let mut alive = Vec::with_capacity(config.jobs.len());
     for ((job, steps), (slots, mut work)) in config.jobs.iter().zip(&map.work).zip(views) {
         work.times.sort();
+        work.heard.sort();
         let steps = steps.len();
         if steps > 0 {
             outputs::classify(
@@ -192,8 +216,11 @@ pub fn judge(case: &Case<'_>) -> Judgement {
                 &slots,
                 &work,
                 steps,
-                case.alerts,
-                case.start,
+                outputs::Witness {
+                    alerts: case.alerts,
+                    away: case.away,
+                    start: case.start,
+                },
                 &mut j.slots,
             );
         }

@@ -112,6 +112,9 @@ fn judged(config: &Config, ledger: &[LedgerEntry], alerts: &[Alert]) -> Judgemen
         ledger,
         ledger_dropped: 0,
         alerts,
+        away: &[],
+        boots: &[],
+        away_dropped: 0,
     })
 }
 
@@ -302,6 +305,9 @@ fn a_full_ledger_is_a_problem_not_a_figure() {
         ledger: &ledger,
         ledger_dropped: 3,
         alerts: &alerts,
+        away: &[],
+        boots: &[],
+        away_dropped: 0,
     });
     assert_eq!(j.problems.len(), 1);
     assert!(
@@ -398,4 +404,168 @@ fn a_dependent_write_without_its_prerequisite_is_counted() {
     // Declared without prerequisites, the same log needs nothing.
     let free = read(&CONFIG.replace("name = \"log\"\n", "name = \"log\"\nneeds = []\n"));
     assert_eq!(judged(&free, &ledger, &alerts).unmet_prerequisites, 0);
+}
+
+/// One job every 10 minutes, one write naming its run, under `catch_up = policy`.
+fn ten_minutely(policy: &str) -> Config {
+    read(&format!(
+        r#"
+[services.blog]
+
+[[jobs]]
+name = "blog"
+every = "10m"
+deadline = "5m"
+catch_up = "{policy}"
+
+[[jobs.steps]]
+name = "post"
+method = "POST"
+url = "http://blog.sim/v1/posts"
+service = "blog"
+body = '{{"run": "{{{{run.id}}}}"}}'
+"#
+    ))
+}
+
+/// The judge of 08:00 to 10:35 (slots 08:10 to 10:20) with the host's record.
+fn judged_away(
+    config: &Config,
+    ledger: &[LedgerEntry],
+    alerts: &[Alert],
+    away: &[(DateTime<Utc>, DateTime<Utc>)],
+    boots: &[DateTime<Utc>],
+) -> Judgement {
+    judge(&Case {
+        config,
+        zone: chrono_tz::UTC,
+        start: at("08:00"),
+        end: at("10:35"),
+        ledger,
+        ledger_dropped: 0,
+        alerts,
+        away,
+        boots,
+        away_dropped: 0,
+    })
+}
+
+/// Every slot from 08:10 to 10:20 run on time, except the due times in `skip`.
+fn on_time(skip: &[&str]) -> Vec<LedgerEntry> {
+    let mut out = Vec::new();
+    let mut t = at("08:10");
+    while t <= at("10:20") {
+        let hm = t.format("%H:%M").to_string();
+        if !skip.contains(&hm.as_str()) {
+            out.push(write(&hm, "/v1/posts", &hm));
+        }
+        t += chrono::Duration::minutes(10);
+    }
+    out
+}
+
+#[test]
+fn slots_the_host_was_away_for_are_missed_with_it_except_the_owed_catch_up() {
+    // Asleep from 09:05 to 09:47: slots 09:10, 09:20, 09:30, 09:40 passed.
+    let asleep = [(at("09:05"), at("09:47"))];
+    let slept = ["09:10", "09:20", "09:30", "09:40"];
+    let counts = |policy: &str, ledger: &[LedgerEntry], away: &[_]| {
+        let s = judged_away(&ten_minutely(policy), ledger, &[], away, &[]).slots;
+        (s.succeeded, s.away, s.lost)
+    };
+    // `latest` owes one catch-up for 09:40; run at 09:47, the other three are missed
+    // with the host, not lost.
+    let mut caught_up = on_time(&slept);
+    caught_up.push(write("09:47", "/v1/posts", "09:40"));
+    assert_eq!(counts("latest", &caught_up, &asleep), (11, 3, 0));
+    // The rule switched off (no record of the sleep): all three count as lost.
+    assert_eq!(counts("latest", &caught_up, &[]), (11, 0, 3));
+    // A runner that skips the owed catch-up silently loses that one slot.
+    let skipped = on_time(&slept);
+    assert_eq!(counts("latest", &skipped, &asleep), (10, 3, 1));
+    // `none` owes nothing; `all` owes every slept slot.
+    assert_eq!(counts("none", &skipped, &asleep), (10, 4, 0));
+    assert_eq!(counts("all", &skipped, &asleep), (10, 0, 4));
+    // A burst that runs every slept slot produced their output: nothing missed (the
+    // burst itself shows in the services' per-minute counts, not in slot counts).
+    let mut burst = on_time(&slept);
+    for due in slept {
+        burst.push(write("09:47", "/v1/posts", due));
+    }
+    assert_eq!(counts("latest", &burst, &asleep), (14, 0, 0));
+    // Back on the very instant of a slot (09:50): that slot is an ordinary one, and
+    // `latest` owes nothing in the span.
+    let on_slot = [(at("09:05"), at("09:50"))];
+    assert_eq!(counts("latest", &skipped, &on_slot), (10, 4, 0));
+    // `catch_up_window` (30m) counts back from the return (10:15): under `latest`
+    // 10:10 is owed; under `all` 09:50, 10:00 and 10:10, not the older ones.
+    let long = [(at("09:05"), at("10:15"))];
+    let far = on_time(&[
+        "09:10", "09:20", "09:30", "09:40", "09:50", "10:00", "10:10",
+    ]);
+    let windowed = |policy: &str| {
+        let config = read(&config_text_with_window(policy, "30m"));
+        let s = judged_away(&config, &far, &[], &long, &[]).slots;
+        (s.away, s.lost)
+    };
+    assert_eq!(windowed("latest"), (6, 1));
+    assert_eq!(windowed("all"), (4, 3));
+}
+
+fn config_text_with_window(policy: &str, window: &str) -> String {
+    format!(
+        r#"
+[services.blog]
+
+[[jobs]]
+name = "blog"
+every = "10m"
+deadline = "5m"
+catch_up = "{policy}"
+catch_up_window = "{window}"
+
+[[jobs.steps]]
+name = "post"
+method = "POST"
+url = "http://blog.sim/v1/posts"
+service = "blog"
+body = '{{"run": "{{{{run.id}}}}"}}'
+"#
+    )
+}
+
+#[test]
+fn an_answer_the_runner_never_heard_does_not_end_what_the_operator_was_told() {
+    let config = ten_minutely("latest");
+    // Slots from 09:00 on produce nothing, except 09:10's write: applied at 09:12 but
+    // answered at 09:24, after the runner was killed and started again (09:20).
+    let mut ledger = on_time(&[
+        "09:00", "09:10", "09:20", "09:30", "09:40", "09:50", "10:00", "10:10", "10:20",
+    ]);
+    ledger.push(LedgerEntry {
+        answered_at: at("09:24"),
+        ..write("09:12", "/v1/posts", "09:10")
+    });
+    let told = [alert("09:05")];
+    let boots = [at("08:00"), at("09:20")];
+    let j = judged_away(&config, &ledger, &told, &[], &boots);
+    // 09:10 produced output; the later slots are told by the 09:05 alert: the runner
+    // never heard of that output, so nothing said the job had recovered.
+    assert_eq!((j.slots.succeeded, j.slots.failed, j.slots.lost), (6, 8, 0));
+    // Had the runner heard the answer (no restart in between), the alert was stale and
+    // every later slot is lost.
+    let heard = judged_away(&config, &ledger, &told, &[], &[at("08:00")]);
+    assert_eq!(
+        (heard.slots.succeeded, heard.slots.failed, heard.slots.lost),
+        (6, 1, 7)
+    );
+    // A sleep beginning while the answer was on its way loses it too.
+    let asleep = [(at("09:20"), at("09:21"))];
+    assert!(!outputs::heard(at("09:12"), at("09:24"), &[], &asleep));
+    assert!(outputs::heard(
+        at("09:12"),
+        at("09:24"),
+        &[at("09:30")],
+        &asleep[..0]
+    ));
 }

@@ -72,7 +72,7 @@ const fn m(key: &'static str, label: &'static str, unit: Unit, better: Better) -
 }
 
 /// Every measure in report order (fields not listed are appended by name).
-pub const MEASURES: [MeasureDef; 21] = [
+pub const MEASURES: [MeasureDef; 22] = [
     m(
         "lost_task_rate",
         "lost-task rate",
@@ -166,6 +166,13 @@ pub const MEASURES: [MeasureDef; 21] = [
         Unit::Count,
         Better::Lower,
     ),
+    // Not better or worse: a world's sleeps and restarts decide them, not the runner.
+    m(
+        "host_away_runs",
+        "runs missed while the host was away (asleep or down)",
+        Unit::Count,
+        Better::Neither,
+    ),
     m(
         "calls",
         "calls that reached an API",
@@ -206,11 +213,12 @@ pub fn pattern_of(profile: &str) -> Option<&'static str> {
 }
 
 /// The definitions of the measures, as the report states them.
-pub const DEFINITIONS: [&str; 13] = [
+pub const DEFINITIONS: [&str; 14] = [
     "**The judge**: every measure but silent deaths, retries and calls to an open breaker is computed from what the world's services saw (a ledger of every request: time, client, token age, answer, Retry-After, side effect), the operator's inbox and the scenario's intended configuration, with the judge's own schedule and window references: never from the runner's events or code.",
     "**Slot**: a due time of a job's schedule inside the world, leaving out times when some step of the job may not run because its time window is closed (that work is not wanted then, whatever the profile).",
     "A slot **produced output** when the services applied the side effects of its job's writing steps for it (`succeeded`; `degraded` when only some were; a job that only reads: its last read answered 2xx), whatever the runner logged. Requests name their run (`{\"run\": \"<job>-<due>\"}` in the body), so a retry that spills past the next slot still counts for its own slot; a run that waited for its window counts for the slot it finished in.",
-    "**Failed run**: a slot without output about which an alert (for the job or the whole runner) reached the operator between the slot and one heartbeat threshold after the next slot.",
+    "**Missed while the host was away**: a slot without output due while the runner's host was asleep or crashed by the world until the restart the world scheduled (not the runner's own deaths: a silent death, an OOM kill or an exit counts against it), unless the job's catch-up policy owed a run for it on the host's return: under `catch_up = \"latest\"` the last due time at or before the return (a slot due at that very instant is an ordinary slot), under `all` every slot within `catch_up_window` of the return (the newest 32), under `none` none. No runner runs anything while its host cannot, so these are neither failed nor lost; an owed catch-up without output is judged like any slot, so a silent skip still counts as lost, and a burst of every slept slot shows in the services' per-minute calls.",
+    "**Failed run**: a slot without output about which an alert (for the job or the whole runner) reached the operator between the job's last output the runner heard of (a request that did work and whose answer reached the process that sent it: no restart or sleep while it was on its way) and one heartbeat threshold after the next slot. Output applied after its caller died does not end what the operator was told: no runner could report it as a recovery.",
     "**Lost run**: a slot without output that nobody was told about. **Lost-task rate** = lost runs / scheduled slots: the field report's \"ran but produced no output due to silent failures\".",
     "**Uptime**: the share of minutes in which every job is within its heartbeat threshold of its last output at the services (or of a slot its window left out).",
     "**Manual intervention**: the simulated operator fixing something (freeing disk, re-authorising a credential, restarting the runner), either after an alert (with the scenario's response delay) or at a daily check that finds the runner dead or a job without output. An alert about a problem that already healed is dismissed and is not an intervention. **Hours between interventions** = simulated hours / interventions (the whole run when there were none): the field report's \"uptime before manual intervention\". **Manual fixes per day** = interventions / simulated days.",
