@@ -198,7 +198,7 @@ impl OutputTimes {
 
 /// What the judge reads from a finished run: the scenario's intended configuration in
 /// the world's zone, the world's ledger and the operator's inbox.
-fn judge_run(scenario: &Scenario, run: &SimRun, alerts: &[Alert]) -> Judgement {
+pub fn judge_run(scenario: &Scenario, run: &SimRun, alerts: &[Alert]) -> Judgement {
     let ledger = run.world.ledger();
     // Read before `with_entries` takes the ledger's lock.
     let ledger_dropped = ledger.dropped();

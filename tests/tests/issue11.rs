@@ -16,7 +16,7 @@ mod common;
 
 use chrono::{DateTime, Utc};
 use sim::driver::{SimRun, simulate};
-use sim::judge::{self, Case, Judgement};
+use sim::judge::Judgement;
 use sim::metrics::{Verdict, evaluate};
 use sim::scenario::{Profile, Scenario};
 
@@ -32,19 +32,7 @@ fn run(s: &Scenario, profile: &str) -> (Verdict, Judgement, SimRun) {
     } else {
         Vec::new()
     };
-    let ledger = run.world.ledger();
-    let dropped = ledger.dropped();
-    let judged = ledger.with_entries(|entries| {
-        judge::judge(&Case {
-            config: &s.config,
-            zone: s.world.zone,
-            start: run.start,
-            end: run.end,
-            ledger: entries,
-            ledger_dropped: dropped,
-            alerts: &alerts,
-        })
-    });
+    let judged = sim::metrics::judge_run(s, &run, &alerts);
     (verdict, judged, run)
 }
 
