@@ -750,6 +750,15 @@ mod sleep_and_wake {
 
     /// A 3-hour sleep at 10:20 of a 15-minute job, with `catch_up` and `clock`.
     async fn slept(catch_up: CatchUp, clock: ClockMode) -> (TestEnv, Vec<Event>) {
+        slept_telling(catch_up, clock, true).await
+    }
+
+    /// [`slept`], with the job's `alert_missed`.
+    async fn slept_telling(
+        catch_up: CatchUp,
+        clock: ClockMode,
+        alert_missed: bool,
+    ) -> (TestEnv, Vec<Event>) {
         let env = TestEnv::new(start(), 13);
         let state = Arc::new(Mutex::new(Api::default()));
         api(&env, "api.test", state);
@@ -759,6 +768,7 @@ mod sleep_and_wake {
             vec![http_step("poll", "GET", "http://api.test/poll", "api")],
         );
         mail.catch_up = catch_up;
+        mail.alert_missed = alert_missed;
         let patterns = Patterns {
             clock,
             ..Patterns::ALL
@@ -804,6 +814,28 @@ mod sleep_and_wake {
         let ids: Vec<String> = started(&events, "mail").into_iter().map(|s| s.0).collect();
         assert_eq!(ids, ["mail-20260302T101500Z#1", "mail-20260302T133000Z#1"]);
         assert_eq!(missed(&env, "mail").await[&MissReason::Asleep], 12);
+    }
+
+    /// The slots a wake leaves unrun are said once (`slots_missed`), unless the job
+    /// turned that off.
+    #[tokio::test(start_paused = true)]
+    async fn the_slots_a_wake_leaves_unrun_raise_one_alert() {
+        let told = |events: &[Event]| -> Vec<String> {
+            events
+                .iter()
+                .filter(|e| e.event == EventKind::Alert && e.job.as_deref() == Some("mail"))
+                .filter_map(|e| e.detail.clone())
+                .collect()
+        };
+        let (_, events) = slept_telling(CatchUp::Latest, ClockMode::Wall, true).await;
+        let alerts = told(&events);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert!(
+            alerts[0].starts_with("11 slot(s) from 2026-03-02T10:30:00Z to 2026-03-02T13:00:00Z missed while the machine slept"),
+            "{alerts:?}"
+        );
+        let (_, events) = slept_telling(CatchUp::Latest, ClockMode::Wall, false).await;
+        assert_eq!(told(&events), Vec::<String>::new());
     }
 
     /// The naive runner waits on the monotonic clock: on wake it runs the slot it was
