@@ -13,19 +13,23 @@
 //! window spanning midnight). A local time is turned into an instant as follows:
 //!
 //! - it exists once: that instant;
-//! - it exists twice (the clock falls back): the earlier instant, so a window
-//!   that ends in the repeated hour does not reopen for it;
+//! - it exists twice (the clock falls back): the earlier instant for a start; for
+//!   an end, the window closes at the first and reopens for as long as the repeated
+//!   hour reads inside it again (see below);
 //! - it does not exist (the clock springs forward over it): the first instant after
 //!   the gap, so a window starting at 02:30 on a day that skips 02:00-03:00 opens
 //!   at 03:00. A window lying wholly inside a gap does not open that day.
 //!
-//! Windows are wall-clock: an action may run only while the local clock reads a time
-//! inside its window. When the clock falls back inside an interval to a time before
-//! `start` (a 01:30-02:30 window on the night 02:00 EDT becomes 01:00 EST), the
+//! Windows are wall-clock: an action may run exactly while the local clock reads a
+//! time inside its window. When the clock falls back inside an interval to a time
+//! before `start` (a 01:30-02:30 window on the night 02:00 EDT becomes 01:00 EST), the
 //! stretch where it reads outside is cut out, so that night the window is open
-//! 01:30-02:00 EDT and again 01:30-02:30 EST, never 01:00-01:30 EST. A window
-//! spanning the transition whose start stays behind the rewound clock (22:00-03:00)
-//! is one interval: the wall clock never leaves it.
+//! 01:30-02:00 EDT and again 01:30-02:30 EST, never 01:00-01:30 EST. When the window
+//! ends inside the repeated hour (01:30-02:30 in Berlin, where 03:00 CEST becomes 02:00
+//! CET), it closes at 02:30 CEST and opens again 02:00-02:30 CET, while the wall clock
+//! reads inside it once more. A window spanning the transition whose start stays
+//! behind the rewound clock (22:00-03:00) is one interval: the wall clock never leaves
+//! it.
 //!
 //! `start == end` means "always open" (a zero-length window would never open, which
 //! nobody configures on purpose). `is_open`, `next_open` and `closes_at` all derive
@@ -154,34 +158,54 @@ impl Windows {
     /// The interval opened on local date `date`: `[start on date, end on date or the
     /// day after)`, each resolved to an instant by the rules in the module docs.
     ///
-    /// When the clock falls back inside that interval to a wall time before `start`
-    /// (a 01:30-02:30 window on the night 02:00 becomes 01:00 again), the stretch
-    /// where the wall clock reads outside the window is cut out: the interval comes
-    /// in two pieces, the second opening when the wall clock reaches `start` again.
+    /// When the clock falls back inside that interval, it comes in up to two pieces,
+    /// each where the wall clock reads inside the window: before the fall-back, until
+    /// the wall clock first reaches `end`; after it, from where the rewound clock reads
+    /// `start` again (at once, if it already does) until it reaches `end` the last time.
     fn interval(&self, window: WindowConfig, date: NaiveDate) -> [Option<Interval>; 2] {
-        let Some((open, close)) = self.whole_interval(window, date) else {
+        let Some((open, first_close)) = self.whole_interval(window, date) else {
             return [None, None];
         };
         let start = date.and_time(window.start);
-        if let Some(back) = fall_back_within(self.zone, open, close) {
-            let wall = back.with_timezone(&self.zone).naive_local();
-            if wall < start {
-                let again = back + (start - wall);
-                return [Some((open, back)), Some((again, close))];
-            }
+        let end = self.end_local(window, date);
+        let last_close = end
+            .and_then(|end| resolve_last(self.zone, end))
+            .unwrap_or(first_close);
+        let (Some(back), Some(end)) = (fall_back_within(self.zone, open, last_close), end) else {
+            return [Some((open, first_close)), None];
+        };
+        let before = (open, first_close.min(back));
+        let wall = back.with_timezone(&self.zone).naive_local();
+        let reopen = if wall < start {
+            Some(back + (start - wall))
+        } else if wall < end {
+            Some(back)
+        } else {
+            None
+        };
+        match reopen.filter(|at| *at < last_close) {
+            Some(at) if at == before.1 => [Some((before.0, last_close)), None],
+            Some(at) => [Some(before), Some((at, last_close))],
+            None => [Some(before), None],
         }
-        [Some((open, close)), None]
     }
 
-    /// `[start on date, end on date or the day after)` as instants.
-    fn whole_interval(&self, window: WindowConfig, date: NaiveDate) -> Option<Interval> {
-        let open = resolve(self.zone, date.and_time(window.start))?;
+    /// The local time the window opened on `date` ends: `end` on `date`, or on the day
+    /// after for a window spanning midnight.
+    fn end_local(&self, window: WindowConfig, date: NaiveDate) -> Option<NaiveDateTime> {
         let end_date = if window.end < window.start {
             date.succ_opt()?
         } else {
             date
         };
-        let close = resolve(self.zone, end_date.and_time(window.end))?;
+        Some(end_date.and_time(window.end))
+    }
+
+    /// `[start on date, end on date or the day after)` as instants (an ambiguous end
+    /// at its first occurrence).
+    fn whole_interval(&self, window: WindowConfig, date: NaiveDate) -> Option<Interval> {
+        let open = resolve(self.zone, date.and_time(window.start))?;
+        let close = resolve(self.zone, self.end_local(window, date)?)?;
         Some((open, close))
     }
 }
@@ -227,6 +251,14 @@ fn resolve(zone: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
         LocalResult::Single(at) => Some(at.with_timezone(&Utc)),
         LocalResult::Ambiguous(a, b) => Some(a.min(b).with_timezone(&Utc)),
         LocalResult::None => gap_end(zone, local),
+    }
+}
+
+/// Like [`resolve`], but the later instant when the clock falls back over `local`.
+fn resolve_last(zone: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+    match zone.from_local_datetime(&local) {
+        LocalResult::Ambiguous(a, b) => Some(a.max(b).with_timezone(&Utc)),
+        _ => resolve(zone, local),
     }
 }
 
@@ -561,7 +593,7 @@ mod tests {
     }
 
     #[test]
-    fn ambiguous_end_closes_at_the_first_occurrence_and_stays_closed() {
+    fn ambiguous_end_closes_at_the_first_occurrence_and_reopens_while_the_wall_clock_is_inside() {
         // 22:00-01:30 in New York over the fall-back night.
         let w = one(NY, hm((22, 0), (1, 30)));
         let open = utc("2026-11-01T02:00:00Z"); // 2026-10-31 22:00 EDT
@@ -570,9 +602,18 @@ mod tests {
         assert_eq!(w.closes_at(A, open), Some(close));
         assert!(w.is_open(A, close - TimeDelta::seconds(1)));
         assert!(!w.is_open(A, close));
-        // 01:10 EST: local time is inside 22:00-01:30 again, but the window does not reopen.
-        assert!(!w.is_open(A, utc("2026-11-01T06:10:00Z")));
-        assert_eq!(w.next_open(A, close), utc("2026-11-02T03:00:00Z")); // 22:00 EST
+        // 01:00-01:30 EST: the wall clock reads inside 22:00-01:30 again: open again.
+        assert!(!w.is_open(A, utc("2026-11-01T05:45:00Z"))); // 01:45 EDT
+        assert_eq!(w.next_open(A, close), utc("2026-11-01T06:00:00Z")); // 01:00 EST
+        assert!(w.is_open(A, utc("2026-11-01T06:10:00Z"))); // 01:10 EST
+        assert_eq!(
+            w.closes_at(A, utc("2026-11-01T06:10:00Z")),
+            Some(utc("2026-11-01T06:30:00Z")) // 01:30 EST
+        );
+        assert_eq!(
+            w.next_open(A, utc("2026-11-01T06:30:00Z")),
+            utc("2026-11-02T03:00:00Z") // 22:00 EST
+        );
 
         // Berlin: 22:00-02:30 over 2026-10-25 closes at 02:30 CEST.
         let w = one(BERLIN, hm((22, 0), (2, 30)));
@@ -580,7 +621,14 @@ mod tests {
             w.closes_at(A, utc("2026-10-24T21:00:00Z")),
             Some(utc("2026-10-25T00:30:00Z"))
         );
-        assert!(!w.is_open(A, utc("2026-10-25T01:10:00Z")));
+        assert!(w.is_open(A, utc("2026-10-25T01:10:00Z"))); // 02:10 CET, inside again
+        assert!(!w.is_open(A, utc("2026-10-25T00:45:00Z"))); // 02:45 CEST, outside
+        // Issue 11's Berlin night: 01:30-02:30 is open 01:30-02:30 CEST and 02:00-02:30 CET.
+        let w = one(BERLIN, hm((1, 30), (2, 30)));
+        assert!(w.is_open(A, utc("2026-10-24T23:45:00Z"))); // 01:45 CEST
+        assert!(!w.is_open(A, utc("2026-10-25T00:45:00Z"))); // 02:45 CEST
+        assert!(w.is_open(A, utc("2026-10-25T01:15:00Z"))); // 02:15 CET
+        assert!(!w.is_open(A, utc("2026-10-25T01:30:00Z"))); // 02:30 CET
     }
 
     /// Whether the wall clock in `zone` at `at` reads a time inside `window`.
@@ -594,7 +642,7 @@ mod tests {
     }
 
     /// Issue 11, case 5: on both DST nights of 2026 in New York and Berlin, minute by
-    /// minute, a window is open only while the wall clock reads a time inside it.
+    /// minute, a window is open exactly while the wall clock reads a time inside it.
     #[test]
     fn windows_are_wall_clock_on_both_dst_nights_in_two_zones() {
         let cases = [
@@ -613,9 +661,10 @@ mod tests {
                 for minute in 0..36 * 60 {
                     let at = from + TimeDelta::minutes(minute);
                     let open = w.is_open(A, at);
-                    assert!(
-                        !open || wall_inside(zone, window, at),
-                        "{zone} {window:?} open at {at} while the wall clock reads {}",
+                    assert_eq!(
+                        open,
+                        wall_inside(zone, window, at),
+                        "{zone} {window:?} open {open} at {at} while the wall clock reads {}",
                         at.with_timezone(&zone)
                     );
                     opened += usize::from(open);
