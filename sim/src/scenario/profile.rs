@@ -129,20 +129,8 @@ pub const ALL: [Profile; 16] = [
             ..ON
         },
     ),
-    Profile::healing(
-        "no-needs",
-        Patterns {
-            needs: false,
-            ..ON
-        },
-    ),
-    Profile::healing(
-        "no-gates",
-        Patterns {
-            gates: false,
-            ..ON
-        },
-    ),
+    Profile::healing("no-needs", Patterns { needs: false, ..ON }),
+    Profile::healing("no-gates", Patterns { gates: false, ..ON }),
     Profile::healing(
         "no-probes",
         Patterns {
