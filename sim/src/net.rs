@@ -203,6 +203,12 @@ impl Connection {
         let now = self.time.now();
         let sleeps = self.time.sleeps();
         let verdict = self.faults.on_request(&self.host);
+        // Who sent it, when a fault answers before the service: the judge attributes
+        // every 429 and every reset to a client, storms' included.
+        let seen_by_fault = || Observation {
+            client: self.service.identify(&request, now),
+            ..Observation::default()
+        };
         if verdict.reset {
             self.stats.bump(&self.host, |s| s.resets += 1);
             self.ledger.record(Received {
@@ -212,7 +218,7 @@ impl Connection {
                 answered_at: now,
                 response: None,
                 answered_by: AnsweredBy::Fault(crate::faults::FaultKind::Reset),
-                observation: Observation::default(),
+                observation: seen_by_fault(),
             });
             return Err(InjectedReset);
         }
@@ -227,7 +233,7 @@ impl Connection {
                         SimResponse::too_many_requests(wait, "rate_limited")
                     },
                     AnsweredBy::Fault(crate::faults::FaultKind::RateLimitStorm),
-                    Observation::default(),
+                    seen_by_fault(),
                 )
             }
             Some(status) => {
@@ -235,7 +241,7 @@ impl Connection {
                 (
                     SimResponse::error(status, "injected_server_error"),
                     AnsweredBy::Fault(crate::faults::FaultKind::ServerError),
-                    Observation::default(),
+                    seen_by_fault(),
                 )
             }
             None => {
@@ -289,4 +295,34 @@ fn to_hyper(response: SimResponse) -> http::Response<Full<Bytes>> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::driver::simulate;
+    use crate::faults::FaultKind;
+    use crate::scenario::{Profile, Scenario};
+    use crate::services::ledger::AnsweredBy;
+
+    #[test]
+    fn a_storms_429s_and_resets_name_the_client_that_sent_them() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/rate-limit-storm.toml");
+        let s = Scenario::load(&path).unwrap_or_else(|d| panic!("{d}"));
+        let healing = Profile::named("self-healing").unwrap();
+        let run = simulate(&s, 1, healing, &mut |_| {}).unwrap();
+        let storm: Vec<Option<String>> = run.world.ledger().with_entries(|entries| {
+            entries
+                .iter()
+                .filter(|e| e.answered_by == AnsweredBy::Fault(FaultKind::RateLimitStorm))
+                .map(|e| e.client.clone())
+                .collect()
+        });
+        assert!(!storm.is_empty(), "the storm answered some requests");
+        assert!(
+            storm.iter().all(|c| c.as_deref() == Some("steadfast")),
+            "every storm 429 names the runner's client: {storm:?}"
+        );
+    }
 }
