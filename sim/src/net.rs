@@ -64,13 +64,32 @@ pub struct HostNetStats {
     pub bad_answers: u64,
 }
 
+/// The request-side counts per host, as the server side bumps them. Cheap to clone;
+/// clones share the table.
+///
+/// Kept apart from the connector on purpose: the handlers live in the connector's route
+/// table, so a handler holding the connector (through [`NetStats`]) made a reference
+/// cycle and every world leaked whole (a 10,000-seed sweep grew to 9.5 GB).
+#[derive(Debug, Clone, Default)]
+struct RequestCounts(Arc<Mutex<BTreeMap<String, HostNetStats>>>);
+
+impl RequestCounts {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, HostNetStats>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self, host: &str, f: impl FnOnce(&mut HostNetStats)) {
+        f(self.lock().entry(host.to_string()).or_default());
+    }
+}
+
 /// Per-host network statistics: connects as the connector counted them, requests as
 /// the server side did. Cheap to clone; clones share the tables.
 #[derive(Debug, Clone)]
 pub struct NetStats {
     connector: RouteConnector,
     /// Request-side counts only (the connect fields stay 0 here).
-    requests: Arc<Mutex<BTreeMap<String, HostNetStats>>>,
+    requests: RequestCounts,
 }
 
 impl NetStats {
@@ -78,16 +97,12 @@ impl NetStats {
     pub fn new(connector: RouteConnector) -> Self {
         Self {
             connector,
-            requests: Arc::default(),
+            requests: RequestCounts::default(),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, HostNetStats>> {
-        self.requests.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn bump(&self, host: &str, f: impl FnOnce(&mut HostNetStats)) {
-        f(self.lock().entry(host.to_string()).or_default());
+        self.requests.lock()
     }
 
     fn merged(&self, host: &str, requests: Option<&HostNetStats>) -> HostNetStats {
@@ -138,7 +153,7 @@ pub fn handler(
         service,
         faults,
         time,
-        stats,
+        stats: stats.requests,
         runner,
         ledger,
     };
@@ -159,7 +174,7 @@ struct Connection {
     service: Arc<dyn Service>,
     faults: FaultState,
     time: TurmoilTime,
-    stats: NetStats,
+    stats: RequestCounts,
     /// The runner's crash points: once one hit, the process is dead.
     runner: Arc<CrashPoints>,
     ledger: Ledger,
