@@ -684,7 +684,7 @@ fn showcase_table(study: &Study, out: &mut Vec<Block>) {
         return;
     }
     out.push(Block::Para(format!(
-        "This world is a mix in which some patterns have no room to act. Each pattern also has a committed focused world in which switching it off costs something the judge measures;          each is run with `self-healing` and with the pattern off on seeds {} (`mean ± sd (min–max)`). **Beyond the spread** means every seed without the pattern is worse than every seed with it.          `tests/tests/ablation.rs` asserts each claim.",
+        "This world is a mix in which some patterns have no room to act. Each pattern also has a committed focused world in which switching it off costs something the judge measures; each is run with `self-healing` and with the pattern off on seeds {} (`mean ± sd (min–max)`). **Beyond the spread** means every seed without the pattern is worse than every seed with it. `tests/tests/ablation.rs` asserts each claim.",
         study
             .options
             .seeds
