@@ -13,6 +13,12 @@ use sim::report::{Report, replay_command};
 use sim::scenario::{Profile, Scenario, profile, swarm};
 use steadfast_core::say;
 
+/// mimalloc rather than the system allocator: the simulated runner allocates per
+/// request, query and event, and the system allocator was a tenth of `sim bench`'s time
+/// (and let a two-thread sweep's memory grow to a gigabyte).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes (documented in `--help` and the README).
 mod exit {
     /// Every invariant held.

@@ -362,6 +362,31 @@ impl<E: Env> Db<E> {
         })
     }
 
+    /// Every job's row, by name (at most 10,000): one read where a caller
+    /// would otherwise read each job in turn (the heartbeat monitor, every minute).
+    pub fn jobs(&self) -> Result<BTreeMap<String, JobRecord>, DbError> {
+        self.read("read the jobs", |c| {
+            // The limit is part of the text: bound as a parameter, SQLite prepares the
+            // statement again on every run. No ORDER BY: the map sorts, and a scan of
+            // the table is cheaper than one through its key's index.
+            let mut stmt = c.prepare_cached(
+                "SELECT job, registered_at, last_ok_at, failure_streak, stopped_reason FROM jobs LIMIT 10000",
+            )?;
+            stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    JobRecord {
+                        registered_at: from_ms(r.get(1)?),
+                        last_ok_at: r.get::<_, Option<i64>>(2)?.map(from_ms),
+                        failure_streak: r.get::<_, i64>(3)?.clamp(0, i64::from(u32::MAX)) as u32,
+                        stopped_reason: r.get(4)?,
+                    },
+                ))
+            })?
+            .collect()
+        })
+    }
+
     /// Clears a stop reason (a start is a human's restart).
     pub async fn clear_stop(&self, job: &str) -> Result<(), DbError> {
         let job = job.to_string();

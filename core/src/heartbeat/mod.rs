@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::db::journal::JobRecord;
 use crate::db::{Db, Hold, MissReason, SlotRecord, SlotState};
 use crate::env::Env;
 use crate::event::Outcome;
@@ -151,25 +152,34 @@ impl<E: Env> Heartbeats<E> {
     /// downtime (the missed-slot policy speaks for those), so a restart does not page
     /// for jobs that are fine.
     pub fn overdue(&self, now: DateTime<Utc>) -> Vec<Finding> {
+        // Every job's row in one read: the monitor looks every minute, and a read per
+        // job was most of its cost. A store that cannot be read flags no job, as a
+        // job's row that cannot be read never did.
+        let Ok(records) = self.db.jobs() else {
+            return Vec::new();
+        };
         self.thresholds
             .iter()
-            .filter(|(job, threshold)| self.is_overdue(job, **threshold, now))
-            .map(|(job, threshold)| {
-                let record = self.db.job(job).ok().flatten();
-                Finding::Overdue {
-                    job: job.clone(),
-                    last_success: record.as_ref().and_then(|r| r.last_ok_at),
-                    known_since: record.map_or(now, |r| r.registered_at),
-                    threshold: *threshold,
-                }
+            .filter_map(|(job, threshold)| {
+                let record = records.get(job)?;
+                self.is_overdue(job, record, *threshold, now)
+                    .then(|| Finding::Overdue {
+                        job: job.clone(),
+                        last_success: record.last_ok_at,
+                        known_since: record.registered_at,
+                        threshold: *threshold,
+                    })
             })
             .collect()
     }
 
-    fn is_overdue(&self, job: &str, threshold: Duration, now: DateTime<Utc>) -> bool {
-        let Ok(Some(record)) = self.db.job(job) else {
-            return false;
-        };
+    fn is_overdue(
+        &self,
+        job: &str,
+        record: &JobRecord,
+        threshold: Duration,
+        now: DateTime<Utc>,
+    ) -> bool {
         let reference = record.last_ok_at.unwrap_or(record.registered_at);
         let threshold = chrono::Duration::from_std(threshold).unwrap_or(chrono::Duration::MAX);
         if now - reference <= threshold {

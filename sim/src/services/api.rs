@@ -228,6 +228,10 @@ impl ApiService {
 }
 
 impl Service for ApiService {
+    fn identify(&self, req: &SimRequest, now: DateTime<Utc>) -> Option<String> {
+        self.lock().client_of(req, now)
+    }
+
     fn name(&self) -> &str {
         &self.name
     }
@@ -372,6 +376,28 @@ impl State {
             }
         }
         (client, response)
+    }
+
+    /// The client `req` is attributed to, as [`Self::authenticate`] would attribute it,
+    /// read-only.
+    fn client_of(&self, req: &SimRequest, now: DateTime<Utc>) -> Option<String> {
+        let Some(oauth) = &self.config.auth else {
+            return Some(
+                req.header_str("x-client-id")
+                    .unwrap_or("anonymous")
+                    .to_string(),
+            );
+        };
+        let bearer = req.header_str("authorization").and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })?;
+        Some(match oauth.validate(bearer.trim(), now) {
+            TokenStatus::Valid { client_id }
+            | TokenStatus::Expired { client_id }
+            | TokenStatus::Revoked { client_id } => client_id,
+            TokenStatus::Unknown => "unknown".to_string(),
+        })
     }
 
     /// The client id, or the 401 to answer.

@@ -180,6 +180,14 @@ pub trait Service: Send + Sync + 'static {
     /// Handles one request at simulated wall time `now`.
     fn handle(&self, req: &SimRequest, now: DateTime<Utc>) -> SimResponse;
 
+    /// The client `req` would be attributed to, without handling it (no counters, no
+    /// side effect): the ledger's attribution of a request a fault answered before the
+    /// service saw it (a storm's 429, an injected 5xx, a reset). By default: none.
+    fn identify(&self, req: &SimRequest, now: DateTime<Utc>) -> Option<String> {
+        let _ = (req, now);
+        None
+    }
+
     /// Handles one request and says what it saw and did, for the world's ledger
     /// (by default: nothing beyond the answer).
     fn handle_observed(&self, req: &SimRequest, now: DateTime<Utc>) -> (SimResponse, Observation) {

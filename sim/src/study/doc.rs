@@ -678,6 +678,75 @@ fn ablation(study: &Study, out: &mut Vec<Block>) {
         bullets.push(sentence);
     }
     out.push(Block::Bullets(bullets));
+    showcase_table(study, out);
+}
+
+/// Where each pattern shows: its focused world, the measure, both ways over the seeds.
+fn showcase_table(study: &Study, out: &mut Vec<Block>) {
+    out.push(Block::Heading(3, "Where each pattern shows".into()));
+    if study.showcase.is_empty() {
+        out.push(Block::Para(
+            "Not run in this study (each pattern's focused world: `sim/src/study/showcase.rs`)."
+                .into(),
+        ));
+        return;
+    }
+    out.push(Block::Para(format!(
+        "This world is a mix in which some patterns have no room to act. Each pattern also has a committed focused world in which switching it off costs something the judge measures; each is run with `self-healing` and with the pattern off on seeds {} (`mean ± sd (min–max)`). **Beyond the spread** means every seed without the pattern is worse than every seed with it. `tests/tests/ablation.rs` asserts each claim.",
+        study
+            .options
+            .seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )));
+    let head = [
+        "pattern",
+        "world",
+        "measure",
+        "with it",
+        "without it",
+        "beyond the spread",
+        "why",
+    ]
+    .map(String::from)
+    .to_vec();
+    let rows = study
+        .showcase
+        .iter()
+        .map(|r| {
+            let row = r.showcase;
+            let pattern = format!("`{}`", row.profile);
+            match row.shown {
+                None => vec![
+                    pattern,
+                    "none".into(),
+                    "".into(),
+                    "".into(),
+                    "".into(),
+                    "cannot be shown".into(),
+                    row.note.into(),
+                ],
+                Some(shown) => {
+                    let unit = MEASURES
+                        .iter()
+                        .find(|d| d.key == shown.measure)
+                        .map_or(Unit::Count, |d| d.unit);
+                    vec![
+                        pattern,
+                        format!("`{}`", shown.file),
+                        format!("`{}`", shown.measure),
+                        fmt_summary(&Summary::of(&r.with), unit),
+                        fmt_summary(&Summary::of(&r.without), unit),
+                        if r.beyond_spread() { "yes" } else { "**no**" }.into(),
+                        row.note.into(),
+                    ]
+                }
+            }
+        })
+        .collect();
+    out.push(Block::Table { head, rows });
 }
 
 fn jitter_section(study: &Study, out: &mut Vec<Block>) {

@@ -9,6 +9,7 @@
 //! - [`stats`]: mean and spread over seeds.
 //! - [`svg`]: hand-written SVG charts.
 //! - [`jitter`]: N jobs sharing one rate-limited API under each jitter mode.
+//! - [`showcase`]: the focused world in which each pattern shows what it buys.
 //! - [`doc`]: the report as blocks (headings, tables, charts) built from the runs.
 //! - [`markdown`] and [`html`]: the two renderings.
 
@@ -16,6 +17,7 @@ pub mod doc;
 pub mod html;
 pub mod jitter;
 pub mod markdown;
+pub mod showcase;
 pub mod stats;
 pub mod svg;
 
@@ -48,6 +50,8 @@ pub struct StudyOptions {
     pub profiles: Vec<Profile>,
     /// The jitter experiment's world, if it is to run.
     pub jitter: Option<Scenario>,
+    /// Whether to run each pattern's focused world ([`showcase`]).
+    pub showcase: bool,
     /// Worker threads.
     pub threads: usize,
     /// The command line that produced the report (named in it).
@@ -65,6 +69,7 @@ impl StudyOptions {
             seeds: (1..=seeds.max(1)).collect(),
             profiles,
             jitter,
+            showcase: true,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             command: String::new(),
             commit: String::new(),
@@ -115,6 +120,8 @@ pub struct Study {
     pub runs: Vec<RunSummary>,
     /// The jitter experiment, if it ran.
     pub jitter: Option<jitter::JitterStudy>,
+    /// Each pattern's focused world, both ways (empty when not run).
+    pub showcase: Vec<showcase::ShowcaseResult>,
     /// Wall time of the whole study.
     pub wall_seconds: f64,
 }
@@ -205,10 +212,17 @@ pub fn run(options: StudyOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<St
         )?),
         None => None,
     };
+    let showcase = if options.showcase {
+        progress("showcase: each pattern's focused world, self-healing and without it");
+        showcase::run(&options.seeds, options.threads)?
+    } else {
+        Vec::new()
+    };
     Ok(Study {
         options,
         runs,
         jitter,
+        showcase,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -501,6 +515,7 @@ mod tests {
             seeds: vec![1],
             profiles: names.iter().map(|n| Profile::named(n).unwrap()).collect(),
             jitter: None,
+            showcase: false,
             threads: 2,
             command: "sim report scenarios/default.toml --seeds 1".into(),
             commit: "abc1234".into(),
