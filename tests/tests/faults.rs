@@ -185,6 +185,8 @@ fn every_fault_scenario_has_a_test() {
         include_str!("crash_instant.rs"),
         include_str!("slots.rs"),
         include_str!("issue11.rs"),
+        // The ablation's focused worlds (tests/tests/ablation.rs runs each).
+        include_str!("../../sim/src/study/showcase.rs"),
     ]
     .concat();
     let mut checked = 0;
@@ -211,7 +213,7 @@ fn every_fault_scenario_has_a_test() {
             continue;
         }
         assert!(
-            src.contains(&format!("\"{stem}\"")),
+            src.contains(&format!("\"{stem}\"")) || src.contains(&format!("\"{stem}.toml\"")),
             "no test runs scenarios/{name}"
         );
         checked += 1;
