@@ -96,7 +96,7 @@ pub const SHOWCASES: [Showcase; 14] = [
     },
     Showcase {
         profile: "no-budget",
-        shown: shown!("retry-budget.toml", "calls", Lower),
+        shown: shown!("ablation/retry-budget.toml", "calls", Lower),
         note: "six jobs retrying into a mostly failing API: the budget caps the retries; the price is some runs that give up sooner",
     },
     Showcase {
@@ -116,7 +116,7 @@ pub const SHOWCASES: [Showcase; 14] = [
     },
     Showcase {
         profile: "no-probes",
-        shown: shown!("breaker-probes.toml", "calls", Lower),
+        shown: shown!("ablation/breaker-probes.toml", "calls", Lower),
         note: "an API down for hours with short breaker cooldowns: without health probes the jobs' own calls test it, into the outage",
     },
     Showcase {
