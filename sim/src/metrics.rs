@@ -72,6 +72,9 @@ pub struct Metrics {
     /// Requests that arrived inside a `Retry-After` their service had advertised to
     /// anyone.
     pub calls_inside_retry_after: u64,
+    /// Work a step did for a run before the services saw the steps it `needs` done for
+    /// that run (a publish without its upload).
+    pub unmet_prerequisites: u64,
     /// Calls made with an expired access token.
     pub token_expired_errors: u64,
     /// Silent deaths: the runner process dying without a word, or a run that hung.
@@ -240,6 +243,7 @@ pub fn evaluate(scenario: &Scenario, run: &SimRun) -> Verdict {
         uptime_ratio: judged.uptime_ratio,
         rate_limit_violations: judged.too_many_requests,
         calls_inside_retry_after: judged.calls_inside_retry_after,
+        unmet_prerequisites: judged.unmet_prerequisites,
         token_expired_errors: judged.expired_token_calls,
         duplicate_side_effects: judged.duplicate_side_effects,
         window_violations: judged.window_violations,

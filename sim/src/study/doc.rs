@@ -72,7 +72,7 @@ const fn m(key: &'static str, label: &'static str, unit: Unit, better: Better) -
 }
 
 /// Every measure in report order (fields not listed are appended by name).
-pub const MEASURES: [MeasureDef; 22] = [
+pub const MEASURES: [MeasureDef; 23] = [
     m(
         "lost_task_rate",
         "lost-task rate",
@@ -101,6 +101,12 @@ pub const MEASURES: [MeasureDef; 22] = [
     m(
         "calls_inside_retry_after",
         "calls inside a Retry-After",
+        Unit::Count,
+        Better::Lower,
+    ),
+    m(
+        "unmet_prerequisites",
+        "writes before the steps they need (`needs`)",
         Unit::Count,
         Better::Lower,
     ),

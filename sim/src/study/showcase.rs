@@ -91,8 +91,8 @@ pub const SHOWCASES: [Showcase; 14] = [
     },
     Showcase {
         profile: "no-breakers",
-        shown: shown!("connection-reset.toml", "calls", Lower),
-        note: "resets on one API: an open breaker stops the calls into it; the price, in this world, is a few more degraded runs",
+        shown: shown!("dns-flap-in-phase.toml", "succeeded_runs", Higher),
+        note: "DNS failing 2 minutes of every 5, in step with the schedule: a run that waits out the breaker's (jittered) cooldown calls in a healthy phase; without breakers the retries are spent inside the failing phase",
     },
     Showcase {
         profile: "no-budget",
@@ -106,8 +106,8 @@ pub const SHOWCASES: [Showcase; 14] = [
     },
     Showcase {
         profile: "no-needs",
-        shown: None,
-        note: "not shown: what `needs` prevents is a step run on a failed step's missing output (a publish without its upload), a wrong output that no measure of the judge counts yet; in the worlds tried switching it off only lets more partial runs finish",
+        shown: shown!("needs-upload-outage.toml", "unmet_prerequisites", Lower),
+        note: "the upload API is down an hour twice a day: without `needs` the publish goes out for an upload the media service never got",
     },
     Showcase {
         profile: "no-gates",
