@@ -560,13 +560,10 @@ impl<E: Env> Db<E> {
                     tx.prepare_cached("UPDATE jobs SET stopped_reason = ?2 WHERE job = ?1")?.execute(params![job, detail.as_deref().unwrap_or("fatal error")],
                     )?;
                 }
-                tx.prepare_cached("SELECT failure_streak FROM jobs WHERE job = ?1")?.query_row([&job],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional()
+                failure_streak(tx, &job)
             })
             .await?;
-        Ok(streak.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32)
+        Ok(streak)
     }
 
     /// Records a deferred attempt of `run`: the slot stays running, waiting for `hold`.
@@ -590,13 +587,10 @@ impl<E: Env> Db<E> {
                     tx.prepare_cached("UPDATE jobs SET last_ok_at = ?2 WHERE job = ?1")?.execute(params![job, at],
                     )?;
                 }
-                tx.prepare_cached("SELECT failure_streak FROM jobs WHERE job = ?1")?.query_row([&job],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional()
+                failure_streak(tx, &job)
             })
             .await?;
-        Ok(streak.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32)
+        Ok(streak)
     }
 
     /// Records a failed attempt of `run` that leaves it open (resumable): the slot
@@ -625,13 +619,10 @@ impl<E: Env> Db<E> {
                     tx.prepare_cached("UPDATE jobs SET failure_streak = failure_streak + 1 WHERE job = ?1")?.execute([&job],
                     )?;
                 }
-                tx.prepare_cached("SELECT failure_streak FROM jobs WHERE job = ?1")?.query_row([&job],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional()
+                failure_streak(tx, &job)
             })
             .await?;
-        Ok(streak.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32)
+        Ok(streak)
     }
 
     /// Settles an open run as it last stood (its last attempt's outcome, `failed` if it
@@ -720,4 +711,13 @@ impl<E: Env> Db<E> {
         })
         .await
     }
+}
+
+/// `job`'s failed runs in a row, as the transaction `tx` left them (0 for an unknown job).
+fn failure_streak(tx: &rusqlite::Connection, job: &str) -> rusqlite::Result<u32> {
+    let streak = tx
+        .prepare_cached("SELECT failure_streak FROM jobs WHERE job = ?1")?
+        .query_row([job], |r| r.get::<_, i64>(0))
+        .optional()?;
+    Ok(streak.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32)
 }

@@ -211,18 +211,6 @@ impl AlertSink for Notifier {
     }
 }
 
-fn kind_name(kind: AlertKind) -> &'static str {
-    match kind {
-        AlertKind::Fatal => "fatal",
-        AlertKind::Overdue => "overdue",
-        AlertKind::Memory => "memory",
-        AlertKind::ServiceUnhealthy => "service_unhealthy",
-        AlertKind::BreakerStuck => "breaker_stuck",
-        AlertKind::StateUnreadable => "state_unreadable",
-        AlertKind::SlotsMissed => "slots_missed",
-    }
-}
-
 fn summary(alert: &Alert) -> String {
     let subject = alert
         .job
@@ -250,13 +238,13 @@ pub fn webhook_request(hook: &Webhook, alert: &Alert) -> Request {
                 _ => "default",
             };
             req.header("content-type", "text/plain; charset=utf-8")
-                .header("title", format!("steadfast: {}", kind_name(alert.kind)))
+                .header("title", format!("steadfast: {}", alert.kind.as_str()))
                 .header("priority", priority)
                 .header("tags", "warning")
                 .body(summary(alert))
         }
         WebhookFormat::Slack => {
-            let text = format!("*steadfast* `{}` {}", kind_name(alert.kind), summary(alert));
+            let text = format!("*steadfast* `{}` {}", alert.kind.as_str(), summary(alert));
             req.header("content-type", "application/json")
                 .body(serde_json::json!({ "text": text }).to_string())
         }
