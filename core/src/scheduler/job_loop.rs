@@ -9,8 +9,10 @@
 //! an open run of the job (a failed or deferred one that can still finish) is resumed
 //! first, then the slot's own run starts; only if the old run is still open after its
 //! turn is the slot recorded missed, for what held it (`overlap`, `window`, `gate`), as
-//! the same cause would hold the slot's own work. How a run ended is journaled in one transaction with the job's heartbeat and
-//! streak. Slots that passed while a run was in progress go through the overlap policy.
+//! the same cause would hold the slot's own work. How a run ended is journaled in one
+//! transaction with the job's heartbeat and streak. Slots that passed while a run was in
+//! progress go through the overlap policy (a slot the run ended less than two minutes
+//! after is late, not overlapped: it runs now).
 //!
 //! A sleep is a restart that kept its process: a task that wakes late past its slot,
 //! or finds after a run that the wall clock ran on while monotonic time did not, sends
