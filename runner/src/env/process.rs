@@ -234,7 +234,7 @@ enum Members {
     Ours,
 }
 
-/// Who is alive in the group, read from `/proc` (zombies do not count: they run
+/// Who is alive in the group, read from `/proc` (zombies and exiting processes do not count: they run
 /// nothing and their parent reaps them).
 #[cfg(target_os = "linux")]
 fn members(group: &LeftGroup) -> io::Result<Members> {
@@ -260,6 +260,12 @@ fn members(group: &LeftGroup) -> io::Result<Members> {
             continue;
         }
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if environ.is_empty() {
+            // A process that is exiting has released its memory, environment included,
+            // before it turns zombie: it is leaving, not a stranger. (One whose
+            // environment cannot be read is not known to be ours either: left alone.)
+            continue;
+        }
         let ours = environ
             .split(|b| *b == 0)
             .any(|entry| entry == group.marker.as_bytes());
