@@ -2,9 +2,15 @@
 //! flips faults on their timeline, plays the supervisor and the operator, and returns
 //! everything the metrics need.
 //!
-//! Driver actions (restart, fault switches) land on tick boundaries; inside a tick,
-//! tokio's paused clock times latency, stalls, timeouts and backoff exactly. A crash
-//! lands on a tick boundary when its instant is one; otherwise the runner host's reaper
+//! Fault switches (a service down, a storm, resets, stalls, DNS) and access-token
+//! revocations start and end at their own instant: the driver hands each one to the
+//! world's [`crate::faults::FaultState`] (or the token server) before the tick it falls
+//! in, and the world takes it on at that instant. Other driver actions (restarts,
+//! refresh-token revocations, quota exhaustion, leaks, a full disk, sleeps and clock
+//! steps, the operator's looks) land on the tick boundary at or after their instant;
+//! inside a tick, tokio's paused clock times latency, stalls, timeouts and backoff
+//! exactly. A crash lands on a tick boundary when its instant is one; otherwise the
+//! runner host's reaper
 //! ([`World::reaper`]) kills the process at that exact instant inside the tick, and a
 //! crash at a durable operation stops the process inside its commit sequence (the
 //! testkit's `CrashPoints`, shared by the store and the disk). Either way the dead
@@ -346,6 +352,22 @@ impl Driver<'_> {
         }
     }
 
+    /// Logs an event dated inside the coming tick (a fault switch): after every event
+    /// dated at or before it, so the timeline stays in time order.
+    fn log_ahead(&mut self, at: DateTime<Utc>, what: &str, detail: String) {
+        if self.timeline.len() < MAX_TIMELINE {
+            let place = self.timeline.partition_point(|e| e.at <= at);
+            self.timeline.insert(
+                place,
+                WorldEvent {
+                    at,
+                    what: what.to_string(),
+                    detail,
+                },
+            );
+        }
+    }
+
     /// The world's wall-clock time at the driver's `now` (turmoil's time): later than
     /// it by every sleep so far.
     fn world_time(&self, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -369,22 +391,26 @@ impl Driver<'_> {
             self.faults_since_fix.push(t.label.to_string());
         }
         match t.action {
+            // Handed over before the tick they fall in, taken on at their instant.
             Action::Set(h, fault) => {
-                self.log(now, "fault_start", format!("{} on {h}", t.label));
-                faults.set(&h, fault);
+                self.log_ahead(t.at, "fault_start", format!("{} on {h}", t.label));
+                faults.set_at(t.at, &h, fault);
             }
             Action::Clear(h, kind) => {
-                self.log(now, "fault_end", format!("{} on {h}", t.label));
-                faults.clear(&h, kind);
+                self.log_ahead(t.at, "fault_end", format!("{} on {h}", t.label));
+                faults.clear_at(t.at, &h, kind);
             }
+            // Handed over before the tick it falls in, like a switch: the token
+            // server revokes at the instant (in the world's time, past every sleep).
             Action::RevokeAccess(name) => {
+                let at = self.world_time(t.at);
                 if let Some(server) = self.oauth.get(&name) {
                     for client in self.clients_of(&name) {
-                        server.revoke_access_tokens(&client, now);
+                        server.revoke_access_tokens(&client, at);
                     }
                 }
-                self.log(
-                    now,
+                self.log_ahead(
+                    t.at,
                     "fault_start",
                     format!("access tokens of {name} revoked"),
                 );
@@ -833,7 +859,18 @@ pub fn simulate_with_config(
         faults_since_fix: Vec::new(),
         pending_crash: None,
     };
-    let actions = timeline(scenario);
+    // Fault switches and access-token revocations are handed over a tick ahead (they
+    // take effect at their own instant); every other action waits for the tick
+    // boundary at or after its instant.
+    let (switches, actions): (Vec<Timed>, Vec<Timed>) =
+        timeline(scenario).into_iter().partition(|t| {
+            matches!(
+                t.action,
+                Action::Set(..) | Action::Clear(..) | Action::RevokeAccess(..)
+            )
+        });
+    let tick = chrono::Duration::from_std(spec.tick).unwrap_or(chrono::Duration::MAX);
+    let mut next_switch = 0usize;
     let mut next = 0usize;
     let end = after(spec.start, spec.duration);
     let total = spec.duration.as_secs_f64().max(1.0);
@@ -842,6 +879,15 @@ pub fn simulate_with_config(
         let now = after(spec.start, sim.elapsed());
         if now >= end {
             break;
+        }
+        world.faults().settle(now);
+        let tick_end = now
+            .checked_add_signed(tick)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        while next_switch < switches.len() && switches[next_switch].at < tick_end {
+            let t = switches[next_switch].clone();
+            next_switch += 1;
+            driver.apply(&mut sim, now, t);
         }
         while next < actions.len() && actions[next].at <= now {
             let t = actions[next].clone();

@@ -1,13 +1,16 @@
 //! The world's fault switches: what the network, the services and the machine do wrong.
 //!
-//! The scenario driver flips these between simulation steps; the connector (through
-//! [`ConnectRule`]), the service wrapper and the memory probe read them on every
-//! connect, request and probe. The disk-full switch is the testkit disk's own.
+//! The scenario driver hands each switch over before the simulation step it falls in,
+//! with its instant ([`FaultState::set_at`], [`FaultState::clear_at`]); the table takes
+//! it on at that instant, read from turmoil's clock on the next connect or request, so a
+//! fault starts and ends at any simulated instant, not only on tick boundaries. The
+//! connector (through [`ConnectRule`]), the service wrapper and the memory probe read
+//! the switches on every connect, request and probe. The disk-full switch is the testkit disk's own.
 //! The state lives outside the turmoil host (behind an `Arc`), so a crash of the runner
 //! does not heal the world. Every probabilistic verdict comes from the world's own
 //! seeded generator, never from `thread_rng`, so a seed reproduces the same faults.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -188,11 +191,75 @@ impl MemoryModel {
     }
 }
 
+/// A switch handed over ahead of its instant.
+#[derive(Debug, Clone)]
+enum Switch {
+    Set(String, Fault),
+    Clear(String, FaultKind),
+}
+
+/// At most this many switches wait for their instant. The driver hands over only the
+/// switches of the coming step, so a handful at a time; past the bound the earliest is
+/// taken on at once rather than growing the queue.
+pub const MAX_PENDING_SWITCHES: usize = 4_096;
+
 #[derive(Debug, Default)]
 struct Table {
     /// Host name -> active faults, one per kind.
     hosts: BTreeMap<String, BTreeMap<FaultKind, Fault>>,
     memory: Option<MemoryModel>,
+    /// Switches waiting for their instant (turmoil time), in instant order, ties in the
+    /// order they were handed over.
+    pending: VecDeque<(DateTime<Utc>, Switch)>,
+}
+
+impl Table {
+    fn apply(&mut self, switch: Switch) {
+        match switch {
+            Switch::Set(host, fault) => {
+                self.hosts
+                    .entry(host)
+                    .or_default()
+                    .insert(fault.kind(), fault);
+            }
+            Switch::Clear(host, kind) => {
+                if let Some(faults) = self.hosts.get_mut(&host) {
+                    faults.remove(&kind);
+                    if faults.is_empty() {
+                        self.hosts.remove(&host);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes on every waiting switch whose instant is at or before `now`.
+    fn settle(&mut self, now: Option<DateTime<Utc>>) {
+        let Some(now) = now else { return };
+        while self.pending.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, switch)) = self.pending.pop_front() {
+                self.apply(switch);
+            }
+        }
+    }
+
+    fn schedule(&mut self, at: DateTime<Utc>, switch: Switch) {
+        if self.pending.len() >= MAX_PENDING_SWITCHES
+            && let Some((_, first)) = self.pending.pop_front()
+        {
+            self.apply(first);
+        }
+        let place = self.pending.partition_point(|(t, _)| *t <= at);
+        self.pending.insert(place, (at, switch));
+    }
+}
+
+/// Turmoil's simulated time (the world's wall clock minus every sleep of the runner
+/// host), or `None` outside a simulation step.
+fn turmoil_now() -> Option<DateTime<Utc>> {
+    let since = turmoil::since_epoch()?;
+    let nanos = i64::try_from(since.as_nanos()).unwrap_or(i64::MAX);
+    Some(DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::nanoseconds(nanos))
 }
 
 /// The world's fault switches. Cheap to clone; clones share everything.
@@ -215,39 +282,63 @@ impl FaultState {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Turns `fault` on for `host` (replacing one of the same kind).
-    pub fn set(&self, host: &str, fault: Fault) {
-        self.table()
-            .hosts
-            .entry(host.to_string())
-            .or_default()
-            .insert(fault.kind(), fault);
-    }
-
-    /// Turns the fault of `kind` off for `host`.
-    pub fn clear(&self, host: &str, kind: FaultKind) {
+    /// The table with every switch due by `now` taken on.
+    fn settled(&self, now: Option<DateTime<Utc>>) -> MutexGuard<'_, Table> {
         let mut table = self.table();
-        if let Some(faults) = table.hosts.get_mut(host) {
-            faults.remove(&kind);
-            if faults.is_empty() {
-                table.hosts.remove(host);
-            }
-        }
+        table.settle(now);
+        table
     }
 
-    /// Heals `host` entirely.
+    /// Turns `fault` on for `host` now (replacing one of the same kind).
+    pub fn set(&self, host: &str, fault: Fault) {
+        self.table().apply(Switch::Set(host.to_string(), fault));
+    }
+
+    /// Turns the fault of `kind` off for `host` now.
+    pub fn clear(&self, host: &str, kind: FaultKind) {
+        self.table().apply(Switch::Clear(host.to_string(), kind));
+    }
+
+    /// Turns `fault` on for `host` at `at` (turmoil time), which may fall inside the
+    /// coming simulation step: the first connect or request at or after `at` sees it.
+    pub fn set_at(&self, at: DateTime<Utc>, host: &str, fault: Fault) {
+        self.table()
+            .schedule(at, Switch::Set(host.to_string(), fault));
+    }
+
+    /// Turns the fault of `kind` off for `host` at `at` (turmoil time).
+    pub fn clear_at(&self, at: DateTime<Utc>, host: &str, kind: FaultKind) {
+        self.table()
+            .schedule(at, Switch::Clear(host.to_string(), kind));
+    }
+
+    /// Takes on every switch due by `now` (turmoil time); the driver calls it on each
+    /// tick boundary, connects and requests take them on by themselves.
+    pub fn settle(&self, now: DateTime<Utc>) {
+        self.table().settle(Some(now));
+    }
+
+    /// Heals `host` entirely (switches still waiting for their instant stay).
     pub fn clear_host(&self, host: &str) {
         self.table().hosts.remove(host);
     }
 
-    /// Heals every host (the liveness phase). Disk and memory are left as they are.
+    /// Heals every host (the liveness phase), dropping the switches still waiting.
+    /// Disk and memory are left as they are.
     pub fn clear_all_hosts(&self) {
-        self.table().hosts.clear();
+        let mut table = self.table();
+        table.hosts.clear();
+        table.pending.clear();
     }
 
-    /// The faults active on `host`, in kind order.
+    /// The faults active on `host` now (turmoil's clock), in kind order.
     pub fn active(&self, host: &str) -> Vec<Fault> {
-        self.table()
+        self.active_at(host, turmoil_now())
+    }
+
+    /// The faults active on `host` at `now`, in kind order.
+    fn active_at(&self, host: &str, now: Option<DateTime<Utc>>) -> Vec<Fault> {
+        self.settled(now)
             .hosts
             .get(host)
             .map(|f| f.values().cloned().collect())
@@ -274,7 +365,11 @@ impl FaultState {
     /// Decides the fate of one connect to `host`: DNS failure wins over down, down
     /// over partition.
     pub fn connect_verdict(&self, host: &str) -> ConnectVerdict {
-        let table = self.table();
+        self.connect_verdict_at(host, turmoil_now())
+    }
+
+    fn connect_verdict_at(&self, host: &str, now: Option<DateTime<Utc>>) -> ConnectVerdict {
+        let table = self.settled(now);
         let Some(faults) = table.hosts.get(host) else {
             return ConnectVerdict::Accept;
         };
@@ -294,7 +389,11 @@ impl FaultState {
     /// Draws happen in a fixed order (reset, error, stall) and only for active
     /// probabilistic faults, so a seed replays the same verdicts.
     pub fn on_request(&self, host: &str) -> RequestVerdict {
-        let faults: Vec<Fault> = self.active(host);
+        self.on_request_at(host, turmoil_now())
+    }
+
+    fn on_request_at(&self, host: &str, now: Option<DateTime<Utc>>) -> RequestVerdict {
+        let faults: Vec<Fault> = self.active_at(host, now);
         let mut verdict = RequestVerdict {
             reset: false,
             injected_status: None,
@@ -403,6 +502,60 @@ mod tests {
         f.clear_host("a");
         assert_eq!(f.connect_verdict("a"), ConnectVerdict::Accept);
         assert!(f.active("a").is_empty());
+    }
+
+    #[test]
+    fn a_switch_handed_over_ahead_takes_effect_at_its_own_instant() {
+        let f = FaultState::new(1);
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let s = |secs| Some(t0 + chrono::Duration::milliseconds(secs));
+        // Both inside one 60 s step: on at +10.5 s, off at +50 s.
+        f.set_at(
+            t0 + chrono::Duration::milliseconds(10_500),
+            "a",
+            Fault::DnsFailure,
+        );
+        f.clear_at(
+            t0 + chrono::Duration::seconds(50),
+            "a",
+            FaultKind::DnsFailure,
+        );
+        assert_eq!(f.connect_verdict_at("a", s(0)), ConnectVerdict::Accept);
+        assert_eq!(f.connect_verdict_at("a", s(10_499)), ConnectVerdict::Accept);
+        assert_eq!(
+            f.connect_verdict_at("a", s(10_500)),
+            ConnectVerdict::Fail(NetErrorKind::Dns)
+        );
+        assert_eq!(
+            f.connect_verdict_at("a", s(49_999)),
+            ConnectVerdict::Fail(NetErrorKind::Dns)
+        );
+        assert_eq!(f.connect_verdict_at("a", s(50_000)), ConnectVerdict::Accept);
+        // Outside a simulation nothing waiting is taken on.
+        f.set_at(t0 + chrono::Duration::seconds(70), "a", Fault::Down);
+        assert_eq!(f.connect_verdict_at("a", None), ConnectVerdict::Accept);
+        f.settle(t0 + chrono::Duration::seconds(70));
+        assert_eq!(
+            f.connect_verdict("a"),
+            ConnectVerdict::Fail(NetErrorKind::Refused)
+        );
+    }
+
+    #[test]
+    fn switches_of_one_instant_apply_in_the_order_handed_over() {
+        let f = FaultState::new(1);
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let at = t0 + chrono::Duration::seconds(5);
+        f.set_at(at, "a", Fault::Down);
+        f.clear_at(at, "a", FaultKind::Down);
+        f.set_at(t0 + chrono::Duration::seconds(9), "a", Fault::Partition);
+        f.set_at(at, "a", Fault::DnsFailure);
+        assert_eq!(
+            f.connect_verdict_at("a", Some(at)),
+            ConnectVerdict::Fail(NetErrorKind::Dns),
+            "down came and went; dns stays"
+        );
+        assert_eq!(f.active_at("a", Some(at)), vec![Fault::DnsFailure]);
     }
 
     #[test]

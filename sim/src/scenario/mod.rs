@@ -106,8 +106,12 @@
 //! whatever sequence of commits and file operations the runner was in (a step's commit,
 //! then the run's finish). From the crash on, the dead process reaches no service and
 //! completes no durable operation; the driver then drops the host and the disk loses what
-//! was not durable. A `restart_after` counts from the crash itself. Other faults switch on
-//! and off at the first tick boundary at or after their instant.
+//! was not durable. A `restart_after` counts from the crash itself. Network and service
+//! faults (`reset`, `stall`, `server_error`, `dns`, `slow`, `partition`, `down`,
+//! `rate_limit_storm`, `bad_answer`, a service's `silent_death`) and `token_revoke` start
+//! and end at their exact instant too. The rest (`refresh_revoke`, `quota_exhaust`,
+//! `api_token_revoke`, `memory_leak`, `disk_full`, `sleep`, `clock_step`) land on the
+//! first tick boundary at or after their instant.
 //!
 //! Every problem in the file is reported at once with file:line:col, key path and hint.
 //! Limits: `tick` is 1 ms to 1 h; `start` must exist in `zone` (not inside a

@@ -108,8 +108,15 @@ struct State {
     access: BTreeMap<String, AccessToken>,
     /// Access tokens in issue order, for bounded eviction.
     access_order: VecDeque<String>,
+    /// Revocations handed over by the driver, each (client id, instant): a token of that
+    /// client issued at or before the instant is revoked from the instant on.
+    revocations: VecDeque<(String, DateTime<Utc>)>,
     counters: OAuthCounters,
 }
+
+/// At most this many revocations are kept; the oldest goes first (its tokens have long
+/// expired: a token lives hours, a revocation comes at most once a tick).
+const MAX_REVOCATIONS: usize = 1_024;
 
 /// The token server. Cheap to clone; clones share the state.
 #[derive(Clone)]
@@ -143,6 +150,7 @@ impl OAuthServer {
                 refresh: BTreeMap::new(),
                 access: BTreeMap::new(),
                 access_order: VecDeque::new(),
+                revocations: VecDeque::new(),
                 counters: OAuthCounters::default(),
             })),
             rng: Arc::new(SeededRng::from_seed(seed)),
@@ -181,17 +189,22 @@ impl OAuthServer {
         self.lock().config.expires_in = expires_in;
     }
 
-    /// Revokes every unexpired access token of `client_id` (the next API call 401s).
-    /// Returns how many were revoked.
-    pub fn revoke_access_tokens(&self, client_id: &str, now: DateTime<Utc>) -> u64 {
+    /// Revokes, from `at` on, every access token of `client_id` issued at or before `at`
+    /// (the next API call with one 401s). `at` may lie ahead, inside the coming tick: a
+    /// token issued before it is still revoked at it. Returns how many tokens known now
+    /// and unexpired at `at` it revokes.
+    pub fn revoke_access_tokens(&self, client_id: &str, at: DateTime<Utc>) -> u64 {
         let mut s = self.lock();
-        let mut n = 0;
-        for t in s.access.values_mut() {
-            if t.client_id == client_id && !t.revoked && t.expires_at > now {
-                t.revoked = true;
-                n += 1;
-            }
+        let n = s
+            .access
+            .values()
+            .filter(|t| t.client_id == client_id && !t.revoked)
+            .filter(|t| t.issued_at <= at && t.expires_at > at)
+            .count() as u64;
+        if s.revocations.len() >= MAX_REVOCATIONS {
+            s.revocations.pop_front();
         }
+        s.revocations.push_back((client_id.to_string(), at));
         s.counters.revoked_access_tokens += n;
         n
     }
@@ -213,9 +226,15 @@ impl OAuthServer {
     /// Whether `bearer` is a valid access token at `now`.
     pub fn validate(&self, bearer: &str, now: DateTime<Utc>) -> TokenStatus {
         let s = self.lock();
+        let revoked = |t: &AccessToken| {
+            t.revoked
+                || s.revocations
+                    .iter()
+                    .any(|(client, at)| *client == t.client_id && t.issued_at <= *at && *at <= now)
+        };
         match s.access.get(bearer) {
             None => TokenStatus::Unknown,
-            Some(t) if t.revoked => TokenStatus::Revoked {
+            Some(t) if revoked(t) => TokenStatus::Revoked {
                 client_id: t.client_id.clone(),
             },
             Some(t) if t.expires_at <= now => TokenStatus::Expired {
@@ -452,6 +471,57 @@ mod tests {
             let r = oauth.handle(&refresh_req("rt"), t0());
             assert_eq!(json(&r)["refresh_token"], "rt");
         }
+    }
+
+    /// A revocation handed over ahead (inside the coming tick) bites at its instant, for
+    /// every token issued at or before it, including one issued after the hand-over.
+    #[test]
+    fn a_revocation_handed_over_ahead_bites_at_its_instant() {
+        let later = |s| t0() + chrono::Duration::seconds(s);
+        // Without rotation, so one refresh token serves every refresh below.
+        let config = OAuthConfig {
+            rotate_refresh_tokens: false,
+            ..OAuthConfig::default()
+        };
+        let oauth = OAuthServer::new("auth.sim", config, 1);
+        let rt = oauth.issue_refresh_token("c1");
+        let first = json(&oauth.handle(&refresh_req(&rt), later(10)))["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(oauth.revoke_access_tokens("c1", later(30)), 1);
+        assert_eq!(
+            oauth.validate(&first, later(29)),
+            TokenStatus::Valid {
+                client_id: "c1".into()
+            }
+        );
+        assert!(matches!(
+            oauth.validate(&first, later(30)),
+            TokenStatus::Revoked { .. }
+        ));
+        let rotated = json(&oauth.handle(&refresh_req(&rt), later(20)));
+        let second = rotated["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            matches!(
+                oauth.validate(&second, later(40)),
+                TokenStatus::Revoked { .. }
+            ),
+            "issued before the instant, after the hand-over: revoked too"
+        );
+        let third = json(&oauth.handle(&refresh_req(&rt), later(31)))["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(
+            oauth.validate(&third, later(40)),
+            TokenStatus::Valid {
+                client_id: "c1".into()
+            }
+        );
     }
 
     #[test]
