@@ -38,11 +38,12 @@ impl<E: Env> Db<E> {
     /// The open episodes, by key without the [`EPISODE`] prefix.
     pub fn episodes(&self) -> Result<BTreeMap<String, Episode>, DbError> {
         let rows: Vec<(String, Episode)> = self.read("read alert episodes", |c| {
-            let mut stmt = c.prepare(
+            // The bound is in the SQL text, as in the store's other bounded reads.
+            let mut stmt = c.prepare(&format!(
                 "SELECT dedup_key, opened_at, looks, sent_at FROM alerts
-                 WHERE substr(dedup_key, 1, 8) = 'episode:' ORDER BY dedup_key LIMIT ?1",
-            )?;
-            stmt.query_map([MAX_EPISODES], |r| {
+                 WHERE substr(dedup_key, 1, 8) = 'episode:' ORDER BY dedup_key LIMIT {MAX_EPISODES}"
+            ))?;
+            stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     Episode {

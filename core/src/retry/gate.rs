@@ -86,10 +86,11 @@ impl<E: Env> Gates<E> {
         let now = self.env.now();
         let latest = now + chrono::Duration::from_std(MAX_HOLD).unwrap_or_default();
         let rows = self.db.read("read service gates", |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT service, not_before, reason FROM gates ORDER BY service LIMIT ?1",
-            )?;
-            stmt.query_map([MAX_ROWS], |r| {
+            // The bound is in the SQL text, as in the store's other bounded reads.
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT service, not_before, reason FROM gates ORDER BY service LIMIT {MAX_ROWS}"
+            ))?;
+            stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     from_ms(r.get(1)?),
