@@ -13,6 +13,7 @@ use runner::daemon::lock::StateLock;
 use runner::daemon::logs::{LogWriter, Redactor, RotatingFile};
 use runner::daemon::metrics::Metrics;
 use runner::daemon::notify::{Notifier, Outbox, Pinger, QUEUE_CAPACITY};
+use runner::daemon::refusal;
 use runner::daemon::settings::{self, DaemonSettings};
 use runner::daemon::status::{StateFiles, Status};
 use runner::daemon::status_file;
@@ -104,7 +105,8 @@ What happens to runs and slots (every slot of every job is journaled in
   first start     an older runner's state files (tokens, heartbeats, checkpoints,
                   breakers) are imported into the store and renamed *.migrated.
 A corrupt or unreadable state.db is kept untouched: the runner logs an error, sends an
-alert and exits 4 without running anything.
+alert (the same problem at most once a day: launchd restarts it every 10 s) and exits 4
+without running anything.
 Logs: JSON lines on stdout and in <state_dir>/runner.log (rotated).
 
 Exit codes: 0 stopped, 1 fatal stop, 2 bad config, 3 state dir in use, 4 state.db
@@ -513,7 +515,10 @@ async fn daemon_main(
         return Ok(refuse_state(&p.env, &notifier, &p.outbox, &state_dir, &e).await);
     }
     let runner = match Runner::new(p.env.clone(), cfg, notifier.clone()).await {
-        Ok(r) => r,
+        Ok(r) => {
+            refusal::clear(&state_dir);
+            r
+        }
         Err(StartError::Store(e)) => {
             return Ok(refuse_state(&p.env, &notifier, &p.outbox, &state_dir, &e).await);
         }
@@ -575,13 +580,18 @@ async fn refuse_state(
         file.display()
     );
     env.emit(Event::new(EventKind::StateUnreadable).detail(message.clone()));
-    notifier.alert(Alert {
-        at: env.now(),
-        kind: AlertKind::StateUnreadable,
-        job: None,
-        service: None,
-        message: message.clone(),
-    });
+    // Under launchd a refused start is restarted every 10 s: one alert a day per problem.
+    let now = env.now();
+    if refusal::should_alert(state_dir, &message, now) {
+        notifier.alert(Alert {
+            at: now,
+            kind: AlertKind::StateUnreadable,
+            job: None,
+            service: None,
+            message: message.clone(),
+        });
+        refusal::record(state_dir, &message, now);
+    }
     eprintln!(
         "error: {message} (hint: restore {} from a backup of the state directory; or, to start over, move it aside with its -wal and -shm files: the journal of runs is lost, and a credential whose provider rotates refresh tokens must be authorised again)",
         file.display()

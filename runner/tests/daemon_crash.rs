@@ -842,6 +842,29 @@ fn a_corrupt_state_db_is_kept_reported_and_refused_with_exit_4() {
         );
         let ran = logs.iter().any(|l| l["event"] == "run_started");
         assert!(!ran, "{case}: a run started on a corrupt store");
+        // launchd starts a refused runner again every 10 s: the next start reports the
+        // problem in its log and exits 4 again, but does not alert it a second time.
+        let _ = std::fs::remove_file(state.join("runner.log"));
+        let again = Command::new(env!("CARGO_BIN_EXE_runner"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(again.status.code(), Some(4), "{case}: the restart");
+        let logs = log_lines(&state);
+        assert!(
+            logs.iter().any(|l| l["event"] == "state_unreadable"),
+            "{case}: the restart logged nothing: {logs:?}"
+        );
+        assert!(
+            !logs
+                .iter()
+                .any(|l| l["event"] == "alert" && l["kind"] == "StateUnreadable"),
+            "{case}: the restart alerted again: {logs:?}"
+        );
+        // The next case is another problem on a store that was healthy in between.
+        let _ = std::fs::remove_file(state.join(runner::daemon::refusal::MARK_FILE));
         let status = status_json(&config);
         let named = status["problems"].as_array().is_some_and(|p| {
             p.iter()

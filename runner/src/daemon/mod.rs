@@ -25,6 +25,7 @@ pub mod lock;
 pub mod logs;
 pub mod metrics;
 pub mod notify;
+pub mod refusal;
 pub mod settings;
 pub mod status;
 pub mod status_file;
