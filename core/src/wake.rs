@@ -37,8 +37,10 @@ pub enum ClockMode {
     Wall,
     /// The naive habit: the time to the next slot is read from the wall clock once and
     /// waited on the monotonic clock, then the slot runs whatever the wall clock says;
-    /// the next slot follows the last one run. A sleep makes it run the slots it slept
-    /// through back to back (a burst); nothing logs the wake.
+    /// the next slot follows the last one run, due when that wall reading or the
+    /// monotonic count from the last slot's start says so, whichever is sooner. A sleep
+    /// makes it run the slots it slept through back to back (a burst); a backward step
+    /// makes it run the hour the wall clock re-lives again; nothing logs the wake.
     Monotonic,
 }
 

@@ -208,6 +208,7 @@ pub fn judge_run(scenario: &Scenario, run: &SimRun, alerts: &[Alert]) -> Judgeme
     let away = run.world.host_away().spans(run.end);
     let away_dropped = run.world.host_away().dropped();
     let boots = run.world.host_away().boots();
+    let steps = run.world.host_away().steps();
     ledger.with_entries(|entries| {
         judge::judge(&Case {
             config: &scenario.config,
@@ -219,6 +220,7 @@ pub fn judge_run(scenario: &Scenario, run: &SimRun, alerts: &[Alert]) -> Judgeme
             alerts,
             away: &away,
             boots: &boots,
+            steps: &steps,
             away_dropped,
         })
     })

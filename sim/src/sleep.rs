@@ -20,7 +20,11 @@
 //! The world also keeps [`HostAway`]: the spans of world time in which its runner host
 //! could run nothing through no fault of the runner (asleep, or crashed by the world
 //! until a restart it scheduled). The judge reads it to tell a slot the host was away
-//! for from a slot the runner lost ([`crate::judge::outputs`]).
+//! for from a slot the runner lost ([`crate::judge::outputs`]). It keeps the clock
+//! steps it applied too (when, by how much): the judge maps each request's world time
+//! to the host's wall clock through them and judges a stepped host on its own
+//! timeline ([`crate::judge::host`]). Reading them asks nothing of the runner: the world
+//! moved the clock.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +41,10 @@ pub const MAX_AWAY_SPANS: usize = 10_000;
 /// One span of world time the runner host was away: `[from, until)`.
 pub type AwaySpan = (DateTime<Utc>, DateTime<Utc>);
 
+/// One step of the runner host's wall clock: from world time `.0` on, the host's wall
+/// clock reads `.1` more than before (negative: back).
+pub type ClockStep = (DateTime<Utc>, chrono::Duration);
+
 #[derive(Debug, Default)]
 struct AwayInner {
     spans: Vec<AwaySpan>,
@@ -44,6 +52,8 @@ struct AwayInner {
     boots: Vec<DateTime<Utc>>,
     /// Since when the host has been down, while it is.
     open: Option<DateTime<Utc>>,
+    /// The host wall clock's steps, in the order applied.
+    steps: Vec<ClockStep>,
     dropped: u64,
 }
 
@@ -117,7 +127,25 @@ impl HostAway {
         self.lock().boots.clone()
     }
 
-    /// Spans and boots not kept (the record was full).
+    /// The host's wall clock stepped by `by` at `at` (world time).
+    pub fn stepped(&self, at: DateTime<Utc>, by: chrono::Duration) {
+        let mut inner = self.lock();
+        if inner.steps.len() < MAX_AWAY_SPANS {
+            inner.steps.push((at, by));
+        } else {
+            inner.dropped += 1;
+        }
+    }
+
+    /// The host wall clock's steps, sorted by world time (stable: steps at one instant
+    /// keep the order they were applied in).
+    pub fn steps(&self) -> Vec<ClockStep> {
+        let mut steps = self.lock().steps.clone();
+        steps.sort_by_key(|(at, _)| *at);
+        steps
+    }
+
+    /// Spans, boots and steps not kept (the record was full).
     pub fn dropped(&self) -> u64 {
         self.lock().dropped
     }
@@ -145,7 +173,7 @@ pub enum ClockFault {
 
 impl ClockFault {
     /// Applies the fault to `world` at `at` (world time): a sleep is recorded as an
-    /// away span of the host.
+    /// away span of the host, a step in the host's clock record.
     pub fn apply(self, world: &World, at: DateTime<Utc>) {
         match self {
             Self::Sleep(d) => {
@@ -153,7 +181,10 @@ impl ClockFault {
                 let until = at + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
                 world.host_away().add(at, until);
             }
-            Self::Step(by) => world.clock().step_wall(by),
+            Self::Step(by) => {
+                world.clock().step_wall(by);
+                world.host_away().stepped(at, by);
+            }
         }
     }
 
@@ -189,11 +220,15 @@ mod tests {
             epoch + chrono::Duration::hours(2)
         );
         assert_eq!(world.clock().now(), epoch + chrono::Duration::hours(1));
-        // The sleep is the host's away span; the step is not.
+        // The sleep is the host's away span; the step is not, but it is recorded.
         let end = epoch + chrono::Duration::hours(10);
         assert_eq!(
             world.host_away().spans(end),
             [(epoch, epoch + chrono::Duration::hours(2))]
+        );
+        assert_eq!(
+            world.host_away().steps(),
+            [(epoch, chrono::Duration::hours(-1))]
         );
     }
 

@@ -20,7 +20,8 @@
 //! journaled `asleep`). A backward step only makes the wait longer: the cursor never
 //! goes back, and the journal refuses to start a settled slot again. The naive profile
 //! ([`ClockMode::Monotonic`]) waits on the monotonic clock instead and, after a sleep,
-//! runs the slots it slept through back to back.
+//! runs the slots it slept through back to back; after a backward step its monotonic
+//! count runs a slot every interval while the wall clock re-lives the hour it ran.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +83,9 @@ impl<E: Env> JobLoop<E> {
         let Ok((mut task, mut cursor)) = self.recover(task).await else {
             return;
         };
+        // The naive profile's last slot start: its start time and the monotonic instant
+        // it started at.
+        let mut last_start: Option<(DateTime<Utc>, tokio::time::Instant)> = None;
         loop {
             let due = self.schedule.next_after(cursor);
             let jitter_ms = env
@@ -95,13 +99,25 @@ impl<E: Env> JobLoop<E> {
             let naive = self.svc.clock == ClockMode::Monotonic;
             if naive {
                 // The time to the slot is read from the wall clock once and waited on
-                // the monotonic clock, which a sleep stops.
-                let left = (start_at - env.now()).to_std().unwrap_or_default();
+                // the monotonic clock, which a sleep stops; and the schedule is kept in
+                // monotonic time too: the slot is due one interval after the last one
+                // started, as that clock counts. Whichever says sooner wins. Without a
+                // backward step the wall's reading is never the later one; after one,
+                // the monotonic count runs the hour the wall clock re-lives again.
+                let by_wall = (start_at - env.now()).to_std().unwrap_or_default();
+                let left = last_start.map_or(by_wall, |(prev, mono)| {
+                    let by_mono = (start_at - prev)
+                        .to_std()
+                        .unwrap_or_default()
+                        .saturating_sub(mono.elapsed());
+                    by_wall.min(by_mono)
+                });
                 tokio::select! {
                     biased;
                     _ = wait_true(&mut self.halt) => return,
                     _ = tokio::time::sleep(left) => {}
                 }
+                last_start = Some((start_at, tokio::time::Instant::now()));
             } else {
                 tokio::select! {
                     biased;

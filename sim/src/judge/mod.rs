@@ -22,8 +22,15 @@
 //!   `all` owes) is judged like any slot, so a runner that skips it silently is seen.
 //! - [`duplicates`], [`window_violations`], [`tokens`], [`rate_limits`], [`uptime`].
 //! - [`prerequisites`]: a step's work done for a run whose prerequisites were not.
+//! - [`host`]: a runner host whose wall clock the world stepped is judged on the host's
+//!   timeline (the user's schedule and windows are in the machine's clock): slots the
+//!   host clock reached, once each; work done again for a slot in a later pass of the
+//!   clock (after a backward step) is a slot run twice, counted with the duplicates;
+//!   host times a forward step jumped over are away spans. Without steps nothing
+//!   changes.
 
 pub mod duplicates;
+pub mod host;
 pub mod outputs;
 pub mod prerequisites;
 pub mod rate_limits;
@@ -43,13 +50,14 @@ use steadfast_core::config::Config;
 use steadfast_core::job::RunId;
 
 use crate::services::ledger::LedgerEntry;
-use crate::sleep::AwaySpan;
+use crate::sleep::{AwaySpan, ClockStep};
 use outputs::{JobWork, SlotCounts};
 use slots::JobSlots;
 
-/// A work step done: when, its position among the job's work steps, and whether its
-/// answer reached the runner process that asked.
-type Done = (DateTime<Utc>, usize, bool);
+/// A work step done: when (world time), its position among the job's work steps,
+/// whether its answer reached the runner process that asked, and whether the ledger
+/// marked it a repeat of an earlier write.
+type Done = (DateTime<Utc>, usize, bool, bool);
 
 /// What the judge reads.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +82,10 @@ pub struct Case<'a> {
     pub away: &'a [AwaySpan],
     /// When the runner process started (every boot, in order).
     pub boots: &'a [DateTime<Utc>],
-    /// Away spans and boots the world could not record (its record was full).
+    /// The steps of the runner host's wall clock the world applied (sorted by world
+    /// time); empty: the host's clock is the world's.
+    pub steps: &'a [ClockStep],
+    /// Away spans, boots and steps the world could not record (its record was full).
     pub away_dropped: u64,
 }
 
@@ -94,8 +105,11 @@ pub struct Judgement {
     pub slots: SlotCounts,
     /// Share of minutes every job was within its heartbeat threshold of its output.
     pub uptime_ratio: f64,
-    /// Side effects applied again.
+    /// Side effects applied again, slots run twice included.
     pub duplicate_side_effects: u64,
+    /// Slots whose work was done again in a later pass of a host clock stepped back
+    /// (already counted in `duplicate_side_effects`).
+    pub slots_run_twice: u64,
     /// Windowed actions done while their window was closed.
     pub window_violations: u64,
     /// Calls with an expired access token.
@@ -109,7 +123,8 @@ pub struct Judgement {
     /// Work a step did for a run before the services saw its prerequisites (its
     /// `needs`) done for that run: a publish whose upload never arrived.
     pub unmet_prerequisites: u64,
-    /// Per job, by name.
+    /// Per job, by name (slots and outputs in host time: the world's, unless the
+    /// host's clock was stepped).
     pub jobs: BTreeMap<String, JobView>,
     /// Why the figures cannot be trusted, if they cannot: a full ledger, a schedule
     /// the reference cannot read, a job whose work the world cannot see.
@@ -131,11 +146,15 @@ pub fn judge(case: &Case<'_>) -> Judgement {
     }
     if case.away_dropped > 0 {
         j.problems.push(format!(
-            "the host's away record was full: {} spans or boots not recorded (at most {})",
+            "the host's away record was full: {} spans, boots or steps not recorded (at most {})",
             case.away_dropped,
             crate::sleep::MAX_AWAY_SPANS
         ));
     }
+    // The host's timeline: the world's, unless its clock was stepped.
+    let clock = host::HostClock::new(case.steps);
+    let (host_start, host_end) = clock.extent(case.start, case.end);
+    let away = clock.away(case.away, case.start, case.end);
     // Each job's slots, and the work its requests did for them.
     let mut views: Vec<(JobSlots, JobWork)> = Vec::with_capacity(config.jobs.len());
     for job in &config.jobs {
@@ -144,8 +163,8 @@ pub fn judge(case: &Case<'_>) -> Judgement {
             job,
             &config.windows,
             case.zone,
-            case.start,
-            case.end - deadline,
+            host_start,
+            host_end - deadline,
         ) {
             Ok(s) => s,
             Err(problem) => {
@@ -182,15 +201,13 @@ pub fn judge(case: &Case<'_>) -> Judgement {
         let heard = outputs::heard(e.at, e.answered_at, case.boots, case.away);
         let job = &config.jobs[p.job];
         let (slots, work) = &mut views[p.job];
+        let done = (e.at, position, heard, e.duplicate);
         match e.run.as_ref().filter(|r| r.job() == job.name) {
             Some(run) => match slots.slot_holding(run.due()) {
-                Some(slot) => work.record(Some(slot), e.at, position, heard),
-                None => deferred
-                    .entry((p.job, run.clone()))
-                    .or_default()
-                    .push((e.at, position, heard)),
+                Some(slot) => work.record(Some(slot), &clock, done),
+                None => deferred.entry((p.job, run.clone())).or_default().push(done),
             },
-            None => work.record(slots.slot_holding(e.at), e.at, position, heard),
+            None => work.record(slots.slot_holding(clock.host(e.at)), &clock, done),
         }
     }
     // Runs due outside every slot count for the slot they finished in.
@@ -198,14 +215,15 @@ pub fn judge(case: &Case<'_>) -> Judgement {
         let (slots, work) = &mut views[job];
         let slot = done
             .iter()
-            .map(|(at, _, _)| *at)
+            .map(|(at, _, _, _)| *at)
             .max()
-            .and_then(|last| slots.slot_holding(last));
-        for (at, position, heard) in done {
-            work.record(slot, at, position, heard);
+            .and_then(|last| slots.slot_holding(clock.host(last)));
+        for d in done {
+            work.record(slot, &clock, d);
         }
     }
     let mut alive = Vec::with_capacity(config.jobs.len());
+    let mut host_alive = Vec::with_capacity(config.jobs.len());
     for ((job, steps), (slots, mut work)) in config.jobs.iter().zip(&map.work).zip(views) {
         work.times.sort();
         work.heard.sort();
@@ -218,19 +236,28 @@ pub fn judge(case: &Case<'_>) -> Judgement {
                 steps,
                 outputs::Witness {
                     alerts: case.alerts,
-                    away: case.away,
-                    start: case.start,
+                    away: &away,
+                    start: host_start,
                 },
                 &mut j.slots,
             );
         }
-        let mut marks = work.times.clone();
-        marks.extend(slots.closed.iter().copied());
-        marks.sort();
-        alive.push((
-            marks,
-            chrono::Duration::from_std(job.heartbeat_threshold).unwrap_or(chrono::Duration::MAX),
-        ));
+        j.slots_run_twice += work.twice.len() as u64;
+        let threshold =
+            chrono::Duration::from_std(job.heartbeat_threshold).unwrap_or(chrono::Duration::MAX);
+        if clock.is_identity() {
+            let mut marks = work.times.clone();
+            marks.extend(slots.closed.iter().copied());
+            marks.sort();
+            alive.push((marks, threshold));
+        } else {
+            // A closed due time is a mark when the host clock reads it; its world time
+            // is taken as its host time (close enough for a minute's share).
+            let mut marks = work.marks.clone();
+            marks.extend(slots.closed.iter().map(|c| (*c, *c)));
+            marks.sort();
+            host_alive.push((marks, threshold));
+        }
         j.jobs.insert(
             job.name.clone(),
             JobView {
@@ -239,9 +266,14 @@ pub fn judge(case: &Case<'_>) -> Judgement {
             },
         );
     }
-    j.uptime_ratio = uptime::ratio(&alive, case.start, case.end);
-    j.duplicate_side_effects = duplicates::count(case.ledger);
-    j.window_violations = window_violations::count(config, case.zone, &map, case.ledger);
+    j.uptime_ratio = if clock.is_identity() {
+        uptime::ratio(&alive, case.start, case.end)
+    } else {
+        host::uptime(&clock, &host_alive, case.start, case.end)
+    };
+    j.duplicate_side_effects = duplicates::count(case.ledger) + j.slots_run_twice;
+    j.window_violations =
+        window_violations::count(config, case.zone, &map, case.ledger, |t| clock.host(t));
     j.unmet_prerequisites = prerequisites::unmet(config, &map, case.ledger);
     j.expired_token_calls = tokens::expired_calls(case.ledger);
     j.too_many_requests = rate_limits::too_many_requests(case.ledger);

@@ -38,6 +38,9 @@ use chrono::{DateTime, Utc};
 use steadfast_core::alert::Alert;
 use steadfast_core::config::{CatchUp, JobConfig};
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::host::HostClock;
 use super::slots::JobSlots;
 use crate::sleep::AwaySpan;
 
@@ -69,7 +72,7 @@ pub struct SlotCounts {
 }
 
 /// Work done for one job: (time, work step position) of every request that did work,
-/// attributed to a slot index.
+/// attributed to a slot index. Times are the host's (see [`super::host`]).
 #[derive(Debug, Clone, Default)]
 pub struct JobWork {
     /// Per slot, a bit per work step done.
@@ -78,6 +81,13 @@ pub struct JobWork {
     pub times: Vec<DateTime<Utc>>,
     /// The output times whose answer reached the runner (sorted, once `times` is).
     pub heard: Vec<DateTime<Utc>>,
+    /// (world time, host time) of every output, for uptime on a stepped host.
+    pub marks: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Per (slot, work step position), the host clock's pass it was first done in.
+    pub first_pass: BTreeMap<(usize, usize), usize>,
+    /// Slots whose work was done again in a later pass of the host clock (after a
+    /// backward step): slots run twice.
+    pub twice: BTreeSet<usize>,
 }
 
 impl JobWork {
@@ -85,17 +95,31 @@ impl JobWork {
     pub fn new(slots: usize) -> Self {
         Self {
             done: vec![0; slots],
-            times: Vec::new(),
-            heard: Vec::new(),
+            ..Self::default()
         }
     }
 
-    /// Records work step `position` done at `at` for slot `slot` (none: it counts for
-    /// no slot, but is still output); `heard`: its answer reached the runner.
-    pub fn record(&mut self, slot: Option<usize>, at: DateTime<Utc>, position: usize, heard: bool) {
-        self.times.push(at);
+    /// Records work step `position` done at world time `at` for slot `slot` (none: it
+    /// counts for no slot, but is still output); `heard`: its answer reached the
+    /// runner; `repeat`: the ledger marked it a repeated write (counted there).
+    pub fn record(
+        &mut self,
+        slot: Option<usize>,
+        clock: &HostClock,
+        (at, position, heard, repeat): (DateTime<Utc>, usize, bool, bool),
+    ) {
+        let host = clock.host(at);
+        self.times.push(host);
+        self.marks.push((at, host));
         if heard {
-            self.heard.push(at);
+            self.heard.push(host);
+        }
+        if let Some(i) = slot.filter(|_| !repeat) {
+            let pass = clock.pass(at);
+            let first = self.first_pass.entry((i, position)).or_insert(pass);
+            if *first != pass {
+                self.twice.insert(i);
+            }
         }
         if let (Some(i), Some(bit)) = (
             slot,

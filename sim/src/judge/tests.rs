@@ -114,6 +114,7 @@ fn judged(config: &Config, ledger: &[LedgerEntry], alerts: &[Alert]) -> Judgemen
         alerts,
         away: &[],
         boots: &[],
+        steps: &[],
         away_dropped: 0,
     })
 }
@@ -307,6 +308,7 @@ fn a_full_ledger_is_a_problem_not_a_figure() {
         alerts: &alerts,
         away: &[],
         boots: &[],
+        steps: &[],
         away_dropped: 0,
     });
     assert_eq!(j.problems.len(), 1);
@@ -408,7 +410,11 @@ fn a_dependent_write_without_its_prerequisite_is_counted() {
 
 /// One job every 10 minutes, one write naming its run, under `catch_up = policy`.
 fn ten_minutely(policy: &str) -> Config {
-    read(&format!(
+    read(&ten_minutely_text(policy))
+}
+
+fn ten_minutely_text(policy: &str) -> String {
+    format!(
         r#"
 [services.blog]
 
@@ -425,7 +431,7 @@ url = "http://blog.sim/v1/posts"
 service = "blog"
 body = '{{"run": "{{{{run.id}}}}"}}'
 "#
-    ))
+    )
 }
 
 /// The judge of 08:00 to 10:35 (slots 08:10 to 10:20) with the host's record.
@@ -446,6 +452,7 @@ fn judged_away(
         alerts,
         away,
         boots,
+        steps: &[],
         away_dropped: 0,
     })
 }
@@ -568,4 +575,145 @@ fn an_answer_the_runner_never_heard_does_not_end_what_the_operator_was_told() {
         &[at("09:30")],
         &asleep[..0]
     ));
+}
+
+/// The judge of 08:00 to 10:35 (world time) with the host's wall clock stepped by
+/// `steps`.
+fn judged_stepped(
+    config: &Config,
+    ledger: &[LedgerEntry],
+    steps: &[(DateTime<Utc>, chrono::Duration)],
+) -> Judgement {
+    judge(&Case {
+        config,
+        zone: chrono_tz::UTC,
+        start: at("08:00"),
+        end: at("10:35"),
+        ledger,
+        ledger_dropped: 0,
+        alerts: &[],
+        away: &[],
+        boots: &[],
+        steps,
+        away_dropped: 0,
+    })
+}
+
+/// Ten-minutely writes naming their run: `(world time, due)` each.
+fn runs(at_due: &[(&str, &str)]) -> Vec<LedgerEntry> {
+    at_due
+        .iter()
+        .map(|(hm, due)| write(hm, "/v1/posts", due))
+        .collect()
+}
+
+/// `HH:MM` every ten minutes from `from` to `to`, inclusive.
+fn every_ten(from: &str, to: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut t = at(from);
+    while t <= at(to) {
+        out.push(t.format("%H:%M").to_string());
+        t += chrono::Duration::minutes(10);
+    }
+    out
+}
+
+#[test]
+fn a_host_clock_stepped_back_is_judged_on_its_own_timeline() {
+    // At 09:05 (world) the host's clock steps back to 08:05: it reads 08:00-09:05,
+    // then 08:05-09:35 again. Its slots are 08:10 to 09:20 (deadline 5m), each once.
+    let back = [(at("09:05"), chrono::Duration::hours(-1))];
+    let config = ten_minutely("latest");
+    // A runner that waits out the hour its clock re-lives: 08:10-09:00 on time, then
+    // 09:10 and 09:20 when its clock reads them again (world 10:10, 10:20).
+    let before = every_ten("08:10", "09:00");
+    let mut pairs: Vec<(&str, &str)> = before.iter().map(|t| (t.as_str(), t.as_str())).collect();
+    pairs.extend([("10:10", "09:10"), ("10:20", "09:20")]);
+    let waited = runs(&pairs);
+    let j = judged_stepped(&config, &waited, &back);
+    assert_eq!(
+        (j.slots.scheduled, j.slots.succeeded, j.slots.lost),
+        (8, 8, 0)
+    );
+    assert_eq!((j.slots_run_twice, j.duplicate_side_effects), (0, 0));
+    assert_eq!(j.jobs["blog"].outputs.last(), Some(&at("09:20")));
+    // The mapping switched off: the world's clock's hour after the step has no output.
+    let off = judged_stepped(&config, &waited, &[]);
+    assert_eq!((off.slots.scheduled, off.slots.lost), (14, 6));
+
+    // A reader with no run id (slots counted by arrival) that keeps polling every ten
+    // minutes of monotonic time: its clock re-lives 08:10-09:00, which it runs again.
+    let reader = read(
+        &ten_minutely_text("latest")
+            .replace("method = \"POST\"", "method = \"GET\"")
+            .replace("body = '{\"run\": \"{{run.id}}\"}'\n", ""),
+    );
+    let polls: Vec<LedgerEntry> = every_ten("08:10", "10:20")
+        .iter()
+        .map(|hm| get(hm, "/v1/posts"))
+        .collect();
+    let j = judged_stepped(&reader, &polls, &back);
+    assert_eq!(
+        (j.slots.scheduled, j.slots.succeeded, j.slots.lost),
+        (8, 8, 0)
+    );
+    assert_eq!((j.slots_run_twice, j.duplicate_side_effects), (6, 6));
+    // Off: fourteen slots once each, nothing twice.
+    let off = judged_stepped(&reader, &polls, &[]);
+    assert_eq!((off.slots.succeeded, off.slots_run_twice), (14, 0));
+
+    // Work a run did before the step and finished after it (a resumed run) is not a
+    // slot run twice: each work step was done once.
+    let two_steps = read(&format!(
+        "{}\n[[jobs.steps]]\nname = \"log\"\nmethod = \"POST\"\nurl = \"http://blog.sim/v1/log\"\nservice = \"blog\"\nbody = '{{\"run\": \"{{{{run.id}}}}\"}}'\n",
+        ten_minutely_text("latest")
+    ));
+    let resumed = vec![
+        write("09:00", "/v1/posts", "09:00"),
+        write("09:06", "/v1/log", "09:00"),
+    ];
+    assert_eq!(
+        judged_stepped(&two_steps, &resumed, &back).slots_run_twice,
+        0
+    );
+
+    // Windows are read on the host's clock: a publish at 09:30 (world) is 08:30 on a
+    // host stepped back an hour at 09:10, before the 09:00 window opens.
+    let blog = read(CONFIG);
+    let late = [publish("09:30", "09:00")];
+    let steps = [(at("09:10"), chrono::Duration::hours(-1))];
+    assert_eq!(judged_stepped(&blog, &late, &steps).window_violations, 1);
+    assert_eq!(judged_stepped(&blog, &late, &[]).window_violations, 0);
+}
+
+#[test]
+fn host_times_a_forward_step_jumped_over_are_judged_like_a_sleep() {
+    // At 09:05 (world) the host's clock steps on to 10:05: it never reads 09:05-10:05.
+    // Its slots run 08:10 to 11:20; 09:10-10:00 were jumped over, and `latest` owes a
+    // run for 10:00 on the return.
+    let forward = [(at("09:05"), chrono::Duration::hours(1))];
+    let config = ten_minutely("latest");
+    let before = every_ten("08:10", "09:00");
+    let after_due = every_ten("10:10", "11:20");
+    let after_at = every_ten("09:10", "10:20");
+    let mut pairs: Vec<(&str, &str)> = before.iter().map(|t| (t.as_str(), t.as_str())).collect();
+    pairs.extend(
+        after_at
+            .iter()
+            .map(String::as_str)
+            .zip(after_due.iter().map(String::as_str)),
+    );
+    let skipped = runs(&pairs);
+    let mut caught_up = skipped.clone();
+    caught_up.push(write("09:05", "/v1/posts", "10:00"));
+    let counts = |ledger: &[LedgerEntry], steps: &[(DateTime<Utc>, chrono::Duration)]| {
+        let s = judged_stepped(&config, ledger, steps).slots;
+        (s.scheduled, s.succeeded, s.away, s.lost)
+    };
+    // The catch-up ran: five slots missed with the jump, nothing lost.
+    assert_eq!(counts(&caught_up, &forward), (20, 15, 5, 0));
+    // A runner that skipped it with no catch-up lost the owed slot.
+    assert_eq!(counts(&skipped, &forward), (20, 14, 5, 1));
+    // Mapping off: the world's slots 09:10-10:20 see runs named for the wrong hour.
+    assert_ne!(counts(&caught_up, &[]).3, 0);
 }
