@@ -23,7 +23,9 @@
 //! between the API's answer and the run's commit; 2 of 13 tries when the test stopped
 //! the daemon right after the answer) is taken for a long run, not a sleep: the run's
 //! monotonic time ran on during the stop, so the slots that passed go to the overlap
-//! policy (journaled `overlap`, no catch-up run) instead of the catch-up policy. A Mac's
+//! policy instead of the catch-up policy: with `overlap = "skip"` they are journaled
+//! `overlap`, not `asleep`, except a slot due in the 2 minutes before the run ended, which
+//! runs late (job_loop's overlap grace; read from the code, not exercised here). A Mac's
 //! sleep stops the monotonic clock, so the runner tells it apart there; a stopped
 //! process or a paused VM it does not.
 
@@ -238,8 +240,8 @@ async fn a_stopped_and_continued_daemon_accounts_for_every_slot_without_a_burst(
     wait_for("two runs before the stop", || runs() >= 2).await;
     // Half a period after the API's answer the run has committed and the job waits for
     // its next slot: the stop freezes an idle daemon, as a sleep usually does. (Stopped
-    // inside a run's last milliseconds, it journals the slots `overlap` and runs no
-    // catch-up: see the module's note.)
+    // inside a run's last milliseconds, it journals the slots `overlap`: see the
+    // module's note.)
     tokio::time::sleep(Duration::from_millis(1000)).await;
     daemon.signal("-STOP");
     let stopped_at = wall_ms();
