@@ -35,9 +35,9 @@ use steadfast_core::event::{EventKind, Outcome};
 
 use crate::driver::{SimError, SimRun, WorldEvent, simulate};
 use crate::judge::work::WorkMap;
-use crate::services::ledger::LedgerEntry;
 use crate::metrics::evaluate;
 use crate::scenario::{CalibrationSpec, Profile, Scenario};
+use crate::services::ledger::LedgerEntry;
 use crate::study::parallel;
 use crate::study::stats::Summary;
 
@@ -103,10 +103,10 @@ pub fn measures(scenario: &Scenario, run: &SimRun) -> Measures {
     });
     let deaths = process_deaths(&run.timeline, run.end);
     let deaths_week = process_deaths(&run.timeline, week_end);
-    let run_deaths = run
-        .world
-        .ledger()
-        .with_entries(|entries| unhandled_run_deaths(&scenario.config, entries, week_end));
+    let died_at = death_times(&run.timeline);
+    let run_deaths = run.world.ledger().with_entries(|entries| {
+        unhandled_run_deaths(&scenario.config, entries, &died_at, week_end)
+    });
     let times: Vec<DateTime<Utc>> = run.interventions.iter().map(|i| i.at).collect();
     Measures {
         lost_task_rate: m.lost_task_rate,
@@ -125,22 +125,17 @@ pub fn measures(scenario: &Scenario, run: &SimRun) -> Measures {
 
 /// What counts as a crash, in the field report's words. Shown beside the fit.
 pub const CRASH_DEFINITION: &str = "a crash is a process death (crash, out-of-memory kill, silent death, exit: the world's timeline) \
-or a run that died of an error the before code does not handle (the services' ledger: a run's last answer was a reset, a 5xx or a 4xx other than 401 and 429); \
+or a run that died of an error the before code does not handle (the services' ledger: a run stopped at a reset, a 5xx or a 4xx other than 401 and 429, \
+or after a good answer short of its last step, as when the next step's name did not resolve); \
 a 401 (the token is refreshed, \"will retry next cycle\") and a 429 (\"rate limited, will retry next cycle\") are handled errors, not crashes";
 
 /// Process deaths in the world's timeline before `until`: the runner was killed
 /// (`crash`, `oom_kill`), died without a word (`silent_death`) or ended on its own
 /// (`exit`).
 pub fn process_deaths(timeline: &[WorldEvent], until: DateTime<Utc>) -> u64 {
-    timeline
-        .iter()
-        .filter(|e| e.at < until)
-        .filter(|e| {
-            matches!(
-                e.what.as_str(),
-                "crash" | "silent_death" | "oom_kill" | "exit"
-            )
-        })
+    death_times(timeline)
+        .into_iter()
+        .filter(|&at| at < until)
         .count() as u64
 }
 
@@ -157,16 +152,36 @@ pub fn unhandled(status: u16) -> bool {
     status == 0 || status >= 500 || ((400..500).contains(&status) && !matches!(status, 401 | 429))
 }
 
-/// Runs that died of an unhandled error before `until`, as the services saw them: an
-/// answer to a job's step that was an unhandled error ([`unhandled`]), after which the
-/// world saw neither a retry of that step (a request to it within [`RETRY_GAP`]) nor
-/// the job's next step: the job's next request is an earlier step, the same step after
-/// a pause (its next run), or nothing. A request the world cannot tie to a job's step
-/// (no step has its endpoint) is ignored; a run killed by its process's death is a
-/// process death, not counted here (its last answer was not an error). Not seen: an
-/// error no service answered (a name that did not resolve never reaches a service).
-pub fn unhandled_run_deaths(config: &Config, entries: &[LedgerEntry], until: DateTime<Utc>) -> u64 {
+/// Runs that died of an unhandled error before `until`, as the services saw them.
+///
+/// The world sees a job's run as its requests, step after step (the field world's jobs
+/// run at most every 15 minutes, so one run's calls are over before the next run's
+/// begin). After an answer to one of a job's steps, the run *went on* when the job's next
+/// request is to a later step, or to the same step within [`RETRY_GAP`] (a retry). A
+/// run *died of an unhandled error* at an answer after which it did not go on, when:
+/// - the answer was an unhandled error ([`unhandled`]: a reset, a 5xx, a 4xx other than
+///   401 and 429), or
+/// - the answer was good but its step was not the job's last: the run stopped at an
+///   error no service answered (a name that did not resolve, a refused connection),
+///
+/// and the process did not die within [`RETRY_GAP`] of the answer (`deaths`: that is a
+/// process death, counted apart). A 401 or a 429 ends a run the before code handles: not
+/// counted. A request the world cannot tie to a job's step (no step has its endpoint)
+/// is ignored. Not seen: a run whose very first call found no service (it left no
+/// request), and a run whose job's next request belongs to a run that overlapped it.
+pub fn unhandled_run_deaths(
+    config: &Config,
+    entries: &[LedgerEntry],
+    deaths: &[DateTime<Utc>],
+    until: DateTime<Utc>,
+) -> u64 {
     let map = WorkMap::new(config);
+    let last_step: BTreeMap<usize, usize> =
+        map.endpoints.iter().fold(BTreeMap::new(), |mut last, p| {
+            let e = last.entry(p.job).or_insert(p.step);
+            *e = (*e).max(p.step);
+            last
+        });
     // Per job, (step, arrival, answer, status) in order of arrival.
     let mut per_job: BTreeMap<usize, Vec<(usize, DateTime<Utc>, DateTime<Utc>, u16)>> =
         BTreeMap::new();
@@ -179,20 +194,41 @@ pub fn unhandled_run_deaths(config: &Config, entries: &[LedgerEntry], until: Dat
         }
     }
     let mut died = 0;
-    for calls in per_job.values() {
+    for (job, calls) in &per_job {
+        let last = last_step.get(job).copied().unwrap_or_default();
         for (i, &(step, at, answered, status)) in calls.iter().enumerate() {
-            if at >= until || !unhandled(status) {
+            if at >= until || matches!(status, 401 | 429) {
+                continue;
+            }
+            if !unhandled(status) && step >= last {
                 continue;
             }
             let went_on = calls.get(i + 1).is_some_and(|&(next, next_at, _, _)| {
                 next > step || (next == step && next_at - answered <= RETRY_GAP)
             });
-            if !went_on {
+            let process_died = deaths.iter().any(|&d| d >= at && d <= answered + RETRY_GAP);
+            // A good answer as the world's very last call of the job: the world ended.
+            let world_ended = !unhandled(status) && calls.get(i + 1).is_none();
+            if !went_on && !process_died && !world_ended {
                 died += 1;
             }
         }
     }
     died
+}
+
+/// When the process died (the world's timeline), for telling its deaths from its runs'.
+fn death_times(timeline: &[WorldEvent]) -> Vec<DateTime<Utc>> {
+    timeline
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.what.as_str(),
+                "crash" | "silent_death" | "oom_kill" | "exit"
+            )
+        })
+        .map(|e| e.at)
+        .collect()
 }
 
 fn host(name: &str) -> String {
@@ -389,7 +425,10 @@ pub struct Knob {
 pub const KNOBS: [Knob; 3] = [
     Knob {
         name: "leak_scale",
-        candidates: &[1.0, 4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 28.0, 32.0],
+        candidates: &[
+            1.0, 4.0, 8.0, 12.0, 16.0, 17.0, 18.0, 19.0, 20.0, 21.0, 22.0, 23.0, 24.0, 25.0, 26.0,
+            27.0, 28.0, 30.0, 32.0,
+        ],
         get: |c| c.leak_scale,
         set: |c, v| c.leak_scale = v,
     },
@@ -1067,19 +1106,40 @@ body = '{"run": "{{run.id}}"}'
             call("09:30:00", "/v1/draft", 401),
             call("10:00:00", "/v1/draft", 200),
             call("10:00:01", "/v1/publish", 429),
-            // 10:30: a 404 on the last step, the last call of the world: died (3).
+            // 10:30: a 404 on the last step: died (3).
             call("10:30:00", "/v1/draft", 200),
             call("10:30:01", "/v1/publish", 200),
             call("10:30:02", "/v1/log", 404),
+            // 11:00: draft answered, then nothing until the next run: the next step's
+            // name did not resolve, no service saw it: died (4).
+            call("11:00:00", "/v1/draft", 200),
+            // 11:30: the same, but the process died right after: a process death.
+            call("11:30:00", "/v1/draft", 200),
+            // 12:00: a 503, and the process died before the retry: a process death.
+            call("12:00:00", "/v1/draft", 503),
+            // 12:30: a whole run, then the world ends mid-run after a good answer.
+            call("12:30:00", "/v1/draft", 200),
+            call("12:30:01", "/v1/publish", 200),
+            call("12:30:02", "/v1/log", 200),
+            call("13:00:00", "/v1/draft", 200),
             // A request no step makes is nobody's.
-            call("10:31:00", "/v1/other", 500),
+            call("13:01:00", "/v1/other", 500),
         ];
+        let deaths = [at("11:30:30"), at("12:00:10")];
         assert_eq!(
-            unhandled_run_deaths(&config, &ledger, at("23:00:00")),
-            3
+            unhandled_run_deaths(&config, &ledger, &deaths, at("23:00:00")),
+            4
         );
         // Only what arrived before the bound.
-        assert_eq!(unhandled_run_deaths(&config, &ledger, at("09:00:00")), 1);
+        assert_eq!(
+            unhandled_run_deaths(&config, &ledger, &deaths, at("09:00:00")),
+            1
+        );
+        // Without the deaths the world would blame the runs.
+        assert_eq!(
+            unhandled_run_deaths(&config, &ledger, &[], at("23:00:00")),
+            6
+        );
         assert!(unhandled(0) && unhandled(503) && unhandled(404));
         assert!(!unhandled(401) && !unhandled(429) && !unhandled(200));
     }

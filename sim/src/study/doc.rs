@@ -375,7 +375,12 @@ fn fit_and_prediction(study: &Study, out: &mut Vec<Block>) {
     };
     for (title, figures, runs, column) in [
         ("fit", &BEFORE[..], &naive, "naive"),
-        ("other crash counts (not fitted)", &CRASH_COUNTS[..], &naive, "naive"),
+        (
+            "other crash counts (not fitted)",
+            &CRASH_COUNTS[..],
+            &naive,
+            "naive",
+        ),
         ("prediction", &AFTER[..], &healing, "self-healing"),
     ] {
         out.push(Block::Table {
@@ -383,7 +388,11 @@ fn fit_and_prediction(study: &Study, out: &mut Vec<Block>) {
                 "figure".to_string(),
                 format!(
                     "field report ({})",
-                    if title == "prediction" { "after" } else { "before" }
+                    if title == "prediction" {
+                        "after"
+                    } else {
+                        "before"
+                    }
                 ),
                 format!("measured: `{column}`"),
                 title.to_string(),
