@@ -16,6 +16,12 @@
 //!   immediate retries each throttled call becomes several 429s, so it drives the
 //!   rate-limit violations a day.
 //!
+//! What counts as one of the report's 47 "crashes in the first week" is decided from the
+//! report's words ([`CRASH_DEFINITION`], argued at [`CRASH_COUNTS`]): a process death or
+//! a run that died of an error the before code does not handle, both measured from the
+//! world (its timeline, its services' ledger). The counts not chosen are shown beside
+//! the fit, never fitted.
+//!
 //! The fit is a coordinate search over a fixed list of candidate values per knob
 //! ([`KNOBS`]), starting from the scenario's own values, minimising the summed squared
 //! relative error over [`BEFORE`] (mean over the seeds; see [`objective`]); ties keep
@@ -30,11 +36,14 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
+use steadfast_core::config::Config;
 use steadfast_core::event::{EventKind, Outcome};
 
-use crate::driver::{SimError, SimRun, simulate};
+use crate::driver::{SimError, SimRun, WorldEvent, simulate};
+use crate::judge::work::WorkMap;
 use crate::metrics::evaluate;
 use crate::scenario::{CalibrationSpec, Profile, Scenario};
+use crate::services::ledger::LedgerEntry;
 use crate::study::parallel;
 use crate::study::stats::Summary;
 
@@ -50,10 +59,21 @@ pub struct Measures {
     /// 429 answers per simulated day: every 429 a service gave (per-minute limit,
     /// daily quota or a storm), as the report's author saw them.
     pub rate_limit_violations_per_day: f64,
-    /// Crashes in the first 7 simulated days: runs that died with an error (they
-    /// started and ended failed or fatal). Process deaths are counted apart.
+    /// Crashes in the first 7 simulated days, as the field report counts them (see
+    /// [`CRASH_DEFINITION`]): process deaths plus runs that died of an error the before
+    /// code does not handle.
     pub crashes_first_week: f64,
-    /// Times the runner process died (crash, out of memory, silent death).
+    /// Process deaths in the first 7 simulated days (crash, out-of-memory kill, silent
+    /// death, exit), from the world's timeline.
+    pub process_deaths_first_week: f64,
+    /// Runs that died of an unhandled error in the first 7 simulated days, from the
+    /// services' ledger ([`unhandled_run_deaths`]).
+    pub unhandled_run_deaths_first_week: f64,
+    /// Runs that ended failed or fatal in the first 7 simulated days, for any reason
+    /// (a 401 and a 429 included), as the runner's own events say: the definition used
+    /// before, shown for comparison only.
+    pub failed_runs_first_week: f64,
+    /// Times the runner process died (crash, out of memory, silent death, exit).
     pub process_deaths: f64,
     /// Longest stretch without a manual intervention, in days.
     pub longest_unattended_days: f64,
@@ -63,11 +83,12 @@ pub struct Measures {
 
 /// The one adapter between the judge and calibration: every figure of one run.
 ///
-/// Lost tasks and interventions come from [`evaluate`] (lead: rewire to the
-/// service-side judge here); 429s from the services' and the network's own counters;
-/// crashes of the first week from the runs' outcomes in the trace (the judge's ledger
-/// should replace this one runner-side count); process deaths and unattended
-/// stretches from the world's own timeline.
+/// Lost tasks and interventions come from [`evaluate`] (the service-side judge);
+/// 429s from the services' and the network's own counters; crashes from the world's
+/// timeline (process deaths) and the services' ledger (runs that died of an unhandled
+/// error); unattended stretches from the world's interventions. Only
+/// `failed_runs_first_week`, the old definition kept for comparison, reads the
+/// runner's events.
 pub fn measures(scenario: &Scenario, run: &SimRun) -> Measures {
     let m = evaluate(scenario, run).metrics;
     let days = (run.simulated_seconds / 86_400.0).max(1e-9);
@@ -79,15 +100,134 @@ pub fn measures(scenario: &Scenario, run: &SimRun) -> Measures {
         })
         .sum();
     let week_end = run.start + chrono::Duration::days(7);
-    let crashes = run.world.trace().with_events(|trace| {
+    let failed_runs = run.world.trace().with_events(|trace| {
         trace
             .iter()
             .filter(|e| e.event == EventKind::RunFinished && e.at < week_end)
             .filter(|e| matches!(e.outcome, Some(Outcome::Failed | Outcome::Fatal)))
             .count()
     });
-    let deaths = run
-        .timeline
+    let deaths = process_deaths(&run.timeline, run.end);
+    let deaths_week = process_deaths(&run.timeline, week_end);
+    let died_at = death_times(&run.timeline);
+    let run_deaths = run.world.ledger().with_entries(|entries| {
+        unhandled_run_deaths(&scenario.config, entries, &died_at, week_end)
+    });
+    let times: Vec<DateTime<Utc>> = run.interventions.iter().map(|i| i.at).collect();
+    Measures {
+        lost_task_rate: m.lost_task_rate,
+        fixes_per_day: m.manual_interventions as f64 / days,
+        hours_between_interventions: m.hours_between_interventions,
+        rate_limit_violations_per_day: too_many as f64 / days,
+        crashes_first_week: (deaths_week + run_deaths) as f64,
+        process_deaths_first_week: deaths_week as f64,
+        unhandled_run_deaths_first_week: run_deaths as f64,
+        failed_runs_first_week: failed_runs as f64,
+        process_deaths: deaths as f64,
+        longest_unattended_days: longest_gap_days(run.start, run.end, &times),
+        fixes_per_week: m.manual_interventions as f64 / days * 7.0,
+    }
+}
+
+/// What counts as a crash, in the field report's words. Shown beside the fit.
+pub const CRASH_DEFINITION: &str = "a crash is a process death (crash, out-of-memory kill, silent death, exit: the world's timeline) \
+or a run that died of an error the before code does not handle (the services' ledger: a run stopped at a reset, a 5xx or a 4xx other than 401 and 429, \
+or after a good answer short of its last step, as when the next step's name did not resolve); \
+a 401 (the token is refreshed, \"will retry next cycle\") and a 429 (\"rate limited, will retry next cycle\") are handled errors, not crashes";
+
+/// Process deaths in the world's timeline before `until`: the runner was killed
+/// (`crash`, `oom_kill`), died without a word (`silent_death`) or ended on its own
+/// (`exit`).
+pub fn process_deaths(timeline: &[WorldEvent], until: DateTime<Utc>) -> u64 {
+    death_times(timeline)
+        .into_iter()
+        .filter(|&at| at < until)
+        .count() as u64
+}
+
+/// A later request to the same step of a job within this long of a failed answer is a
+/// retry of the same run (the before code retries at once; every job of the field world
+/// runs at most every 15 minutes, so the next run starts later than this).
+pub const RETRY_GAP: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Whether an answer is an error the before code does not handle: no answer (a reset),
+/// a 5xx, or a 4xx other than a 401 (it refreshes the token) and a 429 (it leaves the
+/// run to the next cycle). Pattern 4 of the report: `except Exception as e:
+/// log_error(f"{engine_name}: unexpected error: {e}")`.
+pub fn unhandled(status: u16) -> bool {
+    status == 0 || status >= 500 || ((400..500).contains(&status) && !matches!(status, 401 | 429))
+}
+
+/// Runs that died of an unhandled error before `until`, as the services saw them.
+///
+/// The world sees a job's run as its requests, step after step (the field world's jobs
+/// run at most every 15 minutes, so one run's calls are over before the next run's
+/// begin). After an answer to one of a job's steps, the run *went on* when the job's next
+/// request is to a later step, or to the same step within [`RETRY_GAP`] (a retry). A
+/// run *died of an unhandled error* at an answer after which it did not go on, when:
+/// - the answer was an unhandled error ([`unhandled`]: a reset, a 5xx, a 4xx other than
+///   401 and 429), or
+/// - the answer was good but its step was not the job's last: the run stopped at an
+///   error no service answered (a name that did not resolve, a refused connection),
+///
+/// and the process did not die within [`RETRY_GAP`] of the answer (`deaths`: that is a
+/// process death, counted apart). A 401 or a 429 ends a run the before code handles: not
+/// counted. A request the world cannot tie to a job's step (no step has its endpoint)
+/// is ignored. Not seen: a run whose very first call found no service (it left no
+/// request), and a run whose job's next request belongs to a run that overlapped it.
+pub fn unhandled_run_deaths(
+    config: &Config,
+    entries: &[LedgerEntry],
+    deaths: &[DateTime<Utc>],
+    until: DateTime<Utc>,
+) -> u64 {
+    let map = WorkMap::new(config);
+    let last_step: BTreeMap<usize, usize> =
+        map.endpoints.iter().fold(BTreeMap::new(), |mut last, p| {
+            let e = last.entry(p.job).or_insert(p.step);
+            *e = (*e).max(p.step);
+            last
+        });
+    // Per job, its calls in order of arrival.
+    let mut per_job: BTreeMap<usize, Vec<Call>> = BTreeMap::new();
+    for e in entries.iter().filter(|e| !e.is_health_check()) {
+        if let Some(p) = map.endpoint_of(config, e) {
+            per_job
+                .entry(p.job)
+                .or_default()
+                .push((p.step, e.at, e.answered_at, e.status));
+        }
+    }
+    let mut died = 0;
+    for (job, calls) in &per_job {
+        let last = last_step.get(job).copied().unwrap_or_default();
+        for (i, &(step, at, answered, status)) in calls.iter().enumerate() {
+            if at >= until || matches!(status, 401 | 429) {
+                continue;
+            }
+            if !unhandled(status) && step >= last {
+                continue;
+            }
+            let went_on = calls.get(i + 1).is_some_and(|&(next, next_at, _, _)| {
+                next > step || (next == step && next_at - answered <= RETRY_GAP)
+            });
+            let process_died = deaths.iter().any(|&d| d >= at && d <= answered + RETRY_GAP);
+            // A good answer as the world's very last call of the job: the world ended.
+            let world_ended = !unhandled(status) && calls.get(i + 1).is_none();
+            if !went_on && !process_died && !world_ended {
+                died += 1;
+            }
+        }
+    }
+    died
+}
+
+/// One call of a job as the world saw it: step, arrival, answer, status.
+type Call = (usize, DateTime<Utc>, DateTime<Utc>, u16);
+
+/// When the process died (the world's timeline), for telling its deaths from its runs'.
+fn death_times(timeline: &[WorldEvent]) -> Vec<DateTime<Utc>> {
+    timeline
         .iter()
         .filter(|e| {
             matches!(
@@ -95,18 +235,8 @@ pub fn measures(scenario: &Scenario, run: &SimRun) -> Measures {
                 "crash" | "silent_death" | "oom_kill" | "exit"
             )
         })
-        .count();
-    let times: Vec<DateTime<Utc>> = run.interventions.iter().map(|i| i.at).collect();
-    Measures {
-        lost_task_rate: m.lost_task_rate,
-        fixes_per_day: m.manual_interventions as f64 / days,
-        hours_between_interventions: m.hours_between_interventions,
-        rate_limit_violations_per_day: too_many as f64 / days,
-        crashes_first_week: crashes as f64,
-        process_deaths: deaths as f64,
-        longest_unattended_days: longest_gap_days(run.start, run.end, &times),
-        fixes_per_week: m.manual_interventions as f64 / days * 7.0,
-    }
+        .map(|e| e.at)
+        .collect()
 }
 
 fn host(name: &str) -> String {
@@ -185,11 +315,49 @@ pub const BEFORE: [Figure; 5] = [
         read: |m| m.rate_limit_violations_per_day,
     },
     Figure {
-        name: "crashes in the first week (runs died with an error)",
+        name: "crashes in the first week (process deaths + runs died of an unhandled error)",
         quote: "47",
         target: 47.0,
         test: Test::Within(TOLERANCE),
         read: |m| m.crashes_first_week,
+    },
+];
+
+/// The other ways of counting the report's 47 crashes, shown beside the fit (never
+/// fitted) so the definition chosen ([`CRASH_DEFINITION`]) is seen next to the ones
+/// not chosen.
+///
+/// Why the sum: the report says its system "crashed 47 times in the first week" and
+/// counts among its first week's failures the "3 'silent deaths' ... jobs that crashed
+/// without error messages, just... stopped" (process deaths) and an "Out of memory"
+/// run beside an "ECONNRESET" one (a run dying of an error). Its own error boundary
+/// (pattern 4) handles a rate limit and an expired token ("will retry next cycle") and
+/// calls anything else an "unexpected error": those runs crashed, the handled ones did
+/// not. Process deaths alone cannot be it: in the before world nothing restarts a dead
+/// process but a human, so 47 of them a week would need at least 47 fixes a week, beside
+/// the report's 3-5 a day (21-35 a week). Runs alone cannot be it either: they leave out
+/// the out-of-memory kills and silent deaths the report names.
+pub const CRASH_COUNTS: [Figure; 3] = [
+    Figure {
+        name: "crashes, process deaths only (not chosen)",
+        quote: "47",
+        target: 47.0,
+        test: Test::Within(TOLERANCE),
+        read: |m| m.process_deaths_first_week,
+    },
+    Figure {
+        name: "crashes, runs died of an unhandled error only (not chosen)",
+        quote: "47",
+        target: 47.0,
+        test: Test::Within(TOLERANCE),
+        read: |m| m.unhandled_run_deaths_first_week,
+    },
+    Figure {
+        name: "crashes, runs ended failed or fatal for any reason, runner's events (old, not chosen)",
+        quote: "47",
+        target: 47.0,
+        test: Test::Within(TOLERANCE),
+        read: |m| m.failed_runs_first_week,
     },
 ];
 
@@ -262,16 +430,25 @@ pub struct Knob {
 }
 
 /// The knobs, in the order the search visits them.
+///
+/// `leak_scale` steps by 1 between 16 and 28: there a step moves the process's life by
+/// 9-21 minutes, and whether it dies just before or just after one of the operator's
+/// checks decides how long it then waits for a human (a coarser grid skipped the
+/// values where it dies just before them). `network_scale` reaches down to 1/8: the
+/// first fit stopped at the grid's lowest value, 0.5.
 pub const KNOBS: [Knob; 3] = [
     Knob {
         name: "leak_scale",
-        candidates: &[1.0, 4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 28.0, 32.0],
+        candidates: &[
+            1.0, 4.0, 8.0, 12.0, 16.0, 17.0, 18.0, 19.0, 20.0, 21.0, 22.0, 23.0, 24.0, 25.0, 26.0,
+            27.0, 28.0, 30.0, 32.0,
+        ],
         get: |c| c.leak_scale,
         set: |c, v| c.leak_scale = v,
     },
     Knob {
         name: "network_scale",
-        candidates: &[0.5, 1.0, 2.0],
+        candidates: &[0.125, 0.25, 0.5, 1.0, 2.0],
         get: |c| c.network_scale,
         set: |c, v| c.network_scale = v,
     },
@@ -651,6 +828,28 @@ pub fn table(naive: &[Measures], healing: &[Measures], seeds: &[u64]) -> String 
     let _ = writeln!(out);
     let _ = writeln!(
         out,
+        "Crashes counted other ways (shown, not fitted; the fit uses the sum: {CRASH_DEFINITION})"
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| figure | report before | naive mean ± sd (min-max) | within ±{:.0}% |",
+        TOLERANCE * 100.0
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
+    for row in compare(&CRASH_COUNTS, naive) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            row.figure.name,
+            row.figure.quote,
+            spread(&row),
+            verdict(&row)
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
         "Prediction: self-healing on the same fitted world vs the report's AFTER column (never fitted)"
     );
     let _ = writeln!(out);
@@ -834,6 +1033,150 @@ leak_mb_per_hour = 250
             back.faults, s.faults,
             "the faults as written are not scaled"
         );
+    }
+
+    /// A job of three steps, every 30 minutes (the field world's shape).
+    const TWO_JOBS: &str = r#"
+[services.blog]
+
+[[jobs]]
+name = "blog"
+every = "30m"
+
+[[jobs.steps]]
+name = "draft"
+method = "GET"
+url = "http://blog.sim/v1/draft"
+service = "blog"
+
+[[jobs.steps]]
+name = "publish"
+method = "POST"
+url = "http://blog.sim/v1/publish"
+service = "blog"
+body = '{"run": "{{run.id}}"}'
+
+[[jobs.steps]]
+name = "log"
+method = "POST"
+url = "http://blog.sim/v1/log"
+service = "blog"
+body = '{"run": "{{run.id}}"}'
+"#;
+
+    fn at(hms: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(&format!("2026-03-02T{hms}Z"))
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    fn call(hms: &str, path: &str, status: u16) -> LedgerEntry {
+        use crate::services::ledger::{AnsweredBy, Effect, TokenSeen};
+        LedgerEntry {
+            seq: 0,
+            at: at(hms),
+            answered_at: at(hms),
+            service: std::sync::Arc::from("blog.sim"),
+            method: if path == "/v1/draft" { "GET" } else { "POST" }.into(),
+            path: path.into(),
+            client: None,
+            token: TokenSeen::NotChecked,
+            idempotency_key: None,
+            run: None,
+            status,
+            answered_by: AnsweredBy::Service,
+            retry_after_until: None,
+            effect: Effect::None,
+            duplicate: false,
+        }
+    }
+
+    #[test]
+    fn a_run_dies_of_an_unhandled_error_when_no_retry_and_no_next_step_follows() {
+        let config = steadfast_core::config::parse_config(
+            TWO_JOBS,
+            std::path::Path::new("/calib.toml"),
+            &steadfast_core::config::NoSecretSources,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let ledger = [
+            // 08:00: a reset, retried at once and answered: the run went on.
+            call("08:00:00", "/v1/draft", 0),
+            call("08:00:01", "/v1/draft", 200),
+            call("08:00:02", "/v1/publish", 200),
+            call("08:00:03", "/v1/log", 200),
+            // 08:30: publish answers 503 three times; the next call is the next run's
+            // draft: died (1).
+            call("08:30:00", "/v1/draft", 200),
+            call("08:30:01", "/v1/publish", 503),
+            call("08:30:02", "/v1/publish", 503),
+            call("08:30:03", "/v1/publish", 503),
+            // 09:00: draft reset three times, then nothing until the next run's draft
+            // half an hour later (same step, past the retry gap): died (2).
+            call("09:00:00", "/v1/draft", 0),
+            call("09:00:01", "/v1/draft", 0),
+            call("09:00:02", "/v1/draft", 0),
+            // 09:30: a 401 and a 429 end runs the before code handles: not crashes.
+            call("09:30:00", "/v1/draft", 401),
+            call("10:00:00", "/v1/draft", 200),
+            call("10:00:01", "/v1/publish", 429),
+            // 10:30: a 404 on the last step: died (3).
+            call("10:30:00", "/v1/draft", 200),
+            call("10:30:01", "/v1/publish", 200),
+            call("10:30:02", "/v1/log", 404),
+            // 11:00: draft answered, then nothing until the next run: the next step's
+            // name did not resolve, no service saw it: died (4).
+            call("11:00:00", "/v1/draft", 200),
+            // 11:30: the same, but the process died right after: a process death.
+            call("11:30:00", "/v1/draft", 200),
+            // 12:00: a 503, and the process died before the retry: a process death.
+            call("12:00:00", "/v1/draft", 503),
+            // 12:30: a whole run, then the world ends mid-run after a good answer.
+            call("12:30:00", "/v1/draft", 200),
+            call("12:30:01", "/v1/publish", 200),
+            call("12:30:02", "/v1/log", 200),
+            call("13:00:00", "/v1/draft", 200),
+            // A request no step makes is nobody's.
+            call("13:01:00", "/v1/other", 500),
+        ];
+        let deaths = [at("11:30:30"), at("12:00:10")];
+        assert_eq!(
+            unhandled_run_deaths(&config, &ledger, &deaths, at("23:00:00")),
+            4
+        );
+        // Only what arrived before the bound.
+        assert_eq!(
+            unhandled_run_deaths(&config, &ledger, &deaths, at("09:00:00")),
+            1
+        );
+        // Without the deaths the world would blame the runs.
+        assert_eq!(
+            unhandled_run_deaths(&config, &ledger, &[], at("23:00:00")),
+            6
+        );
+        assert!(unhandled(0) && unhandled(503) && unhandled(404));
+        assert!(!unhandled(401) && !unhandled(429) && !unhandled(200));
+    }
+
+    #[test]
+    fn process_deaths_are_the_timelines_deaths_before_the_bound() {
+        let event = |hms: &str, what: &str| WorldEvent {
+            at: at(hms),
+            what: what.into(),
+            detail: String::new(),
+        };
+        let timeline = [
+            event("01:00:00", "fault_start"),
+            event("02:00:00", "oom_kill"),
+            event("03:00:00", "intervention"),
+            event("03:00:01", "restart"),
+            event("04:00:00", "crash"),
+            event("05:00:00", "silent_death"),
+            event("06:00:00", "supervisor_restart"),
+            event("07:00:00", "exit"),
+        ];
+        assert_eq!(process_deaths(&timeline, at("23:00:00")), 4);
+        assert_eq!(process_deaths(&timeline, at("04:30:00")), 2);
     }
 
     #[test]

@@ -708,7 +708,7 @@ fn calibrate(
     };
     let (n, h) = (extra(&naive_runs), extra(&healing_runs));
     say!(
-        "\nprocess deaths over the world (counted apart from crashes): naive {:.1} ({:.0}-{:.0}), self-healing {:.1} ({:.0}-{:.0})",
+        "\nprocess deaths over the whole world: naive {:.1} ({:.0}-{:.0}), self-healing {:.1} ({:.0}-{:.0})",
         n.mean,
         n.min,
         n.max,

@@ -348,7 +348,10 @@ pub fn build(study: &Study) -> Vec<Block> {
 /// world's unstated rates to) and the prediction (self-healing vs the "after" column,
 /// never fitted), each with its seed spread and a verdict with its reason.
 fn fit_and_prediction(study: &Study, out: &mut Vec<Block>) {
-    use crate::calibrate::{AFTER, BEFORE, Measures, TOLERANCE, compare, describe, spread};
+    use crate::calibrate::{
+        AFTER, BEFORE, CRASH_COUNTS, CRASH_DEFINITION, Measures, TOLERANCE, compare, describe,
+        spread,
+    };
     let naive: Vec<Measures> = study.runs_of("naive").iter().map(|r| r.field).collect();
     let healing: Vec<Measures> = study
         .runs_of("self-healing")
@@ -362,7 +365,7 @@ fn fit_and_prediction(study: &Study, out: &mut Vec<Block>) {
     out.push(Block::Para(format!(
         "The world's rates the field report does not state ([calibration]: {}) were fitted by `sim calibrate` to the report's before column only, with the naive profile. \
          The naive column is therefore a fit (met within ±{:.0}% of the report's figure); the self-healing column is a prediction on the same world, never fitted. \
-         A crash is a run that died with an error (it started and ended failed or fatal); process deaths are counted apart. Rate-limit violations are every 429 a service answered.",
+         Definitions: {CRASH_DEFINITION}. The other ways of counting crashes are shown below the fit, not fitted. Rate-limit violations are every 429 a service answered.",
         describe(&study.options.scenario.calibration),
         TOLERANCE * 100.0
     )));
@@ -372,6 +375,12 @@ fn fit_and_prediction(study: &Study, out: &mut Vec<Block>) {
     };
     for (title, figures, runs, column) in [
         ("fit", &BEFORE[..], &naive, "naive"),
+        (
+            "other crash counts (not fitted)",
+            &CRASH_COUNTS[..],
+            &naive,
+            "naive",
+        ),
         ("prediction", &AFTER[..], &healing, "self-healing"),
     ] {
         out.push(Block::Table {
@@ -379,7 +388,11 @@ fn fit_and_prediction(study: &Study, out: &mut Vec<Block>) {
                 "figure".to_string(),
                 format!(
                     "field report ({})",
-                    if title == "fit" { "before" } else { "after" }
+                    if title == "prediction" {
+                        "after"
+                    } else {
+                        "before"
+                    }
                 ),
                 format!("measured: `{column}`"),
                 title.to_string(),
