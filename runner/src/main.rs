@@ -456,7 +456,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(refuse_state(&p.env, &notifier, &p.outbox, &state_dir, &e).await);
                 }
                 let runner = match Runner::new(p.env.clone(), cfg, notifier.clone()).await {
-                    Ok(r) => r,
+                    Ok(r) => {
+                        refusal::clear(&state_dir);
+                        r
+                    }
                     Err(StartError::Store(e)) => {
                         return Ok(refuse_state(&p.env, &notifier, &p.outbox, &state_dir, &e).await);
                     }

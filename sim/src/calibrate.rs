@@ -815,16 +815,7 @@ pub fn table(naive: &[Measures], healing: &[Measures], seeds: &[u64]) -> String 
         "| figure | report before | naive mean ± sd (min-max) | fit |"
     );
     let _ = writeln!(out, "|---|---|---|---|");
-    for row in compare(&BEFORE, naive) {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} |",
-            row.figure.name,
-            row.figure.quote,
-            spread(&row),
-            verdict(&row)
-        );
-    }
+    write_rows(&mut out, &BEFORE, naive);
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -837,16 +828,7 @@ pub fn table(naive: &[Measures], healing: &[Measures], seeds: &[u64]) -> String 
         TOLERANCE * 100.0
     );
     let _ = writeln!(out, "|---|---|---|---|");
-    for row in compare(&CRASH_COUNTS, naive) {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} |",
-            row.figure.name,
-            row.figure.quote,
-            spread(&row),
-            verdict(&row)
-        );
-    }
+    write_rows(&mut out, &CRASH_COUNTS, naive);
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -858,7 +840,13 @@ pub fn table(naive: &[Measures], healing: &[Measures], seeds: &[u64]) -> String 
         "| figure | report after | self-healing mean ± sd (min-max) | prediction |"
     );
     let _ = writeln!(out, "|---|---|---|---|");
-    for row in compare(&AFTER, healing) {
+    write_rows(&mut out, &AFTER, healing);
+    out
+}
+
+/// One table row per figure: name, the report's words, the runs' spread, the verdict.
+fn write_rows(out: &mut String, figures: &[Figure], runs: &[Measures]) {
+    for row in compare(figures, runs) {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} |",
@@ -868,7 +856,6 @@ pub fn table(naive: &[Measures], healing: &[Measures], seeds: &[u64]) -> String 
             verdict(&row)
         );
     }
-    out
 }
 
 fn verdict(row: &Row) -> String {

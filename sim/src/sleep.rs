@@ -57,6 +57,19 @@ struct AwayInner {
     dropped: u64,
 }
 
+/// `spans` sorted, overlapping or touching ones merged into one.
+pub fn merge_spans(mut spans: Vec<AwaySpan>) -> Vec<AwaySpan> {
+    spans.sort();
+    let mut out: Vec<AwaySpan> = Vec::with_capacity(spans.len());
+    for (from, until) in spans {
+        match out.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(until),
+            _ => out.push((from, until)),
+        }
+    }
+    out
+}
+
 /// When the runner host was away by the world's doing: asleep, or crashed by a fault
 /// that restarts it (a power cut, a `kill -9` and restart). Not the runner's own deaths
 /// (a silent death, an OOM kill, an exit): how long those last depends on its
@@ -100,15 +113,7 @@ impl HostAway {
         if let Some(from) = inner.open {
             all.push((from, end.max(from)));
         }
-        all.sort();
-        let mut out: Vec<AwaySpan> = Vec::with_capacity(all.len());
-        for (from, until) in all {
-            match out.last_mut() {
-                Some(last) if from <= last.1 => last.1 = last.1.max(until),
-                _ => out.push((from, until)),
-            }
-        }
-        out
+        merge_spans(all)
     }
 
     /// The runner process started at `at` (world time). A process that started again

@@ -131,7 +131,7 @@ impl HostClock {
         if self.is_identity() {
             return away.to_vec();
         }
-        let mut all: Vec<AwaySpan> = away
+        let all: Vec<AwaySpan> = away
             .iter()
             .map(|(from, until)| {
                 let (from, until) = (self.host(*from), self.host(*until));
@@ -140,15 +140,7 @@ impl HostClock {
             .chain(self.jumped_over(start, end))
             .filter(|(from, until)| from < until)
             .collect();
-        all.sort();
-        let mut out: Vec<AwaySpan> = Vec::with_capacity(all.len());
-        for (from, until) in all {
-            match out.last_mut() {
-                Some(last) if from <= last.1 => last.1 = last.1.max(until),
-                _ => out.push((from, until)),
-            }
-        }
-        out
+        crate::sleep::merge_spans(all)
     }
 }
 
